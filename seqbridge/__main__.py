@@ -1,0 +1,3 @@
+from seqbridge.cli import main
+
+main(prog_name="seqbridge")

@@ -1,0 +1,227 @@
+"""The ``seqbridge`` command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+
+from seqbridge import __version__
+from seqbridge.clock import SystemClock
+from seqbridge.config import ConfigError, load_settings
+from seqbridge.errors import SeqbridgeError
+from seqbridge.logs import configure_logging
+from seqbridge.services import Services
+from seqbridge.services.keys import ALL_SCOPES, SCOPES
+from seqbridge.storage.db import Database
+
+
+def _services() -> Services:
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    configure_logging(settings["LOG_LEVEL"])
+    return Services(Database(settings["DATABASE_URL"], settings), SystemClock(), settings)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="seqbridge")
+@click.option(
+    "--database-url",
+    metavar="URL",
+    help="Overrides SEQBRIDGE_DATABASE_URL (sqlite:///path or postgresql://...).",
+)
+def main(database_url: str | None) -> None:
+    """Seqbridge: webhook bridge and sequence backend."""
+    if database_url:
+        # Children (gunicorn, the worker) inherit the environment.
+        os.environ["SEQBRIDGE_DATABASE_URL"] = database_url
+
+
+@main.command()
+def init() -> None:
+    """Create or upgrade the database schema. Safe to run again."""
+    from seqbridge.storage.migrate import current_revision, upgrade
+
+    services = _services()
+    try:
+        upgrade(services.db)
+    except SeqbridgeError as error:
+        raise click.ClickException(error.message) from None
+    click.echo(f"database ready at schema revision {current_revision(services.db)}")
+
+
+# Keys ---------------------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys.command("create")
+@click.option("--org", "org_name", required=True, help="Organization name; created if it does not exist.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    type=click.Choice([*SCOPES, ALL_SCOPES]),
+    help="Repeat for several scopes. X:write implies X:read; * grants everything.",
+)
+@click.option("--name", default="default", show_default=True, help="A label to tell keys apart.")
+def keys_create(org_name: str, scopes: tuple[str, ...], name: str) -> None:
+    """Create an API key. The key is printed once, alone on the last line."""
+    try:
+        created = _services().keys.create_key(org_name, list(scopes), name)
+    except SeqbridgeError as error:
+        raise click.ClickException(error.message) from None
+    click.echo(f"organization: {created.org_name} ({created.org_id})", err=False)
+    click.echo(f"key id:       {created.id}")
+    click.echo(f"name:         {created.name}")
+    click.echo(f"scopes:       {' '.join(created.scopes)}")
+    click.echo("Store the key now; it is not stored and cannot be shown again:")
+    click.echo(created.raw_key)
+
+
+@keys.command("list")
+@click.option("--org", "org_name", help="Only this organization's keys.")
+def keys_list(org_name: str | None) -> None:
+    """List keys (never their secrets)."""
+    try:
+        rows = _services().keys.list_keys(org_name)
+    except SeqbridgeError as error:
+        raise click.ClickException(error.message) from None
+    click.echo(f"{'KEY ID':36}  {'ORGANIZATION':20}  {'NAME':16}  {'PREFIX':14}  {'STATUS':8}  SCOPES")
+    for row in rows:
+        status = "revoked" if row["revoked_at"] else "active"
+        click.echo(
+            f"{row['id']:36}  {row['org_name'][:20]:20}  {row['name'][:16]:16}  {row['prefix'] + '…':14}  "
+            f"{status:8}  {' '.join(row['scopes'])}"
+        )
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by id; requests with it get 401 from now on."""
+    try:
+        key = _services().keys.revoke_key(key_id)
+    except SeqbridgeError as error:
+        raise click.ClickException(error.message) from None
+    click.echo(f"revoked {key['id']} ({key['name']}, {key['prefix']}…)")
+
+
+# Audit --------------------------------------------------------------------------------------
+
+
+@main.group()
+def audit() -> None:
+    """Inspect the audit log."""
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Walk every organization's hash chain; exit 1 naming the first bad event if any was altered."""
+    from seqbridge.audit import verify_chain
+
+    checked, problems = verify_chain(_services().db)
+    if problems:
+        for problem in problems:
+            click.echo(f"BROKEN: {problem}", err=True)
+        sys.exit(1)
+    click.echo(f"audit chain intact: {checked} events verified")
+
+
+# Processes ----------------------------------------------------------------------------------
+
+
+@main.command()
+def worker() -> None:
+    """Run the background worker alone (any number may run against PostgreSQL)."""
+    from seqbridge.worker import Worker
+
+    _services()  # validates settings and configures logging
+    runner = Worker(jobs=[])
+    runner.install_signal_handlers()
+    runner.run()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", "web_workers", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Gunicorn worker processes.")
+@click.option("--no-worker", is_flag=True, help="Do not start the background worker alongside the web server.")
+def serve(host: str, port: int, web_workers: int, no_worker: bool) -> None:
+    """Serve the API under gunicorn, with the background worker beside it.
+
+    This process supervises both: SIGTERM or Ctrl-C stops both gracefully, SIGHUP is passed on,
+    and a worker that dies is restarted.
+    """
+    services = _services()
+    _ensure_schema(services)
+    gunicorn_cmd = [
+        sys.executable, "-m", "gunicorn",
+        "-c", "python:seqbridge.gunicorn_conf",
+        "--bind", f"{host}:{port}",
+        "--workers", str(web_workers),
+        "seqbridge:create_app()",
+    ]  # fmt: skip
+    worker_cmd = [sys.executable, "-m", "seqbridge", "worker"]
+    sys.exit(_supervise(gunicorn_cmd, None if no_worker else worker_cmd))
+
+
+def _ensure_schema(services: Services) -> None:
+    from seqbridge.storage.migrate import current_revision, head_revision, upgrade
+
+    if current_revision(services.db) == head_revision():
+        return
+    if services.db.is_sqlite:
+        upgrade(services.db)  # the embedded default just works
+        return
+    raise click.ClickException("the database schema is not current: run `seqbridge init` first")
+
+
+def _supervise(web_cmd: list[str], worker_cmd: list[str] | None) -> int:
+    stopping = False
+    web = subprocess.Popen(web_cmd)
+    background = subprocess.Popen(worker_cmd) if worker_cmd else None
+
+    def forward(signum, _frame):
+        nonlocal stopping
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+            signum = signal.SIGTERM
+        for child in (web, background):
+            if child is not None and child.poll() is None:
+                child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+
+    while True:
+        code = web.poll()
+        if code is not None:
+            stopping = True
+            if background is not None and background.poll() is None:
+                background.terminate()
+                try:
+                    background.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    background.kill()
+            return code
+        if background is not None and background.poll() is not None and not stopping:
+            click.echo(f"seqbridge: worker exited with {background.returncode}; restarting", err=True)
+            time.sleep(1)
+            background = subprocess.Popen(worker_cmd)
+        time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Settings: defaults, then the environment, then the overrides a test passes in."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+#: Every setting, with its default. The environment variable is ``SEQBRIDGE_`` + the name.
+DEFAULTS: dict[str, Any] = {
+    # SQLite file under ./var/ is the embedded default; PostgreSQL via postgresql://...
+    "DATABASE_URL": f"sqlite:///{Path.cwd() / 'var' / 'seqbridge.db'}",
+    "MAPPINGS_DIR": str(Path.cwd() / "mappings"),
+    "OPENAPI_PATH": str(PROJECT_ROOT / "openapi.yaml"),
+    # Request bodies larger than this are refused with 413.
+    "MAX_BODY_BYTES": 1024 * 1024,
+    "LOG_LEVEL": "INFO",
+    # ISO region (e.g. "US", "DE") for phone numbers written without +; empty: numbers must be
+    # international, with or without the leading +.
+    "DEFAULT_PHONE_REGION": "",
+    # SQLite: how long a writer waits for the lock before giving up, in milliseconds.
+    "SQLITE_BUSY_TIMEOUT_MS": 5000,
+    # SQLite: FULL survives power loss, NORMAL survives process crashes only (WAL mode).
+    "SQLITE_SYNCHRONOUS": "FULL",
+    # Connection pool for PostgreSQL.
+    "DB_POOL_SIZE": 5,
+    "DB_MAX_OVERFLOW": 10,
+}
+
+_INT_SETTINGS = {"MAX_BODY_BYTES", "SQLITE_BUSY_TIMEOUT_MS", "DB_POOL_SIZE", "DB_MAX_OVERFLOW"}
+
+
+class ConfigError(ValueError):
+    """A setting has a value Seqbridge cannot use."""
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Return the settings: defaults, then ``SEQBRIDGE_*`` variables, then ``overrides``.
+
+    Raises :class:`ConfigError` when a value has the wrong type or is out of range.
+    """
+    environ = os.environ if environ is None else environ
+    settings = dict(DEFAULTS)
+    for name in DEFAULTS:
+        raw = environ.get(f"SEQBRIDGE_{name}")
+        if raw is not None and raw != "":
+            settings[name] = raw
+    if overrides:
+        settings.update(overrides)
+    for name in _INT_SETTINGS:
+        try:
+            settings[name] = int(settings[name])
+        except (TypeError, ValueError):
+            raise ConfigError(f"SEQBRIDGE_{name} must be an integer, got {settings[name]!r}") from None
+        if settings[name] < 0:
+            raise ConfigError(f"SEQBRIDGE_{name} must not be negative")
+    settings["LOG_LEVEL"] = str(settings["LOG_LEVEL"]).upper()
+    if settings["LOG_LEVEL"] not in LOG_LEVELS:
+        raise ConfigError(f"SEQBRIDGE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+    settings["SQLITE_SYNCHRONOUS"] = str(settings["SQLITE_SYNCHRONOUS"]).upper()
+    if settings["SQLITE_SYNCHRONOUS"] not in ("FULL", "NORMAL", "EXTRA"):
+        raise ConfigError("SEQBRIDGE_SQLITE_SYNCHRONOUS must be FULL, NORMAL or EXTRA")
+    return settings

@@ -1,0 +1,21 @@
+"""Gunicorn defaults for Seqbridge: ``gunicorn -c python:seqbridge.gunicorn_conf 'seqbridge:create_app()'``.
+
+Every value can be overridden on the command line or with GUNICORN_CMD_ARGS.
+"""
+
+import os
+
+bind = os.environ.get("SEQBRIDGE_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("SEQBRIDGE_WEB_WORKERS", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("SEQBRIDGE_WEB_THREADS", "4"))
+# Webhook senders give up after ~10-30 s; never hold a request longer than that.
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+# Bound memory growth from any leak: recycle workers now and then, staggered.
+max_requests = 10000
+max_requests_jitter = 1000
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("SEQBRIDGE_LOG_LEVEL", "info").lower()

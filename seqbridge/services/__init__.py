@@ -1,0 +1,25 @@
+"""Use cases. No Flask here: the web layer and the CLI both call these."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from seqbridge.clock import Clock
+from seqbridge.services.audit_log import AuditLogService
+from seqbridge.services.companies import CompanyService
+from seqbridge.services.contacts import ContactService
+from seqbridge.services.keys import KeyService
+from seqbridge.storage.db import Database
+
+
+class Services:
+    """Every use case, wired to one database and one clock."""
+
+    def __init__(self, db: Database, clock: Clock, settings: dict[str, Any]) -> None:
+        self.db = db
+        self.clock = clock
+        self.settings = settings
+        self.keys = KeyService(db, clock)
+        self.contacts = ContactService(db, clock, settings.get("DEFAULT_PHONE_REGION") or None)
+        self.companies = CompanyService(db, clock)
+        self.audit_log = AuditLogService(db)

@@ -1,0 +1,74 @@
+"""Small pieces every service shares: ids, time formatting, pages."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from seqbridge.errors import BadRequest
+
+T = TypeVar("T")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def format_time(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a ``Z``, or None."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class OffsetPage(Generic[T]):
+    """One page of an offset-paginated list."""
+
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+    @property
+    def next_offset(self) -> int | None:
+        following = self.offset + len(self.items)
+        return following if following < self.total else None
+
+    def meta(self) -> dict[str, Any]:
+        return {"total": self.total, "limit": self.limit, "offset": self.offset, "next_offset": self.next_offset}
+
+
+@dataclass(frozen=True)
+class CursorPage(Generic[T]):
+    """One page of a cursor-paginated list; ``next_cursor`` is None on the last page."""
+
+    items: list[T]
+    limit: int
+    next_cursor: str | None
+
+    def meta(self) -> dict[str, Any]:
+        return {"limit": self.limit, "next_cursor": self.next_cursor, "has_more": self.next_cursor is not None}
+
+
+def encode_cursor(position: dict[str, Any]) -> str:
+    """An opaque cursor for a keyset position."""
+    raw = json.dumps(position, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, required: tuple[str, ...]) -> dict[str, Any]:
+    """Decode a cursor made by :func:`encode_cursor`. Raises :class:`BadRequest` if it is not one."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        position = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not isinstance(position, dict) or any(key not in position for key in required):
+            raise ValueError
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise BadRequest("cursor is not valid; pass the next_cursor of a previous page", code="invalid_cursor") from None
+    return position

@@ -1,0 +1,97 @@
+"""The append-only audit log and the per-organization hash chain."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+
+from seqbridge.storage.schema import audit_events, audit_heads
+
+
+class AuditStore:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def start_chain(self, org_id: str) -> None:
+        """Create the chain head for a new organization (before its first event)."""
+        self.conn.execute(insert(audit_heads).values(org_id=org_id, last_event_id=0, last_hash=""))
+
+    def lock_chain_head(self, org_id: str) -> dict[str, Any]:
+        """Read the chain head and hold it until commit, so appends never fork the chain.
+
+        PostgreSQL takes a row lock; SQLite is already serialised by BEGIN IMMEDIATE.
+        """
+        row = (
+            self.conn.execute(select(audit_heads).where(audit_heads.c.org_id == org_id).with_for_update())
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise LookupError(f"organization {org_id} has no audit chain")
+        return dict(row)
+
+    def append_event(self, row: dict[str, Any]) -> int:
+        """Insert one event and move the chain head to it; return the event id."""
+        event_id = self.conn.execute(insert(audit_events).values(**row).returning(audit_events.c.id)).scalar_one()
+        self.conn.execute(
+            update(audit_heads)
+            .where(audit_heads.c.org_id == row["org_id"])
+            .values(last_event_id=event_id, last_hash=row["hash"])
+        )
+        return event_id
+
+    def list_events(
+        self,
+        org_id: str,
+        *,
+        tags: list[str] | None = None,
+        subject_type: str | None = None,
+        subject_id: str | None = None,
+        actor_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_id: int | None = None,
+        descending: bool = True,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """One page of events, keyset-paginated on the event id (stable under concurrent appends)."""
+        query = select(audit_events).where(audit_events.c.org_id == org_id)
+        if tags:
+            query = query.where(audit_events.c.tag.in_(tags))
+        if subject_type is not None:
+            query = query.where(audit_events.c.subject_type == subject_type)
+        if subject_id is not None:
+            query = query.where(audit_events.c.subject_id == subject_id)
+        if actor_id is not None:
+            query = query.where(audit_events.c.actor_id == actor_id)
+        if since is not None:
+            query = query.where(audit_events.c.occurred_at >= since)
+        if until is not None:
+            query = query.where(audit_events.c.occurred_at < until)
+        if after_id is not None:
+            query = query.where(audit_events.c.id < after_id if descending else audit_events.c.id > after_id)
+        order = audit_events.c.id.desc() if descending else audit_events.c.id.asc()
+        return [dict(r) for r in self.conn.execute(query.order_by(order).limit(limit)).mappings()]
+
+    def chain_heads(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute(select(audit_heads).order_by(audit_heads.c.org_id)).mappings()]
+
+    def iter_chain(self, org_id: str, batch: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every event of one organization in chain order, read in batches."""
+        last = 0
+        while True:
+            query = (
+                select(audit_events)
+                .where(audit_events.c.org_id == org_id, audit_events.c.id > last)
+                .order_by(audit_events.c.id)
+                .limit(batch)
+            )
+            rows = [dict(r) for r in self.conn.execute(query).mappings()]
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1]["id"]

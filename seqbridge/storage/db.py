@@ -1,0 +1,140 @@
+"""Engines and transactions. SQLite (the embedded default) and PostgreSQL run the same code.
+
+SQLite runs in WAL mode with a busy timeout, and every transaction that writes starts with
+``BEGIN IMMEDIATE`` so that two writers never deadlock upgrading a read lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from seqbridge.errors import ServiceUnavailable
+
+_WRITE_OPTION = "seqbridge_write"
+
+
+def normalize_database_url(url: str) -> URL:
+    """Accept ``postgres://``, ``postgresql://`` and ``sqlite:///`` URLs; use psycopg 3 for PostgreSQL."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername not in ("postgresql+psycopg", "sqlite", "sqlite+pysqlite"):
+        raise ValueError(f"unsupported database {parsed.drivername!r}: use sqlite:/// or postgresql://")
+    return parsed
+
+
+def build_engine(url: str, settings: dict[str, Any] | None = None) -> Engine:
+    """Create an engine for ``url`` with the pragmas and pool settings Seqbridge relies on."""
+    settings = settings or {}
+    parsed = normalize_database_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _build_sqlite_engine(parsed, settings)
+    return create_engine(
+        parsed,
+        pool_size=int(settings.get("DB_POOL_SIZE", 5)),
+        max_overflow=int(settings.get("DB_MAX_OVERFLOW", 10)),
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={"connect_timeout": 10},
+    )
+
+
+def _build_sqlite_engine(parsed: URL, settings: dict[str, Any]) -> Engine:
+    database = parsed.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    busy_ms = int(settings.get("SQLITE_BUSY_TIMEOUT_MS", 5000))
+    synchronous = settings.get("SQLITE_SYNCHRONOUS", "FULL")
+    engine = create_engine(
+        parsed,
+        connect_args={"timeout": busy_ms / 1000, "check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection):
+        if conn.get_execution_options().get(_WRITE_OPTION):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+class Database:
+    """The engine plus the transaction boundary every service goes through."""
+
+    def __init__(self, url: str, settings: dict[str, Any] | None = None) -> None:
+        self.url = url
+        self.engine = build_engine(url, settings)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self.is_postgresql = self.engine.dialect.name == "postgresql"
+
+    @contextlib.contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[Tx]:
+        """Open a transaction and yield a :class:`Tx`; commit on success, roll back on error.
+
+        Raises :class:`ServiceUnavailable` when the database cannot be reached, so callers
+        answer 503 (retry later) and never 500.
+        """
+        from seqbridge.storage.tx import Tx
+
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(**{_WRITE_OPTION: write})
+                with conn.begin():
+                    yield Tx(conn, self)
+        except OperationalError as exc:
+            if _is_unavailable(exc):
+                raise ServiceUnavailable(
+                    "The database is unavailable; retry later.",
+                    code="database_unavailable",
+                    headers={"Retry-After": "5"},
+                ) from exc
+            raise
+
+    def ping(self) -> None:
+        """Run a trivial query; raises :class:`ServiceUnavailable` if the database is unreachable."""
+        with self.transaction(write=False) as tx:
+            tx.conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _is_unavailable(exc: DBAPIError) -> bool:
+    """True for errors that mean "cannot reach or lock the database right now"."""
+    if exc.connection_invalidated:
+        return True
+    message = str(exc.orig).lower()
+    return any(
+        phrase in message
+        for phrase in (
+            "database is locked",
+            "connection refused",
+            "could not connect",
+            "server closed the connection",
+            "connection timeout",
+            "timeout expired",
+            "the database system is",
+            "terminating connection",
+            "unable to open database",
+        )
+    )

@@ -1,0 +1,52 @@
+"""A transaction and the stores that run SQL inside it."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from sqlalchemy.engine import Connection
+
+if TYPE_CHECKING:
+    from seqbridge.storage.audit import AuditStore
+    from seqbridge.storage.contacts import CompanyStore, ContactStore
+    from seqbridge.storage.db import Database
+    from seqbridge.storage.orgs import KeyStore, OrgStore
+
+
+class Tx:
+    """One open transaction. Each store is the only place its tables are read or written."""
+
+    def __init__(self, conn: Connection, db: Database) -> None:
+        self.conn = conn
+        self.db = db
+
+    @cached_property
+    def orgs(self) -> OrgStore:
+        from seqbridge.storage.orgs import OrgStore
+
+        return OrgStore(self.conn)
+
+    @cached_property
+    def keys(self) -> KeyStore:
+        from seqbridge.storage.orgs import KeyStore
+
+        return KeyStore(self.conn)
+
+    @cached_property
+    def contacts(self) -> ContactStore:
+        from seqbridge.storage.contacts import ContactStore
+
+        return ContactStore(self.conn)
+
+    @cached_property
+    def companies(self) -> CompanyStore:
+        from seqbridge.storage.contacts import CompanyStore
+
+        return CompanyStore(self.conn)
+
+    @cached_property
+    def audit(self) -> AuditStore:
+        from seqbridge.storage.audit import AuditStore
+
+        return AuditStore(self.conn)

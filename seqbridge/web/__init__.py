@@ -1,0 +1,48 @@
+"""The WSGI application: Flask blueprints only — parse, call a service, serialise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from seqbridge.clock import SystemClock
+from seqbridge.config import load_settings
+from seqbridge.logs import configure_logging
+from seqbridge.services import Services
+from seqbridge.storage.db import Database
+from seqbridge.web import errors, pipeline
+from seqbridge.web.contract import Contract
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: defaults, then ``SEQBRIDGE_*`` environment, then ``test_config``.
+
+    ``test_config`` may also carry ``CLOCK`` (an injectable clock) besides any setting.
+    """
+    test_config = dict(test_config or {})
+    clock = test_config.pop("CLOCK", None) or SystemClock()
+    settings = load_settings(overrides=test_config)
+    configure_logging(settings["LOG_LEVEL"])
+
+    app = Flask("seqbridge")
+    app.config.update(settings)
+    app.config["MAX_CONTENT_LENGTH"] = settings["MAX_BODY_BYTES"]
+    app.json.sort_keys = False
+
+    db = Database(settings["DATABASE_URL"], settings)
+    app.extensions["seqbridge"] = Services(db, clock, settings)
+    app.extensions["seqbridge.contract"] = Contract.load(settings["OPENAPI_PATH"])
+
+    errors.init_app(app)
+    pipeline.init_app(app)
+
+    from seqbridge.web import audit, companies, contacts, docs, health
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(docs.bp)
+    app.register_blueprint(contacts.contacts_bp)
+    app.register_blueprint(contacts.customers_bp)
+    app.register_blueprint(companies.bp)
+    app.register_blueprint(audit.bp)
+    return app

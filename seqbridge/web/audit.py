@@ -1,0 +1,43 @@
+"""The audit log, read-only, and who-am-I for the calling key."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import Blueprint
+
+from seqbridge.web.envelope import caller, ok, page, query
+from seqbridge.web.pipeline import services
+
+bp = Blueprint("audit", __name__, url_prefix="/api/v1")
+
+
+@bp.get("/audit-events")
+def list_audit_events():
+    q = query()
+    return page(
+        services().audit_log.list_events(
+            caller(),
+            tags=q.get("tag"),
+            subject_type=q.get("subject_type"),
+            subject_id=q.get("subject_id"),
+            actor_id=q.get("actor"),
+            since=_time(q.get("since")),
+            until=_time(q.get("until")),
+            order=q.get("order", "desc"),
+            cursor=q.get("cursor"),
+            limit=q["limit"],
+        )
+    )
+
+
+@bp.get("/me")
+def whoami():
+    """The calling key's organization and scopes; a cheap way for Zapier or n8n to test a key."""
+    me = caller()
+    return ok({"key_id": me.actor.id, "organization_id": me.org_id, "scopes": sorted(me.scopes)})
+
+
+def _time(value: str | None) -> datetime | None:
+    # The contract has already checked the date-time format.
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None

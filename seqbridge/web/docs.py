@@ -1,0 +1,46 @@
+"""The contract, served as YAML and rendered with Swagger UI from assets shipped in the package."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from flask import Blueprint, Response, render_template, send_from_directory
+
+from seqbridge.web.pipeline import contract
+
+bp = Blueprint("docs", __name__, template_folder="templates")
+
+_ASSETS = str(resources.files("swagger_ui") / "static")
+
+_INITIALIZER = """window.onload = function () {
+  window.ui = SwaggerUIBundle({
+    url: "%s",
+    dom_id: "#swagger-ui",
+    deepLinking: true,
+    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+    layout: "StandaloneLayout"
+  });
+};
+"""
+
+
+@bp.get("/openapi.yaml")
+def spec():
+    return Response(contract().text, mimetype="application/yaml")
+
+
+@bp.get("/docs")
+def page():
+    return render_template("docs.html")
+
+
+@bp.get("/docs/swagger-initializer.js")
+def initializer():
+    from flask import url_for
+
+    return Response(_INITIALIZER % url_for("docs.spec"), mimetype="text/javascript")
+
+
+@bp.get("/docs/assets/<path:filename>")
+def asset(filename: str):
+    return send_from_directory(_ASSETS, filename, max_age=86400)

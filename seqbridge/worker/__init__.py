@@ -1,0 +1,63 @@
+"""The background worker: claim due work → run it → finish or retry.
+
+It runs a list of :class:`Job` s in a loop. Each job does one bounded batch per call and says how
+much it did; when no job had anything to do, the worker sleeps for the poll interval. SIGTERM
+and SIGINT stop it after the current batch. The step processor and webhook delivery processing
+plug in here as jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from typing import Protocol
+
+from seqbridge.clock import Clock, SystemClock
+
+log = logging.getLogger("seqbridge.worker")
+
+
+class Job(Protocol):
+    name: str
+
+    def run_once(self, worker_id: str) -> int:
+        """Do at most one batch of due work; return how many items were handled."""
+
+
+class Worker:
+    def __init__(self, jobs: list[Job], *, poll_interval: float = 1.0, clock: Clock | None = None) -> None:
+        self.jobs = jobs
+        self.poll_interval = poll_interval
+        self.clock = clock or SystemClock()
+        self.id = f"{socket.gethostname()}:{os.getpid()}"
+        self.stopping = threading.Event()
+
+    def install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, _frame) -> None:
+        log.info("worker %s: received %s, stopping after the current batch", self.id, signal.Signals(signum).name)
+        self.stopping.set()
+
+    def run_pending(self) -> int:
+        """Run every job once; return the total handled."""
+        handled = 0
+        for job in self.jobs:
+            try:
+                handled += job.run_once(self.id)
+            except Exception:
+                # One failing job must not stop the others; the job's own retry logic owns recovery.
+                log.exception("worker %s: job %s failed", self.id, job.name)
+        return handled
+
+    def run(self) -> None:
+        """Loop until stopped."""
+        log.info("worker %s: started with jobs: %s", self.id, ", ".join(j.name for j in self.jobs) or "none")
+        while not self.stopping.is_set():
+            if self.run_pending() == 0:
+                self.stopping.wait(self.poll_interval)
+        log.info("worker %s: stopped", self.id)
