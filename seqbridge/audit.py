@@ -54,14 +54,18 @@ _SECRET_KEY = re.compile(
     r"secret|token|passw|api[_-]?key|authorization|signature|cookie|private[_-]?key|^key$|credential",
     re.IGNORECASE,
 )
-_SECRET_VALUE = re.compile(r"rk_live_[A-Za-z0-9_\-]+|whsec_[A-Za-z0-9+/=]+")
+_SECRET_VALUE = re.compile(r"rk_live_[A-Za-z0-9_\-]{20,}|whsec_[A-Za-z0-9+/=]{16,}")
 
 
 def redact(value: Any) -> Any:
     """Return ``value`` with every secret-looking key's value and every API key string replaced."""
     if isinstance(value, dict):
         return {
-            k: (REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "") else redact(v))
+            k: (
+                REDACTED
+                if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "")
+                else redact(v)
+            )
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
@@ -143,11 +147,15 @@ def verify_chain(db: Database) -> tuple[int, list[ChainProblem]]:
                 checked += 1
                 if event["prev_hash"] != prev_hash:
                     problem = ChainProblem(
-                        org_id, event["id"], "previous-hash link broken: an earlier event was deleted or edited"
+                        org_id,
+                        event["id"],
+                        "previous-hash link broken: an earlier event was deleted or edited",
                     )
                     break
                 if event_hash(event) != event["hash"]:
-                    problem = ChainProblem(org_id, event["id"], "contents do not match the stored hash: edited")
+                    problem = ChainProblem(
+                        org_id, event["id"], "contents do not match the stored hash: edited"
+                    )
                     break
                 prev_hash, last_id = event["hash"], event["id"]
             if problem is None and (head["last_hash"] != prev_hash or head["last_event_id"] != last_id):

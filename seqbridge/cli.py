@@ -20,13 +20,21 @@ from seqbridge.services.keys import ALL_SCOPES, SCOPES
 from seqbridge.storage.db import Database
 
 
-def _services() -> Services:
+def _services(*, ensure_schema: bool = True) -> Services:
+    """Build the services from the environment; make sure the schema is current first.
+
+    On SQLite (the embedded default) a missing or old schema is created or upgraded on the spot;
+    on PostgreSQL the command refuses and asks for `seqbridge init`, which an operator runs.
+    """
     try:
         settings = load_settings()
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
     configure_logging(settings["LOG_LEVEL"])
-    return Services(Database(settings["DATABASE_URL"], settings), SystemClock(), settings)
+    services = Services(Database(settings["DATABASE_URL"], settings), SystemClock(), settings)
+    if ensure_schema:
+        _ensure_schema(services)
+    return services
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,7 +56,7 @@ def init() -> None:
     """Create or upgrade the database schema. Safe to run again."""
     from seqbridge.storage.migrate import current_revision, upgrade
 
-    services = _services()
+    services = _services(ensure_schema=False)
     try:
         upgrade(services.db)
     except SeqbridgeError as error:
@@ -155,17 +163,24 @@ def worker() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--workers", "web_workers", default=2, show_default=True, type=click.IntRange(1, 64),
-              help="Gunicorn worker processes.")
-@click.option("--no-worker", is_flag=True, help="Do not start the background worker alongside the web server.")
+@click.option(
+    "--workers",
+    "web_workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Gunicorn worker processes.",
+)
+@click.option(
+    "--no-worker", is_flag=True, help="Do not start the background worker alongside the web server."
+)
 def serve(host: str, port: int, web_workers: int, no_worker: bool) -> None:
     """Serve the API under gunicorn, with the background worker beside it.
 
     This process supervises both: SIGTERM or Ctrl-C stops both gracefully, SIGHUP is passed on,
     and a worker that dies is restarted.
     """
-    services = _services()
-    _ensure_schema(services)
+    _services()
     gunicorn_cmd = [
         sys.executable, "-m", "gunicorn",
         "-c", "python:seqbridge.gunicorn_conf",
@@ -180,8 +195,13 @@ def serve(host: str, port: int, web_workers: int, no_worker: bool) -> None:
 def _ensure_schema(services: Services) -> None:
     from seqbridge.storage.migrate import current_revision, head_revision, upgrade
 
-    if current_revision(services.db) == head_revision():
-        return
+    try:
+        if current_revision(services.db) == head_revision():
+            return
+    except SeqbridgeError as error:
+        raise click.ClickException(error.message) from None
+    except Exception as error:  # the driver's own connection errors
+        raise click.ClickException(f"cannot reach the database: {error}") from None
     if services.db.is_sqlite:
         upgrade(services.db)  # the embedded default just works
         return

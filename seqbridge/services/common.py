@@ -41,7 +41,12 @@ class OffsetPage(Generic[T]):
         return following if following < self.total else None
 
     def meta(self) -> dict[str, Any]:
-        return {"total": self.total, "limit": self.limit, "offset": self.offset, "next_offset": self.next_offset}
+        return {
+            "total": self.total,
+            "limit": self.limit,
+            "offset": self.offset,
+            "next_offset": self.next_offset,
+        }
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,11 @@ class CursorPage(Generic[T]):
     next_cursor: str | None
 
     def meta(self) -> dict[str, Any]:
-        return {"limit": self.limit, "next_cursor": self.next_cursor, "has_more": self.next_cursor is not None}
+        return {
+            "limit": self.limit,
+            "next_cursor": self.next_cursor,
+            "has_more": self.next_cursor is not None,
+        }
 
 
 def encode_cursor(position: dict[str, Any]) -> str:
@@ -70,5 +79,7 @@ def decode_cursor(cursor: str, required: tuple[str, ...]) -> dict[str, Any]:
         if not isinstance(position, dict) or any(key not in position for key in required):
             raise ValueError
     except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise BadRequest("cursor is not valid; pass the next_cursor of a previous page", code="invalid_cursor") from None
+        raise BadRequest(
+            "cursor is not valid; pass the next_cursor of a previous page", code="invalid_cursor"
+        ) from None
     return position

@@ -67,8 +67,15 @@ class CompanyService:
             self._load(tx, caller, company_id)
             tx.companies.update_company(caller.org_id, company_id, {**values, "updated_at": now})
             company = company_to_api(self._load(tx, caller, company_id))
-            record(tx, caller, AuditTag.API_COMPANY_UPDATED, "company", company_id,
-                   {"changes": {k: company[k] for k in values}}, now)
+            record(
+                tx,
+                caller,
+                AuditTag.API_COMPANY_UPDATED,
+                "company",
+                company_id,
+                {"changes": {k: company[k] for k in values}},
+                now,
+            )
         return company
 
     def delete_company(self, caller: Caller, company_id: str) -> None:
@@ -77,7 +84,9 @@ class CompanyService:
         with self.db.transaction() as tx:
             before = self._load(tx, caller, company_id)
             tx.companies.delete_company(caller.org_id, company_id)
-            record(tx, caller, AuditTag.API_COMPANY_DELETED, "company", company_id, {"name": before["name"]}, now)
+            record(
+                tx, caller, AuditTag.API_COMPANY_DELETED, "company", company_id, {"name": before["name"]}, now
+            )
 
     def _load(self, tx: Tx, caller: Caller, company_id: str) -> dict[str, Any]:
         row = tx.companies.get_company(caller.org_id, company_id)

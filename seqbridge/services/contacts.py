@@ -168,8 +168,15 @@ class ContactService:
             if added:
                 tx.contacts.update_contact(caller.org_id, contact_id, {"updated_at": now})
             after = self._load(tx, caller, contact_id)
-            record(tx, caller, AuditTag.API_CONTACT_UPDATED, "contact", contact_id,
-                   {"tags_added": added, "tags": after["tags"]}, now)
+            record(
+                tx,
+                caller,
+                AuditTag.API_CONTACT_UPDATED,
+                "contact",
+                contact_id,
+                {"tags_added": added, "tags": after["tags"]},
+                now,
+            )
             if added:
                 for listener in self.tags_added_listeners:
                     listener(tx, caller, after, added)
@@ -184,8 +191,15 @@ class ContactService:
             tx.contacts.remove_tags(contact_id, [tag])
             tx.contacts.update_contact(caller.org_id, contact_id, {"updated_at": now})
             after = self._load(tx, caller, contact_id)
-            record(tx, caller, AuditTag.API_CONTACT_UPDATED, "contact", contact_id,
-                   {"tags_removed": [tag], "tags": after["tags"]}, now)
+            record(
+                tx,
+                caller,
+                AuditTag.API_CONTACT_UPDATED,
+                "contact",
+                contact_id,
+                {"tags_removed": [tag], "tags": after["tags"]},
+                now,
+            )
         return after
 
     def delete_contact(self, caller: Caller, contact_id: str) -> None:
@@ -193,8 +207,15 @@ class ContactService:
         with self.db.transaction() as tx:
             before = self._load(tx, caller, contact_id)
             tx.contacts.delete_contact(caller.org_id, contact_id)
-            record(tx, caller, AuditTag.API_CONTACT_DELETED, "contact", contact_id,
-                   {"email": before["email"], "phone": before["phone"]}, now)
+            record(
+                tx,
+                caller,
+                AuditTag.API_CONTACT_DELETED,
+                "contact",
+                contact_id,
+                {"email": before["email"], "phone": before["phone"]},
+                now,
+            )
 
     # Helpers ----------------------------------------------------------------------------
 
@@ -222,13 +243,20 @@ class ContactService:
                 None if fields["phone"] is None else normalize_phone(fields["phone"], self.default_region)
             )
         if "timezone" in fields:
-            values["timezone"] = None if fields["timezone"] is None else normalize_timezone(fields["timezone"])
+            values["timezone"] = (
+                None if fields["timezone"] is None else normalize_timezone(fields["timezone"])
+            )
         if "tags" in fields:
             values["tags"] = normalize_tags(fields["tags"] or [])
         return values
 
-    def _check_refs(self, tx: Tx, caller: Caller, values: dict[str, Any], current_id: str | None = None) -> None:
-        if values.get("company_id") is not None and tx.companies.get_company(caller.org_id, values["company_id"]) is None:
+    def _check_refs(
+        self, tx: Tx, caller: Caller, values: dict[str, Any], current_id: str | None = None
+    ) -> None:
+        if (
+            values.get("company_id") is not None
+            and tx.companies.get_company(caller.org_id, values["company_id"]) is None
+        ):
             raise ValidationFailed(
                 f"company_id: no company with id {values['company_id']}",
                 code="company_not_found",

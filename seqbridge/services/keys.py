@@ -95,8 +95,15 @@ class KeyService:
             org_id = str(uuid.uuid4())
             tx.orgs.insert_org(org_id, name, now)
             tx.audit.start_chain(org_id)
-            record(tx, Caller(org_id, CLI_ACTOR), AuditTag.CLI_ORGANIZATION_CREATED, "organization", org_id,
-                   {"name": name}, now)
+            record(
+                tx,
+                Caller(org_id, CLI_ACTOR),
+                AuditTag.CLI_ORGANIZATION_CREATED,
+                "organization",
+                org_id,
+                {"name": name},
+                now,
+            )
             return tx.orgs.get_org(org_id)
 
     def create_key(self, org_name: str, scopes: list[str], name: str = "default") -> CreatedKey:
@@ -122,8 +129,15 @@ class KeyService:
                     "created_at": now,
                 }
             )
-            record(tx, Caller(org["id"], CLI_ACTOR), AuditTag.CLI_API_KEY_CREATED, "api_key", key_id,
-                   {"name": name, "prefix": prefix, "scopes": scopes}, now)
+            record(
+                tx,
+                Caller(org["id"], CLI_ACTOR),
+                AuditTag.CLI_API_KEY_CREATED,
+                "api_key",
+                key_id,
+                {"name": name, "prefix": prefix, "scopes": scopes},
+                now,
+            )
         return CreatedKey(key_id, org["id"], org["name"], name, prefix, scopes, raw_key)
 
     def revoke_key(self, key_id: str) -> dict[str, Any]:
@@ -133,8 +147,15 @@ class KeyService:
             key = tx.keys.get_key(key_id)
             if key is None or not tx.keys.revoke_key(key_id, now):
                 raise NotFound(f"no active API key with id {key_id}")
-            record(tx, Caller(key["org_id"], CLI_ACTOR), AuditTag.CLI_API_KEY_REVOKED, "api_key", key_id,
-                   {"name": key["name"], "prefix": key["prefix"]}, now)
+            record(
+                tx,
+                Caller(key["org_id"], CLI_ACTOR),
+                AuditTag.CLI_API_KEY_REVOKED,
+                "api_key",
+                key_id,
+                {"name": key["name"], "prefix": key["prefix"]},
+                now,
+            )
             return key
 
     def list_keys(self, org_name: str | None = None) -> list[dict[str, Any]]:

@@ -36,7 +36,9 @@ class AuditStore:
 
     def append_event(self, row: dict[str, Any]) -> int:
         """Insert one event and move the chain head to it; return the event id."""
-        event_id = self.conn.execute(insert(audit_events).values(**row).returning(audit_events.c.id)).scalar_one()
+        event_id = self.conn.execute(
+            insert(audit_events).values(**row).returning(audit_events.c.id)
+        ).scalar_one()
         self.conn.execute(
             update(audit_heads)
             .where(audit_heads.c.org_id == row["org_id"])
@@ -78,7 +80,9 @@ class AuditStore:
         return [dict(r) for r in self.conn.execute(query.order_by(order).limit(limit)).mappings()]
 
     def chain_heads(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.conn.execute(select(audit_heads).order_by(audit_heads.c.org_id)).mappings()]
+        return [
+            dict(r) for r in self.conn.execute(select(audit_heads).order_by(audit_heads.c.org_id)).mappings()
+        ]
 
     def iter_chain(self, org_id: str, batch: int = 1000) -> Iterator[dict[str, Any]]:
         """Every event of one organization in chain order, read in batches."""

@@ -28,7 +28,16 @@ CONTACT_FILTER_COLUMNS = (
 )
 
 #: Company columns that list filters may match exactly.
-COMPANY_FILTER_COLUMNS = ("name", "account_type", "industry", "is_customer", "is_supplier", "city", "state", "country")
+COMPANY_FILTER_COLUMNS = (
+    "name",
+    "account_type",
+    "industry",
+    "is_customer",
+    "is_supplier",
+    "city",
+    "state",
+    "country",
+)
 
 
 def _page(conn: Connection, query: Select, order_by: Iterable, limit: int, offset: int):
@@ -46,7 +55,9 @@ class ContactStore:
 
     def get_contact(self, org_id: str, contact_id: str) -> dict[str, Any] | None:
         row = (
-            self.conn.execute(select(contacts).where(contacts.c.org_id == org_id, contacts.c.id == contact_id))
+            self.conn.execute(
+                select(contacts).where(contacts.c.org_id == org_id, contacts.c.id == contact_id)
+            )
             .mappings()
             .first()
         )
@@ -92,7 +103,9 @@ class ContactStore:
             query = query.where(contacts.c.converted == filters["converted"])
         if filters.get("tag") is not None:
             query = query.where(
-                exists().where(contact_tags.c.contact_id == contacts.c.id, contact_tags.c.tag == filters["tag"])
+                exists().where(
+                    contact_tags.c.contact_id == contacts.c.id, contact_tags.c.tag == filters["tag"]
+                )
             )
         return _page(self.conn, query, (contacts.c.created_at, contacts.c.id), limit, offset)
 
@@ -126,7 +139,9 @@ class ContactStore:
         tags = list(tags)
         if tags:
             self.conn.execute(
-                delete(contact_tags).where(contact_tags.c.contact_id == contact_id, contact_tags.c.tag.in_(tags))
+                delete(contact_tags).where(
+                    contact_tags.c.contact_id == contact_id, contact_tags.c.tag.in_(tags)
+                )
             )
 
 

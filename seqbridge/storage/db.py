@@ -9,13 +9,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from seqbridge.errors import ServiceUnavailable
+
+if TYPE_CHECKING:
+    from seqbridge.storage.tx import Tx
 
 _WRITE_OPTION = "seqbridge_write"
 

@@ -25,7 +25,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     settings = load_settings(overrides=test_config)
     configure_logging(settings["LOG_LEVEL"])
 
-    app = Flask("seqbridge")
+    app = Flask("seqbridge", static_folder=None)
     app.config.update(settings)
     app.config["MAX_CONTENT_LENGTH"] = settings["MAX_BODY_BYTES"]
     app.json.sort_keys = False

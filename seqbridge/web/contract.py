@@ -197,20 +197,24 @@ class Contract:
         errors = list(operation.body_validator.iter_errors(body))
         if errors:
             problems = [p for e in sorted(errors, key=_error_order) for p in self._explain(e)]
+            problems = problems or [_problem(e.json_path, _short(e.message)) for e in errors]
             raise ValidationFailed(_summary(problems), details={"errors": problems})
         return body
 
     def _explain(self, error: ValidationError) -> list[dict[str, str]]:
         """One problem per offending field; unknown fields get a "did you mean"."""
-        if error.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(error.instance, dict):
+        if error.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(
+            error.instance, dict
+        ):
             allowed = self._properties(error.schema)
             problems = []
             for name in (k for k in error.instance if k not in allowed):
                 close = _closest(name, allowed)
                 hint = f" (did you mean {close!r}?)" if close else ""
                 problems.append(_problem(f"{error.json_path}.{name}", f"unknown field {name!r}{hint}"))
-            if problems:
-                return problems
+            # No unknown field: the keyword only failed because another error dropped the
+            # annotations of a known one. That other error is the one to report.
+            return problems
         return [_problem(error.json_path, _short(error.message))]
 
     def _properties(self, schema: dict[str, Any]) -> set[str]:

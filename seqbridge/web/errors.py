@@ -35,7 +35,9 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(SeqbridgeError)
     def _seqbridge_error(error: SeqbridgeError):
         if error.status >= 500:
-            log.warning("request %s failed: %s (%s)", getattr(g, "request_id", "-"), error.code, error.message)
+            log.warning(
+                "request %s failed: %s (%s)", getattr(g, "request_id", "-"), error.code, error.message
+            )
         return _respond(error.status, error.code, error.message, error.details, error.headers)
 
     @app.errorhandler(HTTPException)

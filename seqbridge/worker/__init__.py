@@ -40,7 +40,9 @@ class Worker:
             signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum, _frame) -> None:
-        log.info("worker %s: received %s, stopping after the current batch", self.id, signal.Signals(signum).name)
+        log.info(
+            "worker %s: received %s, stopping after the current batch", self.id, signal.Signals(signum).name
+        )
         self.stopping.set()
 
     def run_pending(self) -> int:

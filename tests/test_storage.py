@@ -1,0 +1,123 @@
+"""The storage layer on both engines: migrations, SQLite pragmas, write transactions."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import inspect, text
+
+from seqbridge.errors import ServiceUnavailable
+from seqbridge.storage.db import Database, normalize_database_url
+from seqbridge.storage.migrate import current_revision, head_revision, upgrade
+
+
+def test_init_is_idempotent(database_url):
+    db = Database(database_url)
+    try:
+        assert current_revision(db) == head_revision()
+        upgrade(db)
+        upgrade(db)
+        assert current_revision(db) == head_revision()
+        tables = set(inspect(db.engine).get_table_names())
+        assert {
+            "organizations",
+            "api_keys",
+            "contacts",
+            "companies",
+            "contact_tags",
+            "audit_events",
+            "audit_heads",
+            "alembic_version",
+        } <= tables
+    finally:
+        db.dispose()
+
+
+def test_fresh_sqlite_file_is_created_with_its_folder(tmp_path):
+    db = Database(f"sqlite:///{tmp_path}/nested/dir/seqbridge.db")
+    try:
+        upgrade(db)
+        assert (tmp_path / "nested/dir/seqbridge.db").exists()
+        assert current_revision(db) == head_revision()
+    finally:
+        db.dispose()
+
+
+def test_sqlite_runs_in_wal_mode_with_busy_timeout_and_foreign_keys(tmp_path):
+    db = Database(f"sqlite:///{tmp_path}/s.db", {"SQLITE_BUSY_TIMEOUT_MS": 1234})
+    try:
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1234
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    finally:
+        db.dispose()
+
+
+def test_sqlite_write_transactions_take_the_write_lock_at_begin(tmp_path):
+    """BEGIN IMMEDIATE: a second writer waits (and here times out) at BEGIN, before reading
+    anything, instead of failing later with a deadlock on lock upgrade."""
+    db = Database(f"sqlite:///{tmp_path}/s.db", {"SQLITE_BUSY_TIMEOUT_MS": 100})
+    upgrade(db)
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold_write_lock():
+        with db.transaction() as tx:
+            tx.conn.execute(text("SELECT 1"))  # no write yet: only BEGIN IMMEDIATE holds the lock
+            holding.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold_write_lock)
+    holder.start()
+    try:
+        assert holding.wait(5)
+        with pytest.raises(ServiceUnavailable) as caught, db.transaction() as tx:
+            tx.conn.execute(text("SELECT 1"))
+        assert caught.value.code == "database_unavailable"
+        assert caught.value.headers["Retry-After"]
+        # Readers are not blocked by the writer (WAL).
+        with db.transaction(write=False) as tx:
+            assert tx.conn.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        release.set()
+        holder.join()
+        db.dispose()
+
+
+def test_unreachable_postgresql_is_service_unavailable_not_a_crash():
+    db = Database("postgresql://nobody@127.0.0.1:1/nothing")
+    try:
+        with pytest.raises(ServiceUnavailable) as caught:
+            db.ping()
+        assert caught.value.status == 503
+    finally:
+        db.dispose()
+
+
+def test_timestamps_round_trip_as_aware_utc(services):
+    moment = datetime(2026, 3, 29, 1, 30, 15, 123456, tzinfo=UTC)
+    services.clock.set(moment)
+    org = services.keys.ensure_org("tz-org")
+    assert org["created_at"] == moment
+    assert org["created_at"].tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    ("given", "driver"),
+    [
+        ("postgres://u@h/db", "postgresql+psycopg"),
+        ("postgresql://u@h/db", "postgresql+psycopg"),
+        ("sqlite:///x.db", "sqlite"),
+    ],
+)
+def test_database_urls_are_normalised(given, driver):
+    assert normalize_database_url(given).drivername == driver
+
+
+def test_unsupported_database_is_refused():
+    with pytest.raises(ValueError, match="unsupported database"):
+        normalize_database_url("mysql://u@h/db")
