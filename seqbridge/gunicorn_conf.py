@@ -19,3 +19,6 @@ max_requests_jitter = 1000
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("SEQBRIDGE_LOG_LEVEL", "info").lower()
+# Gunicorn 27's control socket lives at one fixed path per user; several instances on one host
+# would fight over it, and Seqbridge does not use it.
+control_socket_disable = True

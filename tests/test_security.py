@@ -369,8 +369,9 @@ def test_401_without_authorization_header(client):
 @pytest.mark.parametrize("case", list(_AUTH_CASES))
 def test_401_bodies(case, client, make_key, services):
     make_headers, expected = _AUTH_CASES[case]
+    headers = make_headers(make_key, services)
     for path in ("/api/v1/contacts", "/api/v1/me"):
-        response = client.get(path, headers=make_headers(make_key, services))
+        response = client.get(path, headers=headers)
         assert response.status_code == 401, (case, path)
         assert response.get_json() == expected, (case, path)
         assert response.mimetype == "application/json"
