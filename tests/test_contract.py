@@ -71,3 +71,11 @@ def test_spec_served_is_the_file(client):
     served = yaml.safe_load(response.get_data(as_text=True))
     assert served["info"]["title"] == "Seqbridge API"
     assert "/api/v1/contacts" in served["paths"]
+
+
+def test_head_is_checked_like_get(client, api):
+    """HEAD runs the GET view, so it must be authenticated and scoped exactly like GET."""
+    anonymous = client.head("/api/v1/contacts")
+    assert anonymous.status_code == 401
+    assert api.client.head("/api/v1/contacts", headers={"Authorization": f"Bearer {api.key}"}).status_code == 200
+    assert client.options("/api/v1/contacts").headers["Allow"]

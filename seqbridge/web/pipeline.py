@@ -46,9 +46,11 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def _enforce_contract():
-        if request.url_rule is None or request.method in ("HEAD", "OPTIONS"):
-            return  # 404 / 405 are answered by the error handlers
-        operation = contract().operation_for(request.url_rule.rule, request.method)
+        if request.url_rule is None or request.method == "OPTIONS":
+            return  # 404 / 405 are answered by the error handlers; OPTIONS runs no view
+        # HEAD runs the GET view, so it is checked exactly like GET.
+        method = "GET" if request.method == "HEAD" else request.method
+        operation = contract().operation_for(request.url_rule.rule, method)
         if operation is None:
             # Every route is in the spec (a test checks it); refuse rather than run unchecked.
             raise SeqbridgeError("This route is not in the API contract.", code="route_not_in_contract")
