@@ -15,38 +15,49 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from seqbridge.services.context import Caller
+from seqbridge.services.context import ActorType, Caller
 
 if TYPE_CHECKING:
     from seqbridge.storage.db import Database
     from seqbridge.storage.tx import Tx
 
 
-class AuditTag(StrEnum):
-    """Every kind of audit event, as ``source:subject:action``."""
+#: Which subjects each source can act on, and how. Tags are ``source:subject:action``.
+SUBJECT_ACTIONS: dict[str, tuple[str, ...]] = {
+    "organization": ("created",),
+    "api_key": ("created", "revoked"),
+    "contact": ("created", "updated", "deleted", "unsubscribed", "resubscribed"),
+    "company": ("created", "updated", "deleted"),
+    "sequence": ("created", "updated", "deleted"),
+    "step": ("created", "updated", "deleted"),
+    # created: enrolled; skipped: not enrolled (ineligible, already enrolled, unknown);
+    # exited: left early with a reason; completed: finished or unenrolled through the bot API.
+    "enrollment": ("created", "skipped", "paused", "resumed", "exited", "completed"),
+}
+SOURCES = ("api", "cli", "hook", "worker")
 
-    CLI_ORGANIZATION_CREATED = "cli:organization:created"
-    CLI_API_KEY_CREATED = "cli:api_key:created"
-    CLI_API_KEY_REVOKED = "cli:api_key:revoked"
+#: Every kind of audit event, e.g. ``AuditTag.API_CONTACT_CREATED == "api:contact:created"``.
+AuditTag = StrEnum(
+    "AuditTag",
+    {
+        f"{source}_{subject}_{action}".upper(): f"{source}:{subject}:{action}"
+        for source in SOURCES
+        for subject, actions in SUBJECT_ACTIONS.items()
+        for action in actions
+    },
+)
 
-    API_CONTACT_CREATED = "api:contact:created"
-    API_CONTACT_UPDATED = "api:contact:updated"
-    API_CONTACT_DELETED = "api:contact:deleted"
-    API_COMPANY_CREATED = "api:company:created"
-    API_COMPANY_UPDATED = "api:company:updated"
-    API_COMPANY_DELETED = "api:company:deleted"
+_SOURCE_OF_ACTOR = {
+    ActorType.API_KEY: "api",
+    ActorType.CLI: "cli",
+    ActorType.HOOK: "hook",
+    ActorType.WORKER: "worker",
+}
 
-    @property
-    def source(self) -> str:
-        return self.value.split(":")[0]
 
-    @property
-    def subject(self) -> str:
-        return self.value.split(":")[1]
-
-    @property
-    def action(self) -> str:
-        return self.value.split(":")[2]
+def tag_for(caller: Caller, subject: str, action: str) -> AuditTag:
+    """The tag for ``subject:action`` done by this caller (its actor decides the source)."""
+    return AuditTag(f"{_SOURCE_OF_ACTOR[caller.actor.type]}:{subject}:{action}")
 
 
 REDACTED = "[REDACTED]"
@@ -104,24 +115,40 @@ def record(
     subject_id: str,
     data: dict[str, Any] | None,
     now: datetime,
-) -> int:
-    """Append one audit event in the caller's organization, inside ``tx``; return its id."""
+) -> None:
+    """Append one audit event in the caller's organization, inside ``tx``."""
+    record_many(tx, caller, [(tag, subject_type, subject_id, data)], now)
+
+
+def record_many(
+    tx: Tx,
+    caller: Caller,
+    entries: list[tuple[AuditTag, str, str, dict[str, Any] | None]],
+    now: datetime,
+) -> None:
+    """Append several events (``(tag, subject_type, subject_id, data)``) with one insert."""
+    if not entries:
+        return
     head = tx.audit.lock_chain_head(caller.org_id)
-    row = {
-        "org_id": caller.org_id,
-        "occurred_at": now,
-        "actor_type": caller.actor.type.value,
-        "actor_id": caller.actor.id,
-        "tag": tag.value,
-        "subject_type": subject_type,
-        "subject_id": subject_id,
-        "request_id": caller.request_id,
-        # A JSON round trip makes the stored form and the hashed form identical.
-        "data": json.loads(json.dumps(redact(data or {}), default=str)),
-        "prev_hash": head["last_hash"],
-    }
-    row["hash"] = event_hash(row)
-    return tx.audit.append_event(row)
+    prev_hash = head["last_hash"]
+    rows = []
+    for tag, subject_type, subject_id, data in entries:
+        row = {
+            "org_id": caller.org_id,
+            "occurred_at": now,
+            "actor_type": caller.actor.type.value,
+            "actor_id": caller.actor.id,
+            "tag": tag.value,
+            "subject_type": subject_type,
+            "subject_id": subject_id,
+            "request_id": caller.request_id,
+            # A JSON round trip makes the stored form and the hashed form identical.
+            "data": json.loads(json.dumps(redact(data or {}), default=str)),
+            "prev_hash": prev_hash,
+        }
+        row["hash"] = prev_hash = event_hash(row)
+        rows.append(row)
+    tx.audit.append_events(caller.org_id, rows)
 
 
 @dataclass(frozen=True)

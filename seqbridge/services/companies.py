@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from seqbridge.audit import AuditTag, record
+from seqbridge.audit import record, tag_for
 from seqbridge.clock import Clock
 from seqbridge.errors import NotFound
 from seqbridge.services.common import OffsetPage, format_time, new_id
@@ -57,7 +57,7 @@ class CompanyService:
         with self.db.transaction() as tx:
             tx.companies.insert_company(row)
             company = company_to_api(row)
-            record(tx, caller, AuditTag.API_COMPANY_CREATED, "company", row["id"], company, now)
+            record(tx, caller, tag_for(caller, "company", "created"), "company", row["id"], company, now)
         return company
 
     def update_company(self, caller: Caller, company_id: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +70,7 @@ class CompanyService:
             record(
                 tx,
                 caller,
-                AuditTag.API_COMPANY_UPDATED,
+                tag_for(caller, "company", "updated"),
                 "company",
                 company_id,
                 {"changes": {k: company[k] for k in values}},
@@ -85,7 +85,13 @@ class CompanyService:
             before = self._load(tx, caller, company_id)
             tx.companies.delete_company(caller.org_id, company_id)
             record(
-                tx, caller, AuditTag.API_COMPANY_DELETED, "company", company_id, {"name": before["name"]}, now
+                tx,
+                caller,
+                tag_for(caller, "company", "deleted"),
+                "company",
+                company_id,
+                {"name": before["name"]},
+                now,
             )
 
     def _load(self, tx: Tx, caller: Caller, company_id: str) -> dict[str, Any]:

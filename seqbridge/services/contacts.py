@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from seqbridge.audit import AuditTag, record
+from seqbridge.audit import record, tag_for
 from seqbridge.clock import Clock
 from seqbridge.errors import Conflict, NotFound, ValidationFailed
 from seqbridge.services.common import OffsetPage, format_time, new_id
@@ -129,7 +129,7 @@ class ContactService:
             if tags:
                 tx.contacts.add_tags(caller.org_id, row["id"], tags)
             contact = contact_to_api(row, sorted(tags))
-            record(tx, caller, AuditTag.API_CONTACT_CREATED, "contact", row["id"], contact, now)
+            record(tx, caller, tag_for(caller, "contact", "created"), "contact", row["id"], contact, now)
             for listener in self.created_listeners:
                 listener(tx, caller, contact)
             if tags:
@@ -152,7 +152,15 @@ class ContactService:
                 added = tx.contacts.add_tags(caller.org_id, contact_id, tags)
             after = self._load(tx, caller, contact_id)
             changes = {k: after[k] for k in (*values, *(["tags"] if tags is not None else [])) if k in after}
-            record(tx, caller, AuditTag.API_CONTACT_UPDATED, "contact", contact_id, {"changes": changes}, now)
+            record(
+                tx,
+                caller,
+                tag_for(caller, "contact", "updated"),
+                "contact",
+                contact_id,
+                {"changes": changes},
+                now,
+            )
             if added:
                 for listener in self.tags_added_listeners:
                     listener(tx, caller, after, added)
@@ -171,7 +179,7 @@ class ContactService:
             record(
                 tx,
                 caller,
-                AuditTag.API_CONTACT_UPDATED,
+                tag_for(caller, "contact", "updated"),
                 "contact",
                 contact_id,
                 {"tags_added": added, "tags": after["tags"]},
@@ -194,7 +202,7 @@ class ContactService:
             record(
                 tx,
                 caller,
-                AuditTag.API_CONTACT_UPDATED,
+                tag_for(caller, "contact", "updated"),
                 "contact",
                 contact_id,
                 {"tags_removed": [tag], "tags": after["tags"]},
@@ -210,7 +218,7 @@ class ContactService:
             record(
                 tx,
                 caller,
-                AuditTag.API_CONTACT_DELETED,
+                tag_for(caller, "contact", "deleted"),
                 "contact",
                 contact_id,
                 {"email": before["email"], "phone": before["phone"]},

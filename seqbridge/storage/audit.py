@@ -34,17 +34,24 @@ class AuditStore:
             raise LookupError(f"organization {org_id} has no audit chain")
         return dict(row)
 
-    def append_event(self, row: dict[str, Any]) -> int:
-        """Insert one event and move the chain head to it; return the event id."""
-        event_id = self.conn.execute(
-            insert(audit_events).values(**row).returning(audit_events.c.id)
+    def append_events(self, org_id: str, rows: list[dict[str, Any]]) -> None:
+        """Insert events (already chained, in order) and move the chain head to the last one.
+
+        The caller holds the chain head (:meth:`lock_chain_head`), so this organization's newest
+        event after the insert is the last row given.
+        """
+        self.conn.execute(insert(audit_events), rows)
+        last_id = self.conn.execute(
+            select(audit_events.c.id)
+            .where(audit_events.c.org_id == org_id)
+            .order_by(audit_events.c.id.desc())
+            .limit(1)
         ).scalar_one()
         self.conn.execute(
             update(audit_heads)
-            .where(audit_heads.c.org_id == row["org_id"])
-            .values(last_event_id=event_id, last_hash=row["hash"])
+            .where(audit_heads.c.org_id == org_id)
+            .values(last_event_id=last_id, last_hash=rows[-1]["hash"])
         )
-        return event_id
 
     def list_events(
         self,

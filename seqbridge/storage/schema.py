@@ -7,10 +7,13 @@ from sqlalchemy import (
     Column,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
+    text,
 )
 
 from seqbridge.storage.types import JSONDoc, SerialId, UTCDateTime
@@ -93,6 +96,8 @@ contacts = Table(
     Column("converted", Boolean, nullable=False, default=False),
     Column("timezone", String(64)),
     Column("company_id", ID, ForeignKey("companies.id", ondelete="SET NULL"), nullable=True),
+    # A minimal support-ticket marker: an open ticket makes the contact ineligible for outreach.
+    Column("has_open_ticket", Boolean, nullable=False, default=False, server_default=text("false")),
     Column("attributes", JSONDoc, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
@@ -110,6 +115,121 @@ contact_tags = Table(
     Column("tag", String(100), primary_key=True),
     Column("org_id", ID, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
     Index("ix_contact_tags_org_tag", "org_id", "tag"),
+)
+
+# Sequences and event queues are one engine: ``kind`` says which API dialect owns the row.
+sequences = Table(
+    "sequences",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("org_id", ID, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("description", Text),
+    Column("trigger_type", String(30), nullable=False),
+    Column("trigger_config", JSONDoc, nullable=False),
+    Column("exit_conditions", JSONDoc, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("from_email", String(320)),
+    Column("from_name", String(200)),
+    Column("reply_to_email", String(320)),
+    # Optional send window (days, hours, time zone); used by the step processor.
+    Column("send_window", JSONDoc, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_sequences_org_kind_created", "org_id", "kind", "created_at", "id"),
+    Index("ix_sequences_org_trigger", "org_id", "kind", "status", "trigger_type"),
+)
+
+sequence_steps = Table(
+    "sequence_steps",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("org_id", ID, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("sequence_id", ID, ForeignKey("sequences.id", ondelete="CASCADE"), nullable=False),
+    # 1-based; positions within a sequence are always 1..n without gaps.
+    Column("position", Integer, nullable=False),
+    Column("delay_days", Integer, nullable=False, default=0),
+    Column("delay_minutes", Integer, nullable=False, default=0),
+    # What the delay counts from: the previous step's send ("previous") or the enrollment anchor.
+    Column("delay_anchor", String(20), nullable=False, default="previous"),
+    # email | webhook (sequences); send_email | send_webhook | add_tag | update_contact (queues).
+    Column("action", String(30), nullable=False),
+    Column("subject", Text),
+    Column("body", Text),
+    Column("webhook_url", Text),
+    Column("config", JSONDoc, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_sequence_steps_sequence_position", "sequence_id", "position"),
+)
+
+enrollments = Table(
+    "enrollments",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("org_id", ID, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("sequence_id", ID, ForeignKey("sequences.id", ondelete="CASCADE"), nullable=False),
+    Column("contact_id", ID, ForeignKey("contacts.id", ondelete="CASCADE"), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("enrollment_source", String(100), nullable=False),
+    Column("enrollment_data", JSONDoc, nullable=False),
+    Column("enrolled_at", UTCDateTime, nullable=False),
+    # The anchor step delays count from (defaults to enrolled_at; a caller may set it).
+    Column("enrollment_time", UTCDateTime, nullable=False),
+    # The next step to run and when; both null when nothing is pending.
+    Column("current_step_id", ID, nullable=True),
+    Column("next_send_at", UTCDateTime, nullable=True),
+    Column("paused_at", UTCDateTime, nullable=True),
+    Column("completed_at", UTCDateTime, nullable=True),
+    Column("exited_at", UTCDateTime, nullable=True),
+    Column("exit_reason", String(30), nullable=True),
+    Column("last_error", Text, nullable=True),
+    # Linked CRM entities (event-queue dialect): the company and an optional deal id.
+    Column("company_id", ID, nullable=True),
+    Column("deal_id", String(100), nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_enrollments_sequence_status", "sequence_id", "status", "enrolled_at", "id"),
+    Index("ix_enrollments_org_contact_status", "org_id", "contact_id", "status"),
+    # At most one live (active or paused) enrollment per contact and sequence, even under races.
+    Index(
+        "uq_enrollments_live",
+        "sequence_id",
+        "contact_id",
+        unique=True,
+        sqlite_where=text("status IN ('active', 'paused')"),
+        postgresql_where=text("status IN ('active', 'paused')"),
+    ),
+)
+
+# One scheduled execution of one step for one enrollment. The processor claims these.
+step_tasks = Table(
+    "step_tasks",
+    metadata,
+    # Monotonic, so cursor pages over tasks stay stable while new ones are inserted.
+    Column("id", SerialId, primary_key=True, autoincrement=True),
+    Column("org_id", ID, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("sequence_id", ID, ForeignKey("sequences.id", ondelete="CASCADE"), nullable=False),
+    Column("enrollment_id", ID, ForeignKey("enrollments.id", ondelete="CASCADE"), nullable=False),
+    Column("step_id", ID, ForeignKey("sequence_steps.id", ondelete="SET NULL"), nullable=True),
+    Column("contact_id", ID, nullable=False),
+    Column("position", Integer, nullable=False),
+    # pending | paused | leased | done | cancelled | failed
+    Column("status", String(20), nullable=False),
+    Column("scheduled_for", UTCDateTime, nullable=True),
+    # While paused: how long was left until scheduled_for.
+    Column("remaining_seconds", Integer, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("lease_owner", String(200), nullable=True),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("idempotency_key", String(100), nullable=False, unique=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Index("ix_step_tasks_due", "status", "scheduled_for"),
+    Index("ix_step_tasks_enrollment", "enrollment_id", "status"),
+    Index("ix_step_tasks_sequence", "sequence_id", "id"),
 )
 
 audit_events = Table(
@@ -153,6 +273,10 @@ __all__ = [
     "companies",
     "contact_tags",
     "contacts",
+    "enrollments",
     "metadata",
     "organizations",
+    "sequence_steps",
+    "sequences",
+    "step_tasks",
 ]

@@ -11,7 +11,9 @@ if TYPE_CHECKING:
     from seqbridge.storage.audit import AuditStore
     from seqbridge.storage.contacts import CompanyStore, ContactStore
     from seqbridge.storage.db import Database
+    from seqbridge.storage.enrollments import EnrollmentStore
     from seqbridge.storage.orgs import KeyStore, OrgStore
+    from seqbridge.storage.sequences import SequenceStore
 
 
 class Tx:
@@ -50,3 +52,15 @@ class Tx:
         from seqbridge.storage.audit import AuditStore
 
         return AuditStore(self.conn)
+
+    @cached_property
+    def sequences(self) -> SequenceStore:
+        from seqbridge.storage.sequences import SequenceStore
+
+        return SequenceStore(self.conn)
+
+    @cached_property
+    def enrollments(self) -> EnrollmentStore:
+        from seqbridge.storage.enrollments import EnrollmentStore
+
+        return EnrollmentStore(self.conn)

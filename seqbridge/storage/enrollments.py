@@ -1,0 +1,120 @@
+"""Enrollments and their step tasks (the scheduled step executions the processor claims)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from seqbridge.storage.schema import contacts, enrollments, step_tasks
+
+LIVE = ("active", "paused")
+#: Task statuses that still hold future work.
+OPEN_TASK_STATUSES = ("pending", "paused", "leased")
+
+_CONTACT_SUMMARY = (
+    contacts.c.email.label("contact_email"),
+    contacts.c.first_name.label("contact_first_name"),
+    contacts.c.last_name.label("contact_last_name"),
+    contacts.c.phone.label("contact_phone"),
+    contacts.c.status.label("contact_status"),
+)
+
+
+class EnrollmentStore:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def insert_enrollments(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.conn.execute(insert(enrollments), rows)
+
+    def get_enrollment(self, org_id: str, enrollment_id: str, sequence_id: str | None = None):
+        query = select(enrollments).where(enrollments.c.org_id == org_id, enrollments.c.id == enrollment_id)
+        if sequence_id is not None:
+            query = query.where(enrollments.c.sequence_id == sequence_id)
+        row = self.conn.execute(query).mappings().first()
+        return dict(row) if row else None
+
+    def find_live_enrollment(self, sequence_id: str, contact_id: str) -> dict[str, Any] | None:
+        query = select(enrollments).where(
+            enrollments.c.sequence_id == sequence_id,
+            enrollments.c.contact_id == contact_id,
+            enrollments.c.status.in_(LIVE),
+        )
+        row = self.conn.execute(query).mappings().first()
+        return dict(row) if row else None
+
+    def live_contact_ids(self, sequence_id: str, contact_ids: list[str]) -> set[str]:
+        """Which of ``contact_ids`` have a live enrollment in the sequence (one query)."""
+        if not contact_ids:
+            return set()
+        query = select(enrollments.c.contact_id).where(
+            enrollments.c.sequence_id == sequence_id,
+            enrollments.c.status.in_(LIVE),
+            enrollments.c.contact_id.in_(contact_ids),
+        )
+        return set(self.conn.execute(query).scalars())
+
+    def list_enrollments(
+        self, org_id: str, sequence_id: str, status: str | None, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page of enrollments, each joined with its contact's summary."""
+        base = select(enrollments).where(
+            enrollments.c.org_id == org_id, enrollments.c.sequence_id == sequence_id
+        )
+        if status is not None:
+            base = base.where(enrollments.c.status == status)
+        total = self.conn.execute(select(func.count()).select_from(base.subquery())).scalar_one()
+        query = (
+            base.add_columns(*_CONTACT_SUMMARY)
+            .join(contacts, contacts.c.id == enrollments.c.contact_id)
+            .order_by(enrollments.c.enrolled_at, enrollments.c.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return [dict(r) for r in self.conn.execute(query).mappings()], total
+
+    def update_enrollment(self, enrollment_id: str, values: dict[str, Any]) -> None:
+        self.conn.execute(update(enrollments).where(enrollments.c.id == enrollment_id).values(**values))
+
+    def live_enrollments_for_contact(self, org_id: str, contact_id: str) -> list[dict[str, Any]]:
+        query = (
+            select(enrollments)
+            .where(
+                enrollments.c.org_id == org_id,
+                enrollments.c.contact_id == contact_id,
+                enrollments.c.status.in_(LIVE),
+            )
+            .order_by(enrollments.c.enrolled_at)
+        )
+        return [dict(r) for r in self.conn.execute(query).mappings()]
+
+    # Tasks ------------------------------------------------------------------------------
+
+    def insert_tasks(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.conn.execute(insert(step_tasks), rows)
+
+    def open_tasks(self, enrollment_id: str) -> list[dict[str, Any]]:
+        query = (
+            select(step_tasks)
+            .where(step_tasks.c.enrollment_id == enrollment_id, step_tasks.c.status.in_(OPEN_TASK_STATUSES))
+            .order_by(step_tasks.c.id)
+        )
+        return [dict(r) for r in self.conn.execute(query).mappings()]
+
+    def update_task(self, task_id: int, values: dict[str, Any]) -> None:
+        self.conn.execute(update(step_tasks).where(step_tasks.c.id == task_id).values(**values))
+
+    def cancel_open_tasks(self, enrollment_id: str, now, reason: str) -> int:
+        """Cancel whatever is still scheduled for the enrollment; return how many tasks."""
+        result = self.conn.execute(
+            update(step_tasks)
+            .where(
+                step_tasks.c.enrollment_id == enrollment_id, step_tasks.c.status.in_(("pending", "paused"))
+            )
+            .values(status="cancelled", last_error=reason, updated_at=now, finished_at=now)
+        )
+        return result.rowcount
