@@ -8,7 +8,10 @@ from seqbridge.clock import Clock
 from seqbridge.services.audit_log import AuditLogService
 from seqbridge.services.companies import CompanyService
 from seqbridge.services.contacts import ContactService
+from seqbridge.services.enrollment import EnrollmentService
 from seqbridge.services.keys import KeyService
+from seqbridge.services.scheduling import Scheduler
+from seqbridge.services.sequences import SequenceService
 from seqbridge.storage.db import Database
 
 
@@ -23,3 +26,9 @@ class Services:
         self.contacts = ContactService(db, clock, settings.get("DEFAULT_PHONE_REGION") or None)
         self.companies = CompanyService(db, clock)
         self.audit_log = AuditLogService(db)
+        self.scheduler = Scheduler()
+        self.sequences = SequenceService(db, clock, self.scheduler)
+        self.enrollment = EnrollmentService(db, clock, self.sequences, self.scheduler)
+        # Auto-enrollment: new contacts and newly added tags start matching sequences.
+        self.contacts.created_listeners.append(self.enrollment.on_contact_created)
+        self.contacts.tags_added_listeners.append(self.enrollment.on_tags_added)

@@ -44,6 +44,7 @@ def contact_to_api(row: dict[str, Any], tags: list[str]) -> dict[str, Any]:
         "tags": tags,
         "status": row["status"],
         "converted": bool(row["converted"]),
+        "has_open_ticket": bool(row["has_open_ticket"]),
         "timezone": row["timezone"],
         "company_id": row["company_id"],
         "attributes": row["attributes"] or {},
@@ -116,6 +117,7 @@ class ContactService:
             **dict.fromkeys(TEXT_FIELDS),
             "status": ContactStatus.ACTIVE.value,
             "converted": False,
+            "has_open_ticket": False,
             "timezone": None,
             "company_id": None,
             "attributes": {},
@@ -236,7 +238,7 @@ class ContactService:
     def _clean(self, fields: dict[str, Any]) -> dict[str, Any]:
         """Normalise the fields a caller sent into column values."""
         values: dict[str, Any] = {}
-        for name in (*TEXT_FIELDS, "status", "converted", "company_id", "attributes"):
+        for name in (*TEXT_FIELDS, "status", "converted", "has_open_ticket", "company_id", "attributes"):
             if name in fields:
                 values[name] = fields[name]
         if "attributes" in values and values["attributes"] is None:

@@ -70,6 +70,22 @@ class ContactStore:
         row = self.conn.execute(query).mappings().first()
         return dict(row) if row else None
 
+    def get_contacts(self, org_id: str, contact_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Contacts by id, in one query; unknown ids are absent from the result."""
+        if not contact_ids:
+            return {}
+        query = select(contacts).where(contacts.c.org_id == org_id, contacts.c.id.in_(contact_ids))
+        return {r["id"]: dict(r) for r in self.conn.execute(query).mappings()}
+
+    def find_contacts_by_emails(self, org_id: str, emails_normalized: list[str]) -> dict[str, dict[str, Any]]:
+        """Contacts by lower-cased email, in one query."""
+        if not emails_normalized:
+            return {}
+        query = select(contacts).where(
+            contacts.c.org_id == org_id, contacts.c.email_normalized.in_(emails_normalized)
+        )
+        return {r["email_normalized"]: dict(r) for r in self.conn.execute(query).mappings()}
+
     def find_contacts_by_phone(self, org_id: str, phone: str) -> list[dict[str, Any]]:
         query = (
             select(contacts)

@@ -105,6 +105,20 @@ class EnrollmentStore:
         )
         return [dict(r) for r in self.conn.execute(query).mappings()]
 
+    def open_tasks_for_step(self, sequence_id: str, step_id: str) -> list[dict[str, Any]]:
+        query = select(step_tasks).where(
+            step_tasks.c.sequence_id == sequence_id,
+            step_tasks.c.step_id == step_id,
+            step_tasks.c.status.in_(("pending", "paused")),
+        )
+        return [dict(r) for r in self.conn.execute(query).mappings()]
+
+    def count_live(self, sequence_id: str) -> int:
+        query = select(func.count()).where(
+            enrollments.c.sequence_id == sequence_id, enrollments.c.status.in_(LIVE)
+        )
+        return self.conn.execute(query).scalar_one()
+
     def update_task(self, task_id: int, values: dict[str, Any]) -> None:
         self.conn.execute(update(step_tasks).where(step_tasks.c.id == task_id).values(**values))
 

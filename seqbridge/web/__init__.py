@@ -37,7 +37,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     pipeline.init_app(app)
 
-    from seqbridge.web import audit, companies, contacts, docs, health
+    from seqbridge.web import audit, companies, contacts, docs, health, sequences
 
     app.register_blueprint(health.bp)
     app.register_blueprint(docs.bp)
@@ -45,4 +45,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(contacts.customers_bp)
     app.register_blueprint(companies.bp)
     app.register_blueprint(audit.bp)
+    app.register_blueprint(sequences.bp)
     return app
