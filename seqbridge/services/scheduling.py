@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from seqbridge.audit import record, tag_for
 from seqbridge.services.context import Caller
 from seqbridge.storage.tx import Tx
 
@@ -63,11 +64,18 @@ class Scheduler:
         return tasks
 
     def step_removed(
-        self, tx: Tx, caller: Caller, kind: str, sequence_id: str, step: dict[str, Any], now: datetime
+        self,
+        tx: Tx,
+        caller: Caller,
+        kind: str,
+        sequence_id: str,
+        step: dict[str, Any],
+        tasks: list[dict[str, Any]],
+        now: datetime,
     ) -> int:
-        """Cancel the open tasks of a deleted step; a sequence enrollment moves to the step that now
-        holds that position, at the same time, or completes if there is none. Returns tasks cancelled."""
-        tasks = tx.enrollments.open_tasks_for_step(sequence_id, step["id"])
+        """Cancel ``tasks``, the open tasks of a just-deleted step (read before the delete); a
+        sequence enrollment moves to the step that now holds that position, at the same time, or
+        completes if there is none. Returns how many tasks were cancelled."""
         if not tasks:
             return 0
         steps = tx.sequences.list_steps([sequence_id])
@@ -91,6 +99,9 @@ class Scheduler:
                 tx.enrollments.update_enrollment(
                     enrollment["id"], {"status": "completed", "completed_at": now, "updated_at": now}
                 )
+                record(tx, caller, tag_for(caller, "enrollment", "completed"), "enrollment", enrollment["id"],
+                       {"sequence_id": sequence_id, "contact_id": enrollment["contact_id"],
+                        "reason": "no steps left after a step was deleted"}, now)  # fmt: skip
         for enrollment_id in {t["enrollment_id"] for t in tasks}:
             self.mirror(tx, enrollment_id, now)
         return len(tasks)

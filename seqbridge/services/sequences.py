@@ -229,9 +229,10 @@ class SequenceService:
         with self.db.transaction() as tx:
             self.load(tx, caller, kind, sequence_id, lock=True)
             step = self._load_step(tx, kind, sequence_id, step_id)
+            waiting = tx.enrollments.open_tasks_for_step(sequence_id, step_id)
             tx.sequences.delete_step(step_id)
             tx.sequences.shift_positions(sequence_id, step["position"] + 1, None, -1)
-            affected = self.scheduler.step_removed(tx, caller, kind, sequence_id, step, now)
+            affected = self.scheduler.step_removed(tx, caller, kind, sequence_id, step, waiting, now)
             tx.sequences.update_sequence(caller.org_id, sequence_id, {"updated_at": now})
             record(tx, caller, tag_for(caller, "step", "deleted"), "step", step_id,
                    {"sequence_id": sequence_id, "position": step["position"], "tasks_cancelled": affected}, now)  # fmt: skip

@@ -1,0 +1,55 @@
+"""Factories for tests: build realistic objects through the API or, for volume, the store."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import insert
+
+from seqbridge.storage.schema import contacts
+
+
+def active_sequence(api, *, name="Welcome", steps=({"delay_days": 3},), **fields) -> dict[str, Any]:
+    """An active sequence with the given steps (email steps unless a channel is given)."""
+    created = api.post("/api/v1/sequences", json={"name": name, **fields})
+    assert created.status_code == 201, created.json
+    sequence = created.json["data"]
+    for index, step in enumerate(steps):
+        body = {"channel": "email", "subject": f"Step {index + 1}", "body": "Hello {{ first_name }}", **step}
+        if body["channel"] == "webhook":
+            body = {k: v for k, v in body.items() if k not in ("subject", "body")}
+            body.setdefault("webhook_url", "https://hooks.example.com/in")
+        response = api.post(f"/api/v1/sequences/{sequence['id']}/steps", json=body)
+        assert response.status_code == 201, response.json
+    activated = api.patch(f"/api/v1/sequences/{sequence['id']}", json={"status": "active"})
+    assert activated.status_code == 200, activated.json
+    return activated.json["data"]
+
+
+def contact(api, **fields) -> dict[str, Any]:
+    fields.setdefault("email", f"{uuid.uuid4().hex[:10]}@example.com")
+    response = api.post("/api/v1/contacts", json=fields)
+    assert response.status_code == 201, response.json
+    return response.json["data"]
+
+
+def bulk_contacts(services, org_id: str, count: int, now, prefix="bulk", **overrides) -> list[dict[str, Any]]:
+    """Insert ``count`` contacts in one statement (for volume tests); returns the rows."""
+    rows = []
+    for n in range(count):
+        email = f"{prefix}{n}@example.com"
+        rows.append({
+            "id": str(uuid.uuid4()), "org_id": org_id, "email": email, "email_normalized": email, "phone": None,
+            "first_name": f"F{n}", "last_name": None, "contact_type": None, "source": None, "job_title": None,
+            "city": None, "state": None, "country": None, "status": "active", "converted": False,
+            "has_open_ticket": False, "timezone": None, "company_id": None, "attributes": {},
+            "created_at": now, "updated_at": now, **overrides,
+        })  # fmt: skip
+    with services.db.transaction() as tx:
+        tx.conn.execute(insert(contacts), rows)
+    return rows
+
+
+def org_id(api) -> str:
+    return api.get("/api/v1/me").json["data"]["organization_id"]
