@@ -89,8 +89,8 @@ def test_bulk_enroll_runs_a_bounded_number_of_statements(api, services, clock):
         people = bulk_contacts(services, org, size, clock.now(), prefix=f"n{size}-")
         statements = []
 
-        def count(conn, cursor, statement, parameters, context, executemany):
-            statements.append(statement)
+        def count(conn, cursor, statement, parameters, context, executemany, seen=statements):
+            seen.append(statement)
 
         event.listen(services.db.engine, "before_cursor_execute", count)
         try:

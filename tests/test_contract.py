@@ -77,5 +77,7 @@ def test_head_is_checked_like_get(client, api):
     """HEAD runs the GET view, so it must be authenticated and scoped exactly like GET."""
     anonymous = client.head("/api/v1/contacts")
     assert anonymous.status_code == 401
-    assert api.client.head("/api/v1/contacts", headers={"Authorization": f"Bearer {api.key}"}).status_code == 200
+    assert (
+        api.client.head("/api/v1/contacts", headers={"Authorization": f"Bearer {api.key}"}).status_code == 200
+    )
     assert client.options("/api/v1/contacts").headers["Allow"]

@@ -215,19 +215,14 @@ def test_me_answers_any_valid_key_with_its_own_scopes(scope, client, make_key, s
     assert data == {"key_id": acme[0]["id"], "organization_id": acme[0]["org_id"], "scopes": [scope]}
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: seqbridge/web/pipeline.py:49 skips the contract check (authentication and scope) for "
-        "HEAD, but Flask routes HEAD to the GET view, which then runs with g.caller=None and "
-        "g.query={} and crashes with a 500 (KeyError/AttributeError) instead of answering 401/403."
-    ),
-    strict=True,
-)
 @pytest.mark.parametrize("spec_key", SCOPED_READS, ids=_op_id)
 def test_head_is_authenticated_and_scoped_like_get(spec_key, app, client, api, make_key):
     operation = app.extensions["seqbridge.contract"].operations[spec_key]
     url = _url(operation.path, _fresh_path_params(api))
-    assert client.head(url).status_code == 401
+    unauthenticated = client.head(url)
+    assert unauthenticated.status_code == 401
+    assert unauthenticated.headers["WWW-Authenticate"] == 'Bearer realm="seqbridge"'
+    assert unauthenticated.get_data() == b""
     others = [s for s in SCOPES if s.partition(":")[0] != operation.scope.partition(":")[0]]
     assert _call(client, "HEAD", url, make_key("acme", others, "others")).status_code == 403
     assert _call(client, "HEAD", url, make_key("acme", [operation.scope], "exact")).status_code == 200
