@@ -13,9 +13,11 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from seqbridge.services.context import ActorType, Caller
+from seqbridge.storage.bulk import RawJSON
 
 if TYPE_CHECKING:
     from seqbridge.storage.db import Database
@@ -68,27 +70,29 @@ _SECRET_KEY = re.compile(
 _SECRET_VALUE = re.compile(r"rk_live_[A-Za-z0-9_\-]{20,}|whsec_[A-Za-z0-9+/=]{16,}")
 
 
+@lru_cache(maxsize=4096)
+def _is_secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
+
+
 def redact(value: Any) -> Any:
     """Return ``value`` with every secret-looking key's value and every API key string replaced."""
     if isinstance(value, dict):
         return {
-            k: (
-                REDACTED
-                if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "")
-                else redact(v)
-            )
+            k: (REDACTED if isinstance(k, str) and v not in (None, "") and _is_secret_key(k) else redact(v))
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
-    if isinstance(value, str):
+    if isinstance(value, str) and ("rk_live_" in value or "whsec_" in value):
         return _SECRET_VALUE.sub(REDACTED, value)
     return value
 
 
-def _canonical(row: dict[str, Any]) -> bytes:
+def _canonical(row: dict[str, Any], data_json: str | None = None) -> bytes:
+    """The bytes an event's hash covers: every field but the id, as canonical JSON."""
     occurred_at: datetime = row["occurred_at"]
-    payload = {
+    head = {
         "org_id": row["org_id"],
         "occurred_at": occurred_at.astimezone(UTC).isoformat(timespec="microseconds"),
         "actor_type": row["actor_type"],
@@ -97,14 +101,21 @@ def _canonical(row: dict[str, Any]) -> bytes:
         "subject_type": row["subject_type"],
         "subject_id": row["subject_id"],
         "request_id": row["request_id"],
-        "data": row["data"],
         "prev_hash": row["prev_hash"],
     }
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    if data_json is None:
+        data_json = _dumps(row["data"])
+    # {"data": <canonical data>, ...the rest in key order}, built without re-encoding data.
+    rest = _dumps(head)
+    return ('{"data":' + data_json + "," + rest[1:]).encode()
 
 
-def event_hash(row: dict[str, Any]) -> str:
-    return hashlib.sha256(_canonical(row)).hexdigest()
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def event_hash(row: dict[str, Any], data_json: str | None = None) -> str:
+    return hashlib.sha256(_canonical(row, data_json)).hexdigest()
 
 
 def record(
@@ -142,11 +153,12 @@ def record_many(
             "subject_type": subject_type,
             "subject_id": subject_id,
             "request_id": caller.request_id,
-            # A JSON round trip makes the stored form and the hashed form identical.
-            "data": json.loads(json.dumps(redact(data or {}), default=str)),
             "prev_hash": prev_hash,
         }
-        row["hash"] = prev_hash = event_hash(row)
+        data_json = _dumps(redact(data or {}))
+        # Stored as the exact canonical text that was hashed, so verification recomputes it.
+        row["data"] = RawJSON(data_json)
+        row["hash"] = prev_hash = event_hash(row, data_json)
         rows.append(row)
     tx.audit.append_events(caller.org_id, rows)
 

@@ -35,6 +35,7 @@ class EnrollmentStatus(StrEnum):
 
 EXIT_REASONS = ("replied", "converted", "unsubscribed", "manual", "bounced")
 MAX_BULK = 1000
+_NO_DATA: dict[str, Any] = {}  # shared, never mutated: bulk inserts convert it once
 _ENROLLABLE = (SequenceStatus.ACTIVE.value, SequenceStatus.PAUSED.value)
 
 
@@ -188,8 +189,8 @@ class EnrollmentService:
         result = BulkResult()
         with self.db.transaction() as tx:
             sequence = self._enrollable(tx, caller, kind, sequence_id)
-            by_id = tx.contacts.get_contacts(caller.org_id, list(dict.fromkeys(customer_ids)))
-            by_email = tx.contacts.find_contacts_by_emails(
+            by_id = tx.contacts.eligibility_by_ids(caller.org_id, list(dict.fromkeys(customer_ids)))
+            by_email = tx.contacts.eligibility_by_emails(
                 caller.org_id, list(dict.fromkeys(e.strip().lower() for e in emails))
             )
             requested = [("customerId", cid, by_id.get(cid)) for cid in customer_ids]
@@ -428,7 +429,7 @@ class EnrollmentService:
             "contact_id": contact["id"],
             "status": EnrollmentStatus.ACTIVE.value,
             "enrollment_source": source,
-            "enrollment_data": data or {},
+            "enrollment_data": data or _NO_DATA,
             "enrolled_at": now,
             "enrollment_time": anchor or now,
             "current_step_id": None,

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
+from seqbridge.storage.bulk import bulk_insert
 from seqbridge.storage.schema import audit_events, audit_heads
 
 
@@ -40,7 +41,7 @@ class AuditStore:
         The caller holds the chain head (:meth:`lock_chain_head`), so this organization's newest
         event after the insert is the last row given.
         """
-        self.conn.execute(insert(audit_events), rows)
+        bulk_insert(self.conn, audit_events, rows)
         last_id = self.conn.execute(
             select(audit_events.c.id)
             .where(audit_events.c.org_id == org_id)

@@ -40,6 +40,16 @@ COMPANY_FILTER_COLUMNS = (
 )
 
 
+_ELIGIBILITY = (
+    contacts.c.id,
+    contacts.c.email_normalized,
+    contacts.c.status,
+    contacts.c.converted,
+    contacts.c.has_open_ticket,
+    contacts.c.company_id,
+)
+
+
 def _page(conn: Connection, query: Select, order_by: Iterable, limit: int, offset: int):
     total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
     rows = conn.execute(query.order_by(*order_by).limit(limit).offset(offset)).mappings()
@@ -70,18 +80,18 @@ class ContactStore:
         row = self.conn.execute(query).mappings().first()
         return dict(row) if row else None
 
-    def get_contacts(self, org_id: str, contact_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Contacts by id, in one query; unknown ids are absent from the result."""
+    def eligibility_by_ids(self, org_id: str, contact_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """What enrollment needs of each contact (id, email, status, flags, company), by id, in one query."""
         if not contact_ids:
             return {}
-        query = select(contacts).where(contacts.c.org_id == org_id, contacts.c.id.in_(contact_ids))
+        query = select(*_ELIGIBILITY).where(contacts.c.org_id == org_id, contacts.c.id.in_(contact_ids))
         return {r["id"]: dict(r) for r in self.conn.execute(query).mappings()}
 
-    def find_contacts_by_emails(self, org_id: str, emails_normalized: list[str]) -> dict[str, dict[str, Any]]:
-        """Contacts by lower-cased email, in one query."""
+    def eligibility_by_emails(self, org_id: str, emails_normalized: list[str]) -> dict[str, dict[str, Any]]:
+        """The same, by lower-cased email."""
         if not emails_normalized:
             return {}
-        query = select(contacts).where(
+        query = select(*_ELIGIBILITY).where(
             contacts.c.org_id == org_id, contacts.c.email_normalized.in_(emails_normalized)
         )
         return {r["email_normalized"]: dict(r) for r in self.conn.execute(query).mappings()}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
+from seqbridge.storage.bulk import bulk_insert
 from seqbridge.storage.schema import contacts, enrollments, step_tasks
 
 LIVE = ("active", "paused")
@@ -27,8 +28,7 @@ class EnrollmentStore:
         self.conn = conn
 
     def insert_enrollments(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self.conn.execute(insert(enrollments), rows)
+        bulk_insert(self.conn, enrollments, rows)
 
     def get_enrollment(self, org_id: str, enrollment_id: str, sequence_id: str | None = None):
         query = select(enrollments).where(enrollments.c.org_id == org_id, enrollments.c.id == enrollment_id)
@@ -94,8 +94,7 @@ class EnrollmentStore:
     # Tasks ------------------------------------------------------------------------------
 
     def insert_tasks(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self.conn.execute(insert(step_tasks), rows)
+        bulk_insert(self.conn, step_tasks, rows)
 
     def open_tasks(self, enrollment_id: str) -> list[dict[str, Any]]:
         query = (

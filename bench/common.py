@@ -1,0 +1,58 @@
+"""Shared by the benchmarks: a fresh database on each engine, and a timing helper."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from seqbridge.storage.db import Database
+from seqbridge.storage.migrate import upgrade
+
+
+@contextmanager
+def database(engine: str) -> Iterator[str]:
+    """Yield the URL of a fresh, migrated database on ``engine`` ("sqlite" or "postgresql")."""
+    base = Path(tempfile.mkdtemp(prefix="seqbridge-bench-"))
+    cleanup = [base]
+    server = None
+    try:
+        if engine == "sqlite":
+            url = f"sqlite:///{base}/bench.db"
+        else:
+            from tests import pg_server
+
+            pg_base = Path(tempfile.mkdtemp(prefix="seqbridge-bench-pg-"))  # postgres must reach it
+            cleanup.append(pg_base)
+            server = pg_server.start(pg_base)
+            import psycopg
+
+            with psycopg.connect(f"host={server.host} port={server.port} user={server.user} dbname=postgres",
+                                 autocommit=True) as conn:  # fmt: skip
+                conn.execute("CREATE DATABASE bench")
+            url = server.url("bench")
+        db = Database(url)
+        upgrade(db)
+        db.dispose()
+        yield url
+    finally:
+        if server is not None:
+            server.stop()
+        for path in cleanup:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def summary(samples: list[float]) -> str:
+    return (
+        f"median {statistics.median(samples) * 1000:.1f} ms (min {min(samples) * 1000:.1f}, n={len(samples)})"
+    )
