@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from seqbridge.audit import record, record_many, tag_for
 from seqbridge.clock import Clock
 from seqbridge.errors import BadRequest, Conflict, MissingField, NotFound, Unprocessable
-from seqbridge.services.common import OffsetPage, new_id
+from seqbridge.services.common import CursorPage, OffsetPage, decode_cursor, encode_cursor, new_id
 from seqbridge.services.context import Caller
 from seqbridge.services.scheduling import Scheduler
 from seqbridge.services.sequences import SequenceKind, SequenceService, SequenceStatus
@@ -37,6 +37,44 @@ EXIT_REASONS = ("replied", "converted", "unsubscribed", "manual", "bounced")
 MAX_BULK = 1000
 _NO_DATA: dict[str, Any] = {}  # shared, never mutated: bulk inserts convert it once
 _ENROLLABLE = (SequenceStatus.ACTIVE.value, SequenceStatus.PAUSED.value)
+
+
+#: Fields each filter axis may use (the event-queue seed's "entity axis distinction").
+CONTACT_FILTER_FIELDS = ("contact_type", "source", "email", "first_name", "last_name", "job_title", "city", "state",
+                         "country")  # fmt: skip
+CUSTOMER_FILTER_FIELDS = (
+    "account_type",
+    "industry",
+    "is_customer",
+    "is_supplier",
+    "city",
+    "state",
+    "country",
+)
+_ELSEWHERE = {"opportunity_type": "opportunity_type lives on deals and is not filterable here; "
+                                  "use automations with deal triggers instead"}  # fmt: skip
+
+
+def check_filters(contact_filter: dict[str, Any] | None, customer_filter: dict[str, Any] | None) -> None:
+    """Refuse a field used on the wrong axis, naming the filter to use. Raises :class:`BadRequest`."""
+    problems = []
+    for axis, given, allowed, other, other_fields in (
+        ("contact_filter", contact_filter, CONTACT_FILTER_FIELDS, "customer_filter", CUSTOMER_FILTER_FIELDS),
+        ("customer_filter", customer_filter, CUSTOMER_FILTER_FIELDS, "contact_filter", CONTACT_FILTER_FIELDS),
+    ):
+        for name in given or {}:
+            if name in allowed:
+                continue
+            if name in _ELSEWHERE:
+                message = _ELSEWHERE[name]
+            elif name in other_fields:
+                owner = "company/customer" if other == "customer_filter" else "contact"
+                message = f"{name} is a {owner} field: filter on it with {other}, not {axis}"
+            else:
+                message = f"unknown field {name}; {axis} takes {', '.join(allowed)}"
+            problems.append({"path": f"$.{axis}.{name}", "in": "body", "message": message})
+    if problems:
+        raise BadRequest(problems[0]["message"], code="wrong_filter_axis", details={"errors": problems})
 
 
 def ineligibility(contact: dict[str, Any]) -> str | None:
@@ -77,7 +115,64 @@ def contact_ref(body: dict[str, Any]) -> ContactRef:
 class BulkResult:
     enrolled: int = 0
     skipped: int = 0
+    #: One entry per contact asked for: by, input, contact_id, status (enrolled|skipped),
+    #: enrollment_id, or code and reason.
     results: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class MatchResult(BulkResult):
+    has_more: bool = False
+    next_cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class _Options:
+    source: str
+    skip_live: bool
+    anchor: datetime | None
+    deal_id: str | None
+
+
+class _Batch:
+    """Collects the enrollments, tasks and audit events of one bulk call, then writes each kind
+    with a single insert."""
+
+    def __init__(self, service, tx, caller, sequence, options: _Options, now, *, audit_skips: bool = True):
+        self.service, self.tx, self.caller, self.sequence = service, tx, caller, sequence
+        self.options, self.now, self.audit_skips = options, now, audit_skips
+        self.steps = tx.sequences.list_steps([sequence["id"]])
+        self.enrollments: list[dict[str, Any]] = []
+        self.tasks: list[dict[str, Any]] = []
+        self.audit: list[tuple] = []
+        self.result = BulkResult()
+
+    def enroll(self, entry: dict[str, Any], contact: dict[str, Any]) -> None:
+        service, options = self.service, self.options
+        enrollment = service._new_enrollment(self.caller, self.sequence, contact, options.source, None, self.now,
+                                             options.anchor, keyed=options.skip_live)  # fmt: skip
+        enrollment["deal_id"] = options.deal_id
+        tasks = service.scheduler.plan(self.sequence["kind"], self.steps, enrollment, self.now)
+        _mirror_first(enrollment, tasks)
+        self.enrollments.append(enrollment)
+        self.tasks.extend(tasks)
+        self.result.enrolled += 1
+        self.result.results.append({**entry, "status": "enrolled", "enrollment_id": enrollment["id"]})
+        self.audit.append((tag_for(self.caller, "enrollment", "created"), "enrollment", enrollment["id"],
+                           _audit_data(self.sequence, contact["id"], options.source)))  # fmt: skip
+
+    def skip(self, entry: dict[str, Any], subject: str, code: str, reason: str) -> None:
+        self.result.skipped += 1
+        self.result.results.append({**entry, "status": "skipped", "code": code, "reason": reason})
+        if self.audit_skips:
+            self.audit.append(self.service._skip_entry(self.caller, self.sequence, subject, code, reason,
+                                                       self.options.source))  # fmt: skip
+
+    def flush(self) -> BulkResult:
+        self.tx.enrollments.insert_enrollments(self.enrollments)
+        self.tx.enrollments.insert_tasks(self.tasks)
+        record_many(self.tx, self.caller, self.audit, self.now)
+        return self.result
 
 
 class EnrollmentService:
@@ -157,84 +252,147 @@ class EnrollmentService:
         sequence_id: str,
         *,
         customer_ids: list[str],
-        emails: list[str],
+        emails: list[str] | None = None,
         source: str = "api_bulk",
+        skip_if_already_enrolled: bool = True,
+        anchor: datetime | None = None,
+        deal_id: str | None = None,
+        max_contacts: int = MAX_BULK,
     ) -> BulkResult:
-        """Enroll up to 1000 contacts by id and/or email, in a bounded number of queries.
+        """Enroll contacts named by id and/or email, in a bounded number of queries.
 
-        Per-contact problems (unknown, already enrolled, ineligible, repeated) are skipped with a
-        code and reason, never errors. Raises :class:`BadRequest` for more than 1000 contacts.
+        Per-contact problems are skipped with a code and reason, never errors: ``customer_not_found``,
+        ``duplicate``, ``already_enrolled`` (unless ``skip_if_already_enrolled`` is false) and
+        ``ineligible``. Each result names the input (``by``: ``id`` or ``email``) and the
+        contact. Raises :class:`MissingField` for none and :class:`BadRequest` for more than
+        ``max_contacts``.
         """
+        emails = emails or []
         if not customer_ids and not emails:
-            raise MissingField(
-                "Give customer_ids and/or emails.", details={"fields": ["customer_ids", "emails"]}
-            )
-        if len(customer_ids) + len(emails) > MAX_BULK:
+            raise MissingField("Give the contacts to enroll.", details={"fields": ["customer_ids", "emails"]})
+        if len(customer_ids) + len(emails) > max_contacts:
             raise BadRequest(
-                f"At most {MAX_BULK} contacts per call (got {len(customer_ids) + len(emails)}).",
+                f"At most {max_contacts} contacts per call (got {len(customer_ids) + len(emails)}).",
                 code="too_many_contacts",
-                details={"limit": MAX_BULK},
+                details={"limit": max_contacts},
             )
+        options = _Options(source, skip_if_already_enrolled, anchor, deal_id)
         for attempt in range(3):
             try:
-                return self._enroll_bulk_once(caller, kind, sequence_id, customer_ids, emails, source)
+                return self._enroll_listed(caller, kind, sequence_id, customer_ids, emails, options)
             except IntegrityError:
                 # A concurrent enrollment took one of these contacts; re-read and try again.
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
-    def _enroll_bulk_once(self, caller, kind, sequence_id, customer_ids, emails, source) -> BulkResult:
+    def _enroll_listed(
+        self, caller, kind, sequence_id, customer_ids, emails, options: _Options
+    ) -> BulkResult:
         now = self.clock.now()
-        result = BulkResult()
         with self.db.transaction() as tx:
             sequence = self._enrollable(tx, caller, kind, sequence_id)
             by_id = tx.contacts.eligibility_by_ids(caller.org_id, list(dict.fromkeys(customer_ids)))
             by_email = tx.contacts.eligibility_by_emails(
                 caller.org_id, list(dict.fromkeys(e.strip().lower() for e in emails))
             )
-            requested = [("customerId", cid, by_id.get(cid)) for cid in customer_ids]
+            requested = [("id", cid, by_id.get(cid)) for cid in customer_ids]
             requested += [("email", email, by_email.get(email.strip().lower())) for email in emails]
-            resolved_ids = list({c["id"] for _, _, c in requested if c is not None})
-            live = tx.enrollments.live_contact_ids(sequence_id, resolved_ids)
-            steps = tx.sequences.list_steps([sequence_id])
-
+            resolved = list({c["id"] for _, _, c in requested if c is not None})
+            live = tx.enrollments.live_contact_ids(sequence_id, resolved) if options.skip_live else set()
+            batch = _Batch(self, tx, caller, sequence, options, now)
             seen: set[str] = set()
-            new_enrollments, new_tasks, audit_entries = [], [], []
-            for key, given, contact in requested:
-                entry: dict[str, Any] = {key: given}
-                if contact is not None and key == "email":
-                    entry = {"customerId": contact["id"], "email": given}
-                skip = None
+            for by, given, contact in requested:
+                entry = {"by": by, "input": given, "contact_id": contact["id"] if contact else None}
                 if contact is None:
-                    what = "email" if key == "email" else "id"
-                    skip = ("customer_not_found", f"No contact found with this {what}")
+                    batch.skip(entry, given, "customer_not_found",
+                               f"No contact found with this {'email' if by == 'email' else 'id'}")  # fmt: skip
                 elif contact["id"] in seen:
-                    skip = ("duplicate", "This contact appears more than once in the request")
+                    batch.skip(
+                        entry,
+                        contact["id"],
+                        "duplicate",
+                        "This contact appears more than once in the request",
+                    )
                 elif contact["id"] in live:
-                    skip = ("already_enrolled", "Contact is already enrolled in this sequence")
+                    batch.skip(
+                        entry,
+                        contact["id"],
+                        "already_enrolled",
+                        "Contact is already enrolled in this sequence",
+                    )
                 elif reason := ineligibility(contact):
-                    skip = ("ineligible", reason)
-                if skip:
-                    result.skipped += 1
-                    result.results.append({**entry, "status": "skipped", "code": skip[0], "reason": skip[1]})
-                    audit_entries.append(self._skip_entry(caller, sequence, contact["id"] if contact else given,
-                                                          skip[0], skip[1], source))  # fmt: skip
+                    batch.skip(entry, contact["id"], "ineligible", reason)
+                else:
+                    seen.add(contact["id"])
+                    batch.enroll(entry, contact)
+            return batch.flush()
+
+    def enroll_matching(
+        self,
+        caller: Caller,
+        kind: SequenceKind,
+        sequence_id: str,
+        *,
+        contact_filter: dict[str, Any] | None = None,
+        customer_filter: dict[str, Any] | None = None,
+        skip_if_already_enrolled: bool = True,
+        cursor: str | None = None,
+        limit: int = 500,
+        source: str = "api_bulk",
+        anchor: datetime | None = None,
+        deal_id: str | None = None,
+    ) -> MatchResult:
+        """Enroll the next ``limit`` eligible contacts matching a filter, in id order.
+
+        Paging: contacts already live in the sequence are left out of each window when
+        ``skip_if_already_enrolled`` (the default), so calling again with the same arguments
+        continues where the last call stopped. Without it, pass the returned ``next_cursor``.
+        Matching contacts that are ineligible, or already enrolled, are reported as skipped (the
+        first ``limit`` of them) and do not count towards ``limit``.
+        """
+        now = self.clock.now()
+        after = decode_cursor(cursor, ("after",))["after"] if cursor else None
+        options = _Options(source, skip_if_already_enrolled, anchor, deal_id)
+        with self.db.transaction() as tx:
+            sequence = self._enrollable(tx, caller, kind, sequence_id)
+            match = {"contact_filter": contact_filter, "customer_filter": customer_filter}
+            live_filter = (sequence_id, False) if skip_if_already_enrolled else None
+            window = tx.contacts.match_contacts(caller.org_id, **match, after_id=after, eligible=True,
+                                                live_in_sequence=live_filter, limit=limit + 1)  # fmt: skip
+            has_more = len(window) > limit
+            window = window[:limit]
+            batch = _Batch(self, tx, caller, sequence, options, now, audit_skips=False)
+            for contact in window:
+                batch.enroll({"by": "filter", "input": contact["id"], "contact_id": contact["id"]}, contact)
+            skipped = tx.contacts.match_contacts(caller.org_id, **match, after_id=None, eligible=False,
+                                                 live_in_sequence=None, limit=limit)  # fmt: skip
+            if skip_if_already_enrolled:
+                skipped += tx.contacts.match_contacts(caller.org_id, **match, after_id=None, eligible=True,
+                                                      live_in_sequence=(sequence_id, True),
+                                                      limit=limit - len(skipped))  # fmt: skip
+            enrolled_now = {c["id"] for c in window}
+            for contact in skipped[:limit]:
+                if contact["id"] in enrolled_now:
                     continue
-                seen.add(contact["id"])
-                enrollment = self._new_enrollment(caller, sequence, contact, source, None, now, None)
-                tasks = self.scheduler.plan(sequence["kind"], steps, enrollment, now)
-                _mirror_first(enrollment, tasks)
-                new_enrollments.append(enrollment)
-                new_tasks.extend(tasks)
-                result.enrolled += 1
-                result.results.append({**entry, "status": "enrolled", "enrollmentId": enrollment["id"]})
-                audit_entries.append((tag_for(caller, "enrollment", "created"), "enrollment", enrollment["id"],
-                                      _audit_data(sequence, contact["id"], source)))  # fmt: skip
-            tx.enrollments.insert_enrollments(new_enrollments)
-            tx.enrollments.insert_tasks(new_tasks)
-            record_many(tx, caller, audit_entries, now)
-        return result
+                reason = ineligibility(contact)
+                entry = {"by": "filter", "input": contact["id"], "contact_id": contact["id"]}
+                if reason:
+                    batch.skip(entry, contact["id"], "ineligible", reason)
+                else:
+                    batch.skip(
+                        entry, contact["id"], "already_enrolled", "Contact is already enrolled in this queue"
+                    )
+            result = batch.flush()
+            if result.skipped:
+                reasons: dict[str, int] = {}
+                for item in result.results:
+                    if item["status"] == "skipped":
+                        reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
+                record(tx, caller, tag_for(caller, "enrollment", "skipped"), kind.value, sequence_id,
+                       {"filter": match, "skipped": result.skipped, "reasons": reasons, "source": source}, now)  # fmt: skip
+        next_cursor = encode_cursor({"after": window[-1]["id"]}) if has_more and window else None
+        return MatchResult(result.enrolled, result.skipped, result.results, has_more, next_cursor)
 
     # Reading ----------------------------------------------------------------------------
 
@@ -326,6 +484,46 @@ class EnrollmentService:
                 raise NotFound("The contact is not actively enrolled in this sequence.", code="not_enrolled")
             self.end_in_tx(tx, caller, enrollment, status, reason, now)
             return self._load(tx, caller, sequence_id, enrollment["id"])
+
+    def unenroll_everywhere_in(
+        self,
+        caller: Caller,
+        kind: SequenceKind,
+        sequence_id: str,
+        ref: ContactRef,
+        *,
+        reason: str = "unenrolled",
+    ) -> list[dict[str, Any]]:
+        """End every live enrollment the contact has in this sequence or queue (a queue may hold
+        several) and cancel their pending tasks. Raises :class:`NotFound` ``not_enrolled`` when
+        there is none, ``not_found`` for an unknown sequence."""
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            self.sequences.load(tx, caller, kind, sequence_id)
+            try:
+                contact = self._resolve(tx, caller, ref)
+            except NotFound:
+                contact = None
+            live = [e for e in tx.enrollments.live_enrollments_for_contact(caller.org_id, contact["id"])
+                    if e["sequence_id"] == sequence_id] if contact else []  # fmt: skip
+            if not live:
+                raise NotFound("The contact has nothing pending in this queue.", code="not_enrolled")
+            for enrollment in live:
+                self.end_in_tx(tx, caller, enrollment, "exited", reason, now)
+            return [self._load(tx, caller, sequence_id, e["id"]) for e in live]
+
+    def list_tasks(
+        self, caller: Caller, kind: SequenceKind, sequence_id: str, statuses: tuple[str, ...] | None,
+        cursor: str | None, limit: int,
+    ) -> CursorPage:  # fmt: skip
+        """The scheduled step executions of a sequence or queue, cursor-paginated in creation order."""
+        after = int(decode_cursor(cursor, ("after",))["after"]) if cursor else None
+        with self.db.transaction(write=False) as tx:
+            self.sequences.load(tx, caller, kind, sequence_id)
+            rows = tx.enrollments.list_tasks(caller.org_id, sequence_id, statuses, after, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return CursorPage(rows, limit, encode_cursor({"after": rows[-1]["id"]}) if more else None)
 
     def end_in_tx(
         self, tx: Tx, caller: Caller, enrollment: dict[str, Any], status: str, reason: str, now: datetime
@@ -421,7 +619,9 @@ class EnrollmentService:
         return enrollment
 
     @staticmethod
-    def _new_enrollment(caller, sequence, contact, source, data, now, anchor) -> dict[str, Any]:
+    def _new_enrollment(
+        caller, sequence, contact, source, data, now, anchor, *, keyed=True
+    ) -> dict[str, Any]:
         return {
             "id": new_id(),
             "org_id": caller.org_id,
@@ -441,6 +641,7 @@ class EnrollmentService:
             "last_error": None,
             "company_id": contact.get("company_id"),
             "deal_id": None,
+            "live_key": contact["id"] if keyed else None,
             "updated_at": now,
         }
 

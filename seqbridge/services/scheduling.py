@@ -85,9 +85,18 @@ class Scheduler:
                 task["id"],
                 {"status": "cancelled", "last_error": "step deleted", "updated_at": now, "finished_at": now},
             )
-            if kind != "sequence":
-                continue
             enrollment = tx.enrollments.get_enrollment(caller.org_id, task["enrollment_id"])
+            if kind != "sequence":
+                # Queue tasks are planned per step: the others keep their times. An enrollment
+                # left with nothing to run is complete.
+                if not tx.enrollments.open_tasks(enrollment["id"]) and enrollment["status"] in (
+                    "active",
+                    "paused",
+                ):
+                    tx.enrollments.update_enrollment(
+                        enrollment["id"], {"status": "completed", "completed_at": now, "updated_at": now}
+                    )
+                continue
             if successor is not None:
                 replacement = task_row(enrollment, successor, task["scheduled_for"] or now, now)
                 if task["status"] == "paused":

@@ -150,12 +150,23 @@ class SequenceService:
             return self._decorate(tx, [self.load(tx, caller, kind, sequence_id)], with_steps=True)[0]
 
     def delete_sequence(self, caller: Caller, kind: SequenceKind, sequence_id: str) -> None:
-        """Delete the sequence with its steps and enrollments; the audit log keeps what was lost."""
+        """Delete a sequence with its steps and enrollments (the sequences dialect's cascade), or
+        retire an event queue: its pending tasks are cancelled and its history is kept. Either way
+        the audit log records what was cancelled."""
         now = self.clock.now()
         with self.db.transaction() as tx:
             row = self.load(tx, caller, kind, sequence_id, lock=True)
             counters = tx.sequences.enrollment_counters([sequence_id])[sequence_id]
             live = tx.enrollments.count_live(sequence_id)
+            if kind is SequenceKind.EVENT_QUEUE:
+                cancelled = tx.enrollments.end_all_live(sequence_id, "exited", "queue_deleted", now)
+                tx.sequences.update_sequence(
+                    caller.org_id, sequence_id, {"deleted_at": now, "updated_at": now}
+                )
+                record(tx, caller, tag_for(caller, "sequence", "deleted"), kind.value, sequence_id,
+                       {"name": row["name"], "live_enrollments_cancelled": live, "tasks_cancelled": cancelled,
+                        **counters}, now)  # fmt: skip
+                return
             tx.sequences.delete_sequence(caller.org_id, sequence_id)
             record(tx, caller, tag_for(caller, "sequence", "deleted"), kind.value, sequence_id,
                    {"name": row["name"], "live_enrollments_cancelled": live, **counters}, now)  # fmt: skip

@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, select, update
+from sqlalchemy import and_, delete, exists, func, insert, not_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Select
 
@@ -169,6 +169,57 @@ class ContactStore:
                     contact_tags.c.contact_id == contact_id, contact_tags.c.tag.in_(tags)
                 )
             )
+
+    def match_contacts(
+        self,
+        org_id: str,
+        *,
+        contact_filter: dict[str, Any] | None,
+        customer_filter: dict[str, Any] | None,
+        after_id: str | None,
+        eligible: bool | None,
+        live_in_sequence: tuple[str, bool] | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """Contacts matching a filter, in id order after ``after_id``, at most ``limit``.
+
+        ``eligible`` True keeps only contacts that may be enrolled, False only those that may not,
+        None both. ``live_in_sequence`` = (sequence_id, has_live) keeps only contacts that do
+        (True) or do not (False) have a live enrollment in that sequence.
+        """
+        from seqbridge.storage.schema import enrollments
+
+        query = select(*_ELIGIBILITY).where(contacts.c.org_id == org_id)
+        for name, value in (contact_filter or {}).items():
+            column = contacts.c.email_normalized if name == "email" else contacts.c[name]
+            query = query.where(_matches(column, value, lower=name == "email"))
+        if customer_filter:
+            matching_companies = select(companies.c.id).where(companies.c.org_id == org_id)
+            for name, value in customer_filter.items():
+                matching_companies = matching_companies.where(_matches(companies.c[name], value))
+            query = query.where(contacts.c.company_id.in_(matching_companies))
+        if eligible is not None:
+            ok = and_(contacts.c.status == "active", contacts.c.converted.is_(False),
+                      contacts.c.has_open_ticket.is_(False))  # fmt: skip
+            query = query.where(ok if eligible else not_(ok))
+        if live_in_sequence is not None:
+            sequence_id, has_live = live_in_sequence
+            live = exists().where(
+                enrollments.c.sequence_id == sequence_id,
+                enrollments.c.contact_id == contacts.c.id,
+                enrollments.c.status.in_(("active", "paused")),
+            )
+            query = query.where(live if has_live else not_(live))
+        if after_id is not None:
+            query = query.where(contacts.c.id > after_id)
+        return [dict(r) for r in self.conn.execute(query.order_by(contacts.c.id).limit(limit)).mappings()]
+
+
+def _matches(column, value, *, lower: bool = False):
+    """Equality, or membership when ``value`` is a list."""
+    if isinstance(value, list):
+        return column.in_([v.lower() if lower and isinstance(v, str) else v for v in value])
+    return column == (value.lower() if lower and isinstance(value, str) else value)
 
 
 class CompanyStore:

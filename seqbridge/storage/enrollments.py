@@ -121,6 +121,49 @@ class EnrollmentStore:
     def update_task(self, task_id: int, values: dict[str, Any]) -> None:
         self.conn.execute(update(step_tasks).where(step_tasks.c.id == task_id).values(**values))
 
+    def end_all_live(self, sequence_id: str, status: str, reason: str, now) -> int:
+        """End every live enrollment of a sequence and cancel their pending tasks; return tasks cancelled."""
+        stamp = "exited_at" if status == "exited" else "completed_at"
+        self.conn.execute(
+            update(enrollments)
+            .where(enrollments.c.sequence_id == sequence_id, enrollments.c.status.in_(LIVE))
+            .values(status=status, exit_reason=reason, next_send_at=None, current_step_id=None, paused_at=None,
+                    updated_at=now, **{stamp: now})
+        )  # fmt: skip
+        result = self.conn.execute(
+            update(step_tasks)
+            .where(step_tasks.c.sequence_id == sequence_id, step_tasks.c.status.in_(("pending", "paused")))
+            .values(status="cancelled", last_error=reason, updated_at=now, finished_at=now)
+        )
+        return result.rowcount
+
+    def list_tasks(
+        self,
+        org_id: str,
+        sequence_id: str,
+        statuses: tuple[str, ...] | None,
+        after_id: int | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """Tasks of a sequence in id order (ids only grow, so pages stay stable while tasks are
+        added), joined with their enrollment's anchor and linked entities."""
+        query = (
+            select(
+                step_tasks,
+                enrollments.c.enrollment_time,
+                enrollments.c.company_id,
+                enrollments.c.deal_id,
+                enrollments.c.status.label("enrollment_status"),
+            )
+            .join(enrollments, enrollments.c.id == step_tasks.c.enrollment_id)
+            .where(step_tasks.c.org_id == org_id, step_tasks.c.sequence_id == sequence_id)
+        )
+        if statuses:
+            query = query.where(step_tasks.c.status.in_(statuses))
+        if after_id is not None:
+            query = query.where(step_tasks.c.id > after_id)
+        return [dict(r) for r in self.conn.execute(query.order_by(step_tasks.c.id).limit(limit)).mappings()]
+
     def cancel_open_tasks(self, enrollment_id: str, now, reason: str) -> int:
         """Cancel whatever is still scheduled for the enrollment; return how many tasks."""
         result = self.conn.execute(

@@ -72,6 +72,8 @@ companies = Table(
     Index("ix_companies_org_created", "org_id", "created_at", "id"),
     Index("ix_companies_org_account_type", "org_id", "account_type"),
     Index("ix_companies_org_industry", "org_id", "industry"),
+    Index("ix_companies_org_city", "org_id", "city"),
+    Index("ix_companies_org_country_state", "org_id", "country", "state"),
 )
 
 contacts = Table(
@@ -106,6 +108,13 @@ contacts = Table(
     Index("ix_contacts_org_created", "org_id", "created_at", "id"),
     Index("ix_contacts_org_company", "org_id", "company_id"),
     Index("ix_contacts_org_status", "org_id", "status"),
+    # The event-queue dialect's contact_filter fields.
+    Index("ix_contacts_org_contact_type", "org_id", "contact_type"),
+    Index("ix_contacts_org_source", "org_id", "source"),
+    Index("ix_contacts_org_job_title", "org_id", "job_title"),
+    Index("ix_contacts_org_city", "org_id", "city"),
+    Index("ix_contacts_org_country_state", "org_id", "country", "state"),
+    Index("ix_contacts_org_last_name", "org_id", "last_name", "first_name"),
 )
 
 contact_tags = Table(
@@ -137,6 +146,8 @@ sequences = Table(
     Column("send_window", JSONDoc, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Event queues are deleted softly: their enrollments and task history stay readable in storage.
+    Column("deleted_at", UTCDateTime, nullable=True),
     Index("ix_sequences_org_kind_created", "org_id", "kind", "created_at", "id"),
     Index("ix_sequences_org_trigger", "org_id", "kind", "status", "trigger_type"),
 )
@@ -188,17 +199,22 @@ enrollments = Table(
     # Linked CRM entities (event-queue dialect): the company and an optional deal id.
     Column("company_id", ID, nullable=True),
     Column("deal_id", String(100), nullable=True),
+    # The contact id when this enrollment must be the contact's only live one in the sequence
+    # (always, for sequences); null for an event-queue enrollment made with
+    # skip_if_already_enrolled: false, which may run beside another.
+    Column("live_key", ID, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_enrollments_sequence_status", "sequence_id", "status", "enrolled_at", "id"),
     Index("ix_enrollments_org_contact_status", "org_id", "contact_id", "status"),
-    # At most one live (active or paused) enrollment per contact and sequence, even under races.
+    Index("ix_enrollments_sequence_contact", "sequence_id", "contact_id"),
+    # At most one live (active or paused) keyed enrollment per contact and sequence, even under races.
     Index(
         "uq_enrollments_live",
         "sequence_id",
-        "contact_id",
+        "live_key",
         unique=True,
-        sqlite_where=text("status IN ('active', 'paused')"),
-        postgresql_where=text("status IN ('active', 'paused')"),
+        sqlite_where=text("status IN ('active', 'paused') AND live_key IS NOT NULL"),
+        postgresql_where=text("status IN ('active', 'paused') AND live_key IS NOT NULL"),
     ),
 )
 

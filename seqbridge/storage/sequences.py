@@ -19,7 +19,10 @@ class SequenceStore:
 
     def get_sequence(self, org_id: str, sequence_id: str, kind: str, *, for_update: bool = False):
         query = select(sequences).where(
-            sequences.c.org_id == org_id, sequences.c.id == sequence_id, sequences.c.kind == kind
+            sequences.c.org_id == org_id,
+            sequences.c.id == sequence_id,
+            sequences.c.kind == kind,
+            sequences.c.deleted_at.is_(None),
         )
         if for_update:
             query = query.with_for_update()
@@ -29,7 +32,9 @@ class SequenceStore:
     def list_sequences(
         self, org_id: str, kind: str, status: str | None, limit: int, offset: int
     ) -> tuple[list[dict[str, Any]], int]:
-        query = select(sequences).where(sequences.c.org_id == org_id, sequences.c.kind == kind)
+        query = select(sequences).where(
+            sequences.c.org_id == org_id, sequences.c.kind == kind, sequences.c.deleted_at.is_(None)
+        )
         if status is not None:
             query = query.where(sequences.c.status == status)
         total = self.conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
@@ -59,6 +64,7 @@ class SequenceStore:
                 sequences.c.kind == kind,
                 sequences.c.status == "active",
                 sequences.c.trigger_type == trigger_type,
+                sequences.c.deleted_at.is_(None),
             )
             .order_by(sequences.c.created_at, sequences.c.id)
         )

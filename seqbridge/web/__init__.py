@@ -37,7 +37,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     pipeline.init_app(app)
 
-    from seqbridge.web import audit, companies, contacts, docs, health, sequences
+    from seqbridge.web import audit, companies, contacts, docs, event_queues, health, sequences
 
     app.register_blueprint(health.bp)
     app.register_blueprint(docs.bp)
@@ -46,4 +46,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(companies.bp)
     app.register_blueprint(audit.bp)
     app.register_blueprint(sequences.bp)
+    app.register_blueprint(event_queues.bp)
     return app

@@ -175,7 +175,30 @@ def enroll_bulk(sequence_id: str):
         emails=given.get("emails") or [],
         source=given.get("enrollment_source") or "api_bulk",
     )
-    return ok({"enrolled": result.enrolled, "skipped": result.skipped, "results": result.results})
+    return ok(
+        {
+            "enrolled": result.enrolled,
+            "skipped": result.skipped,
+            "results": [_bulk_item(r) for r in result.results],
+        }
+    )
+
+
+def _bulk_item(item: dict[str, Any]) -> dict[str, Any]:
+    """The seed's per-contact shape: customerId (and email when asked by email), status, code, reason."""
+    shaped: dict[str, Any] = {}
+    if item["contact_id"] is not None:
+        shaped["customerId"] = item["contact_id"]
+    elif item["by"] == "id":
+        shaped["customerId"] = item["input"]
+    if item["by"] == "email":
+        shaped["email"] = item["input"]
+    shaped["status"] = item["status"]
+    if item["status"] == "enrolled":
+        shaped["enrollmentId"] = item["enrollment_id"]
+    else:
+        shaped["code"], shaped["reason"] = item["code"], item["reason"]
+    return shaped
 
 
 @bp.get("/<sequence_id>/enrollments")

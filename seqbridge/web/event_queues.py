@@ -1,0 +1,255 @@
+"""The event-queue dialect (seed 000): queues with steps, enrollment timer tasks, bulk enroll.
+
+A thin adapter over the same sequence and enrollment services as the sequences dialect, with
+kind ``event_queue``: it maps field names, enforces the dialect's request rules (exactly one
+targeting mode, the 500 cap) and shapes the answers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint
+
+from seqbridge.errors import BadRequest
+from seqbridge.services.common import decode_cursor, encode_cursor, format_time
+from seqbridge.services.enrollment import ContactRef, check_filters
+from seqbridge.services.sequences import SequenceKind
+from seqbridge.web.envelope import body, caller, no_content, ok, query
+from seqbridge.web.pipeline import services
+
+bp = Blueprint("event_queues", __name__, url_prefix="/api/v1/event-queues")
+KIND = SequenceKind.EVENT_QUEUE
+MAX_TARGETS = 500
+
+# The dialect's action types and task statuses, and ours.
+ACTIONS = {
+    "send_email": "email",
+    "send_webhook": "webhook",
+    "add_tag": "add_tag",
+    "update_contact": "update_contact",
+}
+ACTION_NAMES = {v: k for k, v in ACTIONS.items()}
+TASK_STATUS = {"pending": "pending", "paused": "paused", "leased": "processing", "done": "completed",
+               "cancelled": "cancelled", "failed": "failed"}  # fmt: skip
+TASK_STATUS_FILTER = {v: k for k, v in TASK_STATUS.items()}
+
+
+# Shapes ---------------------------------------------------------------------------------------
+
+
+def queue_to_api(row: dict[str, Any]) -> dict[str, Any]:
+    data = {
+        "id": row["id"],
+        "organization_id": row["org_id"],
+        "name": row["name"],
+        "description": row["description"],
+        "status": row["status"],
+        "send_window": row["send_window"],
+        "total_enrolled": row["total_enrolled"],
+        "total_completed": row["total_completed"],
+        "created_at": format_time(row["created_at"]),
+        "updated_at": format_time(row["updated_at"]),
+    }
+    if "steps" in row:
+        data["steps"] = [step_to_api(s) for s in row["steps"]]
+    return data
+
+
+def step_to_api(row: dict[str, Any]) -> dict[str, Any]:
+    action = row["action"]
+    if action == "email":
+        config = {"subject": row["subject"], "body": row["body"]}
+    elif action == "webhook":
+        config = {"url": row["webhook_url"]}
+    else:
+        config = row["config"] or {}
+    return {
+        "id": row["id"],
+        "event_queue_id": row["sequence_id"],
+        "position": row["position"],
+        "delay_days": row["delay_days"],
+        "delay_minutes": row["delay_minutes"],
+        "delay_from": "enrollment" if row["delay_anchor"] == "enrollment" else "previous_step",
+        "action_type": ACTION_NAMES[action],
+        "action_config": config,
+        "created_at": format_time(row["created_at"]),
+        "updated_at": format_time(row["updated_at"]),
+    }
+
+
+def task_to_api(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "event_queue_id": row["sequence_id"],
+        "step_id": row["step_id"],
+        "step_position": row["position"],
+        "enrollment_id": row["enrollment_id"],
+        "status": TASK_STATUS[row["status"]],
+        "scheduled_for": format_time(row["scheduled_for"]),
+        "enrollment_time": format_time(row["enrollment_time"]),
+        "contact_id": row["contact_id"],
+        "customer_id": row["company_id"],
+        "deal_id": row["deal_id"],
+        "attempts": row["attempts"],
+        "last_error": row["last_error"],
+        "created_at": format_time(row["created_at"]),
+        "completed_at": format_time(row["finished_at"]) if row["status"] == "done" else None,
+    }
+
+
+def _step_fields(given: dict[str, Any]) -> dict[str, Any]:
+    """The dialect's step body in our terms: action_type/action_config, delay_from."""
+    fields = {k: given[k] for k in ("position", "delay_days", "delay_minutes") if k in given}
+    if "delay_from" in given:
+        fields["delay_anchor"] = "enrollment" if given["delay_from"] == "enrollment" else "previous"
+    if "action_type" in given:
+        fields["action"] = ACTIONS[given["action_type"]]
+    if "action_config" in given:
+        config = given["action_config"] or {}
+        fields.update(subject=config.get("subject"), body=config.get("body"), webhook_url=config.get("url"),
+                      config={k: v for k, v in config.items() if k not in ("subject", "body", "url")})  # fmt: skip
+    return fields
+
+
+def _offset(cursor: str | None) -> int:
+    return int(decode_cursor(cursor, ("offset",))["offset"]) if cursor else 0
+
+
+# Queues ---------------------------------------------------------------------------------------
+
+
+@bp.get("")
+def list_queues():
+    q = query()
+    offset = _offset(q.get("cursor"))
+    result = services().sequences.list_sequences(caller(), KIND, q.get("status"), q["limit"], offset)
+    following = result.next_offset
+    meta = {"limit": q["limit"], "next_cursor": encode_cursor({"offset": following}) if following else None,
+            "has_more": following is not None, "total": result.total}  # fmt: skip
+    return ok([queue_to_api(r) for r in result.items], meta=meta)
+
+
+@bp.post("")
+def create_queue():
+    return ok(queue_to_api(services().sequences.create_sequence(caller(), KIND, body())), 201)
+
+
+@bp.get("/<queue_id>")
+def get_queue(queue_id: str):
+    return ok(queue_to_api(services().sequences.get_sequence(caller(), KIND, queue_id)))
+
+
+@bp.patch("/<queue_id>")
+def update_queue(queue_id: str):
+    return ok(queue_to_api(services().sequences.update_sequence(caller(), KIND, queue_id, body())))
+
+
+@bp.delete("/<queue_id>")
+def delete_queue(queue_id: str):
+    services().sequences.delete_sequence(caller(), KIND, queue_id)
+    return no_content()
+
+
+# Steps ----------------------------------------------------------------------------------------
+
+
+@bp.post("/<queue_id>/steps")
+def add_step(queue_id: str):
+    step = services().sequences.add_step(caller(), KIND, queue_id, _step_fields(body()))
+    return ok(step_to_api(step), 201)
+
+
+@bp.patch("/<queue_id>/steps/<step_id>")
+def update_step(queue_id: str, step_id: str):
+    return ok(
+        step_to_api(services().sequences.update_step(caller(), KIND, queue_id, step_id, _step_fields(body())))
+    )
+
+
+@bp.delete("/<queue_id>/steps/<step_id>")
+def delete_step(queue_id: str, step_id: str):
+    services().sequences.delete_step(caller(), KIND, queue_id, step_id)
+    return no_content()
+
+
+# Enrollments ----------------------------------------------------------------------------------
+
+
+@bp.get("/<queue_id>/enrollments")
+def list_tasks(queue_id: str):
+    q = query()
+    statuses = (TASK_STATUS_FILTER[q["status"]],) if q.get("status") else None
+    result = services().enrollment.list_tasks(caller(), KIND, queue_id, statuses, q.get("cursor"), q["limit"])
+    return ok([task_to_api(r) for r in result.items], meta=result.meta())
+
+
+@bp.post("/<queue_id>/bulk-enroll")
+def bulk_enroll(queue_id: str):
+    given = body()
+    modes = [m for m in ("contact_ids", "contact_filter", "customer_filter") if given.get(m) is not None]
+    if len(modes) != 1:
+        raise BadRequest(
+            "Give exactly one targeting mode: contact_ids (a list of up to 500 contact ids), contact_filter "
+            "(contact fields) or customer_filter (company fields)."
+            + (f" Got {len(modes)}: {', '.join(modes)}." if modes else " Got none."),
+            code="targeting_mode",
+            details={"modes": ["contact_ids", "contact_filter", "customer_filter"], "given": modes},
+        )
+    options = {
+        "skip_if_already_enrolled": given.get("skip_if_already_enrolled", True),
+        "anchor": _time(given.get("enrollment_time")),
+        "deal_id": given.get("deal_id"),
+        "source": given.get("enrollment_source") or "api_bulk",
+    }
+    enrollment = services().enrollment
+    if modes == ["contact_ids"]:
+        if len(given["contact_ids"]) > MAX_TARGETS:
+            raise BadRequest(f"contact_ids takes at most {MAX_TARGETS} ids (got {len(given['contact_ids'])}).",
+                             code="too_many_contacts", details={"limit": MAX_TARGETS})  # fmt: skip
+        result = enrollment.enroll_bulk(caller(), KIND, queue_id, customer_ids=given["contact_ids"],
+                                        max_contacts=MAX_TARGETS, **options)  # fmt: skip
+        has_more, next_cursor = False, None
+    else:
+        check_filters(given.get("contact_filter"), given.get("customer_filter"))
+        result = enrollment.enroll_matching(
+            caller(), KIND, queue_id, contact_filter=given.get("contact_filter"),
+            customer_filter=given.get("customer_filter"), cursor=given.get("cursor"), limit=MAX_TARGETS, **options,
+        )  # fmt: skip
+        has_more, next_cursor = result.has_more, result.next_cursor
+    return ok({
+        "enrolled": result.enrolled,
+        "skipped": result.skipped,
+        "has_more": has_more,
+        "next_cursor": next_cursor,
+        "results": [_result_item(r) for r in result.results],
+    })  # fmt: skip
+
+
+def _result_item(item: dict[str, Any]) -> dict[str, Any]:
+    shaped: dict[str, Any] = {"contact_id": item["contact_id"] or item["input"], "status": item["status"]}
+    if item["status"] == "enrolled":
+        shaped["enrollment_id"] = item["enrollment_id"]
+    else:
+        shaped["code"], shaped["reason"] = item["code"], item["reason"]
+    return shaped
+
+
+@bp.post("/<queue_id>/unenroll")
+def unenroll(queue_id: str):
+    given = body()
+    ended = services().enrollment.unenroll_everywhere_in(
+        caller(), KIND, queue_id, ContactRef("id", given["contact_id"])
+    )
+    return ok({
+        "id": ended[0]["id"],
+        "status": ended[0]["status"],
+        "event_queue_id": queue_id,
+        "contact_id": given["contact_id"],
+        "enrollments_ended": len(ended),
+    })  # fmt: skip
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
