@@ -177,3 +177,18 @@ def test_other_organizations_see_nothing(api, other_api):
         api.post(f"/api/v1/sequences/{sequence['id']}/enroll", json={"contact_id": mine["id"]}).status_code
         == 201
     )
+
+
+def test_patching_a_step_keeps_what_is_not_given(api):
+    sequence = api.post("/api/v1/sequences", json={"name": "S"}).json["data"]
+    hook = api.post(f"/api/v1/sequences/{sequence['id']}/steps",
+                    json={"channel": "webhook", "webhook_url": "https://hooks.example.com/a"}).json["data"]  # fmt: skip
+    patched = api.patch(f"/api/v1/sequences/{sequence['id']}/steps/{hook['id']}", json={"delay_minutes": 15})
+    assert patched.status_code == 200
+    assert patched.json["data"]["channel"] == "webhook"
+    assert patched.json["data"]["webhook_url"] == "https://hooks.example.com/a"
+    assert patched.json["data"]["delay_minutes"] == 15
+    default = api.post(f"/api/v1/sequences/{sequence['id']}/steps", json={"subject": "s", "body": "b"}).json[
+        "data"
+    ]
+    assert default["channel"] == "email"

@@ -187,6 +187,7 @@ class SequenceService:
                 "org_id": caller.org_id,
                 "sequence_id": sequence_id,
                 "position": position,
+                "action": StepAction.EMAIL.value,
                 "delay_days": 0,
                 "delay_minutes": 0,
                 "delay_anchor": "previous",

@@ -16,7 +16,8 @@ from seqbridge.errors import BadRequest
 from seqbridge.services.common import decode_cursor, encode_cursor, format_time
 from seqbridge.services.enrollment import ContactRef, check_filters
 from seqbridge.services.sequences import SequenceKind
-from seqbridge.web.envelope import body, caller, no_content, ok, query
+from seqbridge.web.definitions import add_definition_routes
+from seqbridge.web.envelope import body, caller, ok, query
 from seqbridge.web.pipeline import services
 
 bp = Blueprint("event_queues", __name__, url_prefix="/api/v1/event-queues")
@@ -131,47 +132,8 @@ def list_queues():
     return ok([queue_to_api(r) for r in result.items], meta=meta)
 
 
-@bp.post("")
-def create_queue():
-    return ok(queue_to_api(services().sequences.create_sequence(caller(), KIND, body())), 201)
-
-
-@bp.get("/<queue_id>")
-def get_queue(queue_id: str):
-    return ok(queue_to_api(services().sequences.get_sequence(caller(), KIND, queue_id)))
-
-
-@bp.patch("/<queue_id>")
-def update_queue(queue_id: str):
-    return ok(queue_to_api(services().sequences.update_sequence(caller(), KIND, queue_id, body())))
-
-
-@bp.delete("/<queue_id>")
-def delete_queue(queue_id: str):
-    services().sequences.delete_sequence(caller(), KIND, queue_id)
-    return no_content()
-
-
-# Steps ----------------------------------------------------------------------------------------
-
-
-@bp.post("/<queue_id>/steps")
-def add_step(queue_id: str):
-    step = services().sequences.add_step(caller(), KIND, queue_id, _step_fields(body()))
-    return ok(step_to_api(step), 201)
-
-
-@bp.patch("/<queue_id>/steps/<step_id>")
-def update_step(queue_id: str, step_id: str):
-    return ok(
-        step_to_api(services().sequences.update_step(caller(), KIND, queue_id, step_id, _step_fields(body())))
-    )
-
-
-@bp.delete("/<queue_id>/steps/<step_id>")
-def delete_step(queue_id: str, step_id: str):
-    services().sequences.delete_step(caller(), KIND, queue_id, step_id)
-    return no_content()
+add_definition_routes(bp, kind=KIND, id_param="queue_id", shape=queue_to_api, shape_step=step_to_api,
+                      step_fields=_step_fields)  # fmt: skip
 
 
 # Enrollments ----------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from flask import Blueprint
 from seqbridge.services.common import format_time
 from seqbridge.services.enrollment import contact_ref
 from seqbridge.services.sequences import SEQUENCE_FIELDS, SequenceKind
-from seqbridge.web.envelope import body, caller, no_content, ok, query
+from seqbridge.web.definitions import add_definition_routes
+from seqbridge.web.envelope import body, caller, ok, query
 from seqbridge.web.pipeline import services
 
 bp = Blueprint("sequences", __name__, url_prefix="/api/v1/sequences")
@@ -89,6 +90,7 @@ def enrollment_to_api(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _step_fields(given: dict[str, Any]) -> dict[str, Any]:
+    """The dialect's step body in our terms: ``channel`` is the action."""
     fields = dict(given)
     if "channel" in fields:
         fields["action"] = fields.pop("channel")
@@ -105,46 +107,8 @@ def list_sequences():
     return ok([sequence_to_api(r) for r in result.items], meta=result.meta())
 
 
-@bp.post("")
-def create_sequence():
-    return ok(sequence_to_api(services().sequences.create_sequence(caller(), KIND, body())), 201)
-
-
-@bp.get("/<sequence_id>")
-def get_sequence(sequence_id: str):
-    return ok(sequence_to_api(services().sequences.get_sequence(caller(), KIND, sequence_id)))
-
-
-@bp.patch("/<sequence_id>")
-def update_sequence(sequence_id: str):
-    return ok(sequence_to_api(services().sequences.update_sequence(caller(), KIND, sequence_id, body())))
-
-
-@bp.delete("/<sequence_id>")
-def delete_sequence(sequence_id: str):
-    services().sequences.delete_sequence(caller(), KIND, sequence_id)
-    return no_content()
-
-
-# Steps ----------------------------------------------------------------------------------------
-
-
-@bp.post("/<sequence_id>/steps")
-def add_step(sequence_id: str):
-    fields = {"action": "email", **_step_fields(body())}
-    return ok(step_to_api(services().sequences.add_step(caller(), KIND, sequence_id, fields)), 201)
-
-
-@bp.patch("/<sequence_id>/steps/<step_id>")
-def update_step(sequence_id: str, step_id: str):
-    step = services().sequences.update_step(caller(), KIND, sequence_id, step_id, _step_fields(body()))
-    return ok(step_to_api(step))
-
-
-@bp.delete("/<sequence_id>/steps/<step_id>")
-def delete_step(sequence_id: str, step_id: str):
-    services().sequences.delete_step(caller(), KIND, sequence_id, step_id)
-    return no_content()
+add_definition_routes(bp, kind=KIND, id_param="sequence_id", shape=sequence_to_api, shape_step=step_to_api,
+                      step_fields=_step_fields)  # fmt: skip
 
 
 # Enrollment -----------------------------------------------------------------------------------
