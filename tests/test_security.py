@@ -9,6 +9,7 @@ import json
 import re
 import secrets
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -141,6 +142,18 @@ def test_matrix_parameters_match_the_running_apps_contract(app):
         assert operations[key].scope in SCOPES, key
 
 
+def test_valid_request_table_names_only_real_operations_and_reports_gaps(app):
+    """Stale entries fail; operations without a valid request only weaken check (b), so warn."""
+    operation_ids = {op.operation_id for op in app.extensions["seqbridge.contract"].operations.values()}
+    assert set(VALID_REQUESTS) <= operation_ids, set(VALID_REQUESTS) - operation_ids
+    missing = sorted(_op_id(k) for k in SCOPED_OPERATIONS if _op_id(k) not in VALID_REQUESTS)
+    if missing:
+        warnings.warn(
+            f"scope matrix: no valid request for {', '.join(missing)}; only 'not 401/403' is checked for (b)",
+            stacklevel=1,
+        )
+
+
 @pytest.mark.parametrize("spec_key", SCOPED_OPERATIONS, ids=_op_id)
 def test_scope_matrix(spec_key, app, client, api, make_key, services):
     operation = app.extensions["seqbridge.contract"].operations[spec_key]
@@ -225,7 +238,11 @@ def test_head_is_authenticated_and_scoped_like_get(spec_key, app, client, api, m
     assert unauthenticated.get_data() == b""
     others = [s for s in SCOPES if s.partition(":")[0] != operation.scope.partition(":")[0]]
     assert _call(client, "HEAD", url, make_key("acme", others, "others")).status_code == 403
-    assert _call(client, "HEAD", url, make_key("acme", [operation.scope], "exact")).status_code == 200
+    allowed = _call(client, "HEAD", url, make_key("acme", [operation.scope], "exact"))
+    assert allowed.status_code not in (401, 403)
+    if operation.operation_id in VALID_REQUESTS:
+        assert allowed.status_code == 200
+    assert allowed.get_data() == b""
 
 
 def test_public_operations_need_no_key(app, client):
@@ -373,21 +390,15 @@ def test_401_bodies(case, client, make_key, services):
         assert response.headers.get("X-Request-Id")
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: seqbridge/web/pipeline.py:56-58 only adds WWW-Authenticate when the Authorization "
-        "header is absent; 401s for a wrong scheme or an invalid/unknown/revoked key omit it "
-        "(RFC 9110 §11.6.1 / RFC 6750 §3: every 401 MUST carry a challenge, e.g. "
-        'Bearer realm="seqbridge", error="invalid_token").'
-    ),
-    strict=True,
-)
 @pytest.mark.parametrize("case", list(_AUTH_CASES))
 def test_every_401_carries_a_bearer_challenge(case, client, make_key, services):
     make_headers, _ = _AUTH_CASES[case]
     response = client.get("/api/v1/contacts", headers=make_headers(make_key, services))
     assert response.status_code == 401
-    assert response.headers.get("WWW-Authenticate", "").startswith("Bearer")
+    challenge = response.headers.get("WWW-Authenticate", "")
+    assert challenge.startswith('Bearer realm="seqbridge"')
+    if response.get_json()["error"]["code"] == "invalid_api_key":
+        assert 'error="invalid_token"' in challenge
 
 
 def test_revocation_takes_effect_immediately(client, make_key, services):

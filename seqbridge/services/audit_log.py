@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from seqbridge.errors import BadRequest
 from seqbridge.services.common import CursorPage, decode_cursor, encode_cursor, format_time
 from seqbridge.services.context import Caller
 from seqbridge.storage.db import Database
@@ -48,8 +49,12 @@ class AuditLogService:
         """
         after_id = None
         if cursor:
-            position = decode_cursor(cursor, ("after", "order"))
-            after_id, order = int(position["after"]), position["order"]
+            position = decode_cursor(cursor, {"after": int, "order": str})
+            after_id, order = position["after"], position["order"]
+            if order not in ("asc", "desc"):
+                raise BadRequest(
+                    "cursor is not valid; pass the next_cursor of a previous page", code="invalid_cursor"
+                )
         with self.db.transaction(write=False) as tx:
             rows = tx.audit.list_events(
                 caller.org_id,

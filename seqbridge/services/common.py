@@ -71,13 +71,20 @@ def encode_cursor(position: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, required: tuple[str, ...]) -> dict[str, Any]:
-    """Decode a cursor made by :func:`encode_cursor`. Raises :class:`BadRequest` if it is not one."""
+def decode_cursor(cursor: str, fields: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
+    """Decode a cursor made by :func:`encode_cursor`, checking each field's type.
+
+    Raises :class:`BadRequest` ``invalid_cursor`` for anything this server did not make.
+    """
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         position = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if not isinstance(position, dict) or any(key not in position for key in required):
+        if not isinstance(position, dict):
             raise ValueError
+        for name, kind in fields.items():
+            value = position.get(name)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValueError
     except (ValueError, UnicodeDecodeError, binascii.Error):
         raise BadRequest(
             "cursor is not valid; pass the next_cursor of a previous page", code="invalid_cursor"

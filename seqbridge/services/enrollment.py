@@ -352,7 +352,7 @@ class EnrollmentService:
         first ``limit`` of them) and do not count towards ``limit``.
         """
         now = self.clock.now()
-        after = decode_cursor(cursor, ("after",))["after"] if cursor else None
+        after = decode_cursor(cursor, {"after": str})["after"] if cursor else None
         options = _Options(source, skip_if_already_enrolled, anchor, deal_id)
         with self.db.transaction() as tx:
             sequence = self._enrollable(tx, caller, kind, sequence_id)
@@ -517,7 +517,7 @@ class EnrollmentService:
         cursor: str | None, limit: int,
     ) -> CursorPage:  # fmt: skip
         """The scheduled step executions of a sequence or queue, cursor-paginated in creation order."""
-        after = int(decode_cursor(cursor, ("after",))["after"]) if cursor else None
+        after = decode_cursor(cursor, {"after": int})["after"] if cursor else None
         with self.db.transaction(write=False) as tx:
             self.sequences.load(tx, caller, kind, sequence_id)
             rows = tx.enrollments.list_tasks(caller.org_id, sequence_id, statuses, after, limit + 1)

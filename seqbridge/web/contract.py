@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,9 @@ class Contract:
 
     @classmethod
     def load(cls, path: str | Path) -> Contract:
-        text = Path(path).read_text(encoding="utf-8")
-        return cls(yaml.safe_load(text), text)
+        """Parse and compile the spec at ``path``; cached per file and modification time."""
+        resolved = Path(path).resolve()
+        return _load_cached(resolved, resolved.stat().st_mtime_ns)
 
     def _validator(self, pointer: str) -> Draft202012Validator:
         return Draft202012Validator(
@@ -166,6 +168,13 @@ class Contract:
                         values[param.name] = param.schema["default"]
                     continue
                 coerced = _coerce(raw, kind)
+            if any(
+                "\x00" in v
+                for v in (coerced if isinstance(coerced, list) else [coerced])
+                if isinstance(v, str)
+            ):
+                problems.append(_problem(param.name, "must not contain the NUL character (U+0000)", "query"))
+                continue
             errors = sorted(param.validator.iter_errors(coerced), key=lambda e: list(e.path))
             if errors:
                 problems.append(_problem(param.name, _short(errors[0].message), "query"))
@@ -194,6 +203,12 @@ class Contract:
                 details={"expected": "application/json", "received": mimetype or None},
             )
         body = parse_json(raw)
+        nul = _find_nul(body, "$")
+        if nul is not None:
+            raise ValidationFailed(
+                f"{nul}: must not contain the NUL character (U+0000)",
+                details={"errors": [_problem(nul, "must not contain the NUL character (U+0000)")]},
+            )
         errors = list(operation.body_validator.iter_errors(body))
         if errors:
             problems = [p for e in sorted(errors, key=_error_order) for p in self._explain(e)]
@@ -245,6 +260,24 @@ def parse_json(raw: bytes) -> Any:
         raise MalformedJSON(f"The request body is not valid JSON: {str(exc)[:100]}.") from None
 
 
+def _find_nul(value: Any, path: str) -> str | None:
+    """The JSON path of the first string (or key) holding U+0000, which no column can store."""
+    stack = [(value, path)]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return where
+        elif isinstance(node, dict):
+            for key, item in node.items():
+                if "\x00" in key:
+                    return where
+                stack.append((item, f"{where}.{key}"))
+        elif isinstance(node, list):
+            stack.extend((item, f"{where}[{index}]") for index, item in enumerate(node))
+    return None
+
+
 def _coerce(raw: str, kind: str | None) -> Any:
     """Turn a query string value into the schema's type where it plainly is one; else leave it."""
     if kind == "integer":
@@ -282,3 +315,9 @@ def _summary(problems: list[dict[str, str]]) -> str:
     first = problems[0]
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return f"{first['path']}: {first['message']}{more}"
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path: Path, _mtime_ns: int) -> Contract:
+    text = path.read_text(encoding="utf-8")
+    return Contract(yaml.safe_load(text), text)

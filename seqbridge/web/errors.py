@@ -38,7 +38,14 @@ def init_app(app: Flask) -> None:
             log.warning(
                 "request %s failed: %s (%s)", getattr(g, "request_id", "-"), error.code, error.message
             )
-        return _respond(error.status, error.code, error.message, error.details, error.headers)
+        headers = dict(error.headers)
+        if error.status == 401 and "WWW-Authenticate" not in headers:
+            # RFC 9110 and RFC 6750: every 401 carries a challenge.
+            challenge = 'Bearer realm="seqbridge"'
+            if error.code != "unauthorized":
+                challenge += ', error="invalid_token"'
+            headers["WWW-Authenticate"] = challenge
+        return _respond(error.status, error.code, error.message, error.details, headers)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):

@@ -115,7 +115,7 @@ def _step_fields(given: dict[str, Any]) -> dict[str, Any]:
 
 
 def _offset(cursor: str | None) -> int:
-    return int(decode_cursor(cursor, ("offset",))["offset"]) if cursor else 0
+    return max(0, decode_cursor(cursor, {"offset": int})["offset"]) if cursor else 0
 
 
 # Queues ---------------------------------------------------------------------------------------

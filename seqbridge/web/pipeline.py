@@ -12,7 +12,7 @@ import uuid
 
 from flask import Flask, current_app, g, request
 
-from seqbridge.errors import ScopeDenied, SeqbridgeError, Unauthorized
+from seqbridge.errors import NotFound, ScopeDenied, SeqbridgeError, Unauthorized
 from seqbridge.services import Services
 from seqbridge.services.context import Actor, ActorType, Caller
 from seqbridge.services.keys import scope_granted
@@ -51,12 +51,14 @@ def init_app(app: Flask) -> None:
         # HEAD runs the GET view, so it is checked exactly like GET.
         method = "GET" if request.method == "HEAD" else request.method
         operation = contract().operation_for(request.url_rule.rule, method)
+        if any("\x00" in str(v) for v in (request.view_args or {}).values()):
+            raise NotFound()  # no id contains NUL; PostgreSQL could not even compare it
         if operation is None:
             # Every route is in the spec (a test checks it); refuse rather than run unchecked.
             raise SeqbridgeError("This route is not in the API contract.", code="route_not_in_contract")
         if not operation.public:
             if request.headers.get("Authorization") is None:
-                raise Unauthorized(headers={"WWW-Authenticate": 'Bearer realm="seqbridge"'})
+                raise Unauthorized()
             principal = services().keys.authenticate(_bearer_token())
             if operation.scope and not scope_granted(principal.scopes, operation.scope):
                 raise ScopeDenied(operation.scope)
