@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 import statistics
 import tempfile
@@ -47,9 +48,15 @@ def database(engine: str) -> Iterator[str]:
 
 
 def timed(fn: Callable[[], object]) -> float:
+    gc.collect()  # start every sample from the same heap state
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def paired_ratio(subject: list[float], baseline: list[float]) -> float:
+    """The median of per-round ratios: each pair ran back to back, so drift hits both alike."""
+    return statistics.median(s / b for s, b in zip(subject, baseline, strict=True))
 
 
 def summary(samples: list[float]) -> str:

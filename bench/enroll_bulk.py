@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import uuid
 
 from sqlalchemy import insert
 
-from bench.common import database, summary, timed
+from bench.common import database, paired_ratio, summary, timed
 from seqbridge import create_app
 from seqbridge.storage.schema import contacts
 
@@ -82,14 +81,14 @@ def run(engine: str, rounds: int) -> dict:
             bulk_times.append(timed(lambda sid=sid_a: api_bulk(sid)))
             raw_times.append(timed(lambda sid=sid_b: raw_insert(sid)))
         services.db.dispose()
-    ratio = statistics.median(bulk_times) / statistics.median(raw_times)
+    ratio = paired_ratio(bulk_times, raw_times)
     return {"engine": engine, "enroll_bulk": summary(bulk_times), "raw_executemany": summary(raw_times),
             "ratio": round(ratio, 2)}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--engines", default="sqlite,postgresql")
     args = parser.parse_args()
     for engine in args.engines.split(","):

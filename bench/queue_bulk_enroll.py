@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import time
 import uuid
 
-from bench.common import database, summary, timed
+from bench.common import database, paired_ratio, summary, timed
 from seqbridge import create_app
 from seqbridge.storage.bulk import bulk_insert
 from seqbridge.storage.schema import companies, contacts
@@ -87,7 +86,7 @@ def run(engine: str, rounds: int) -> dict:
         )
         task_sql = (
             "INSERT INTO step_tasks (org_id, sequence_id, enrollment_id, contact_id, position, status, "
-            f"scheduled_for, attempts, idempotency_key, created_at, updated_at) VALUES ({', '.join([p] * 11)})"
+            f"scheduled_for, attempts, created_at, updated_at) VALUES ({', '.join([p] * 10)})"
         )
         naive = services.clock.now().replace(tzinfo=None)
 
@@ -102,8 +101,8 @@ def run(engine: str, rounds: int) -> dict:
                 enrollment_ids = [str(uuid.uuid4()) for _ in ids]
                 cursor.executemany(enrollment_sql, [(e, org_id, queue_id, c, "active", "bench", "{}", naive, naive,
                                                      naive) for e, c in zip(enrollment_ids, ids, strict=True)])  # fmt: skip
-                cursor.executemany(task_sql, [(org_id, queue_id, e, c, 1, "pending", naive, 0, f"{e}:1", naive,
-                                               naive) for e, c in zip(enrollment_ids, ids, strict=True)])  # fmt: skip
+                cursor.executemany(task_sql, [(org_id, queue_id, e, c, 1, "pending", naive, 0, naive, naive)
+                                              for e, c in zip(enrollment_ids, ids, strict=True)])  # fmt: skip
                 connection.commit()
                 assert len(ids) == 500
             finally:
@@ -123,14 +122,14 @@ def run(engine: str, rounds: int) -> dict:
             api_times.append(timed(lambda q=qa: api(q)))
             bare_times.append(timed(lambda q=qb: bare(q)))
         services.db.dispose()
-    ratio = statistics.median(api_times) / statistics.median(bare_times)
+    ratio = paired_ratio(api_times, bare_times)
     return {"engine": engine, "bulk_enroll": summary(api_times), "bare_sql": summary(bare_times),
             "ratio": round(ratio, 2)}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--engines", default="sqlite,postgresql")
     args = parser.parse_args()
     for engine in args.engines.split(","):

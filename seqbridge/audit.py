@@ -16,7 +16,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from seqbridge.services.context import ActorType, Caller
+from seqbridge.context import ActorType, Caller
 from seqbridge.storage.bulk import RawJSON
 
 if TYPE_CHECKING:

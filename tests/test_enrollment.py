@@ -47,7 +47,9 @@ def test_seed_enroll_by_email_curl(api, clock, services):
     assert data["current_step_id"] == first_step["id"]
     tasks = _tasks(services, data["id"])
     assert [(t["status"], t["step_id"], t["position"]) for t in tasks] == [("pending", first_step["id"], 1)]
-    assert tasks[0]["idempotency_key"] == f"{data['id']}:{first_step['id']}"
+    from seqbridge.services.scheduling import task_idempotency_key
+
+    assert task_idempotency_key(tasks[0]) == f"{data['id']}:{first_step['id']}"
 
 
 def test_seed_enroll_bulk_curl(api):

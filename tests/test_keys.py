@@ -66,7 +66,7 @@ def test_key_creation_and_revocation_are_audited(services):
     services.keys.revoke_key(created.id)
     with services.db.engine.connect() as conn:
         org_id = conn.execute(select(organizations.c.id).where(organizations.c.name == "acme")).scalar_one()
-    from seqbridge.services.context import Actor, ActorType, Caller
+    from seqbridge.context import Actor, ActorType, Caller
 
     page = services.audit_log.list_events(Caller(org_id, Actor(ActorType.CLI, "cli")), order="asc")
     tags = [e["tag"] for e in page.items]

@@ -138,3 +138,25 @@ def test_migrations_produce_exactly_the_declared_schema(database_url):
         assert diff == []
     finally:
         db.dispose()
+
+
+def test_bulk_insert_round_trips_and_raises_sqlalchemy_errors(services):
+    """The fast path stores exactly what SQLAlchemy would, and a constraint violation surfaces
+    as SQLAlchemy's IntegrityError on both engines (so callers' race handling works)."""
+    from sqlalchemy.exc import IntegrityError
+
+    from seqbridge.storage.bulk import RawJSON, bulk_insert
+    from seqbridge.storage.schema import audit_heads, organizations
+
+    now = datetime(2026, 3, 1, 12, 0, 0, 5, tzinfo=UTC)
+    rows = [{"id": f"org-{n}", "name": f"Org {n}", "created_at": now} for n in range(1500)]
+    with services.db.transaction() as tx:
+        bulk_insert(tx.conn, organizations, rows)
+        bulk_insert(tx.conn, audit_heads, [{"org_id": "org-0", "last_event_id": 7, "last_hash": "h"}])
+    with services.db.transaction(write=False) as tx:
+        assert tx.orgs.get_org("org-1499") == {"id": "org-1499", "name": "Org 1499", "created_at": now}
+    with pytest.raises(IntegrityError), services.db.transaction() as tx:
+        bulk_insert(tx.conn, organizations, [{"id": "org-x", "name": "Org 7", "created_at": now}])
+    with services.db.transaction(write=False) as tx:
+        assert tx.orgs.get_org("org-x") is None  # rolled back
+    assert isinstance(RawJSON('{"a":1}'), str)

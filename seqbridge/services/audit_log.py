@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from seqbridge.context import Caller
 from seqbridge.errors import BadRequest
 from seqbridge.services.common import CursorPage, decode_cursor, encode_cursor, format_time
-from seqbridge.services.context import Caller
 from seqbridge.storage.db import Database
 
 

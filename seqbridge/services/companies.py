@@ -6,9 +6,9 @@ from typing import Any
 
 from seqbridge.audit import record, tag_for
 from seqbridge.clock import Clock
+from seqbridge.context import Caller
 from seqbridge.errors import NotFound
 from seqbridge.services.common import OffsetPage, format_time, new_id
-from seqbridge.services.context import Caller
 from seqbridge.storage.db import Database
 from seqbridge.storage.tx import Tx
 

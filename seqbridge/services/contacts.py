@@ -11,9 +11,9 @@ from sqlalchemy.exc import IntegrityError
 
 from seqbridge.audit import record, tag_for
 from seqbridge.clock import Clock
+from seqbridge.context import Caller
 from seqbridge.errors import Conflict, NotFound, ValidationFailed
 from seqbridge.services.common import OffsetPage, format_time, new_id
-from seqbridge.services.context import Caller
 from seqbridge.services.normalize import normalize_email, normalize_phone, normalize_tags, normalize_timezone
 from seqbridge.storage.db import Database
 from seqbridge.storage.tx import Tx

@@ -16,9 +16,9 @@ from sqlalchemy.exc import IntegrityError
 
 from seqbridge.audit import record, record_many, tag_for
 from seqbridge.clock import Clock
+from seqbridge.context import Caller
 from seqbridge.errors import BadRequest, Conflict, MissingField, NotFound, Unprocessable
 from seqbridge.services.common import CursorPage, OffsetPage, decode_cursor, encode_cursor, new_id
-from seqbridge.services.context import Caller
 from seqbridge.services.scheduling import Scheduler
 from seqbridge.services.sequences import SequenceKind, SequenceService, SequenceStatus
 from seqbridge.storage.db import Database

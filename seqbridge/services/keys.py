@@ -15,8 +15,8 @@ from typing import Any
 
 from seqbridge.audit import AuditTag, record
 from seqbridge.clock import Clock
+from seqbridge.context import Actor, ActorType, Caller
 from seqbridge.errors import BadRequest, NotFound, Unauthorized
-from seqbridge.services.context import Actor, ActorType, Caller
 from seqbridge.storage.db import Database
 
 KEY_PREFIX = "rk_live_"

@@ -12,12 +12,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from seqbridge.audit import record, tag_for
-from seqbridge.services.context import Caller
+from seqbridge.context import Caller
 from seqbridge.storage.tx import Tx
 
 
 def step_delay(step: dict[str, Any]) -> timedelta:
     return timedelta(days=int(step["delay_days"] or 0), minutes=int(step["delay_minutes"] or 0))
+
+
+def task_idempotency_key(task: dict[str, Any]) -> str:
+    """Stable per enrollment and step: a send records its outcome under this key (Message-ID,
+    webhook-id), so a retry after a crash is recognised."""
+    return f"{task['enrollment_id']}:{task['step_id']}"
 
 
 def task_row(
@@ -37,8 +43,6 @@ def task_row(
         "attempts": 0,
         "lease_owner": None,
         "lease_expires_at": None,
-        # Stable per enrollment and step: a send records its outcome under this key.
-        "idempotency_key": f"{enrollment['id']}:{step['id']}",
         "last_error": None,
         "created_at": now,
         "updated_at": now,

@@ -9,9 +9,9 @@ from urllib.parse import urlsplit
 
 from seqbridge.audit import record, tag_for
 from seqbridge.clock import Clock
+from seqbridge.context import Caller
 from seqbridge.errors import BadRequest, NotFound, ValidationFailed
 from seqbridge.services.common import OffsetPage, new_id
-from seqbridge.services.context import Caller
 from seqbridge.services.scheduling import Scheduler
 from seqbridge.storage.db import Database
 from seqbridge.storage.tx import Tx

@@ -1,21 +1,28 @@
 """Fast multi-row INSERT for the hot bulk paths (enroll_bulk, task planning, audit batches).
 
-SQLAlchemy's executemany builds a full parameter set per row through its generic machinery,
-which costs more than the insert itself at 1000 rows. Here the INSERT is compiled once per
-table, column set and dialect by SQLAlchemy itself, each column's own bind processor (the same
-conversion SQLAlchemy would apply) is looked up once, and rows go to the driver's executemany.
-Values repeated from the previous row (the same ``now`` in every row) are converted once.
+SQLAlchemy's executemany builds a full parameter set per row through its generic machinery, and
+the driver then runs one INSERT per row. Here each column's own bind processor (the same
+conversion SQLAlchemy would apply) is looked up once per table and dialect, values equal to the
+previous row's (the same ``now`` in every row) are converted once, and rows go to the database
+as multi-row ``INSERT … VALUES (…), (…)`` statements chunked under the bind-parameter limit
+(SQLite) or through ``COPY … FROM STDIN`` (PostgreSQL).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError
+
+#: Bind parameters per statement: SQLite allows 32766, PostgreSQL 65535; stay well below.
+MAX_PARAMS = 30000
+MAX_ROWS = 1000
 
 
 class RawJSON(str):
@@ -27,10 +34,12 @@ _MISSING = object()
 
 @lru_cache(maxsize=256)
 def _plan(table: Table, columns: tuple[str, ...], dialect: Dialect):
-    compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
-    order = tuple(compiled.positiontup) if compiled.positional else columns
-    processors = tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in order)
-    return str(compiled), order, processors, compiled.positional
+    quote = dialect.identifier_preparer.quote
+    placeholder = "?" if dialect.paramstyle == "qmark" else "%s"
+    row_marks = "(" + ", ".join([placeholder] * len(columns)) + ")"
+    head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) VALUES "
+    processors = tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns)
+    return head, row_marks, processors
 
 
 def _converter(processor: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
@@ -43,7 +52,9 @@ def _converter(processor: Callable[[Any], Any] | None) -> Callable[[Any], Any] |
         nonlocal last_in, last_out
         if value is None or isinstance(value, RawJSON):
             return value if value is None else str(value)
-        if value is last_in:
+        # Rows of one bulk call share most values (the same now, the same first send time),
+        # often as equal but distinct objects.
+        if value is last_in or (type(value) is type(last_in) and value == last_in):
             return last_out
         last_in, last_out = value, processor(value)
         return last_out
@@ -52,16 +63,40 @@ def _converter(processor: Callable[[Any], Any] | None) -> Callable[[Any], Any] |
 
 
 def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert ``rows`` (dicts with the same keys) into ``table`` with one driver executemany."""
+    """Insert ``rows`` (dicts with the same keys) into ``table`` in as few statements as the
+    parameter limit allows."""
     if not rows:
         return
-    sql, order, processors, positional = _plan(table, tuple(rows[0]), conn.dialect)
+    columns = tuple(rows[0])
+    head, row_marks, processors = _plan(table, columns, conn.dialect)
     converters = [(index, _converter(proc)) for index, proc in enumerate(processors) if proc is not None]
-    values_of = itemgetter(*order) if len(order) > 1 else (lambda row: (row[order[0]],))
-    params: list[Any] = []
+    values_of = itemgetter(*columns) if len(columns) > 1 else (lambda row: (row[columns[0]],))
+    prepared = []
     for row in rows:
         values = list(values_of(row))
         for index, convert in converters:
             values[index] = convert(values[index])
-        params.append(tuple(values) if positional else dict(zip(order, values, strict=True)))
-    conn.exec_driver_sql(sql, params)
+        prepared.append(values)
+    if conn.dialect.name == "postgresql":
+        _copy(conn, table, columns, prepared)
+        return
+    per_statement = max(1, min(MAX_ROWS, MAX_PARAMS // len(columns)))
+    for start in range(0, len(prepared), per_statement):
+        chunk = prepared[start : start + per_statement]
+        sql = head + ", ".join([row_marks] * len(chunk))
+        conn.exec_driver_sql(sql, tuple(chain.from_iterable(chunk)))
+
+
+def _copy(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[list[Any]]) -> None:
+    """PostgreSQL: COPY FROM STDIN on the transaction's own connection (psycopg's copy API)."""
+    quote = conn.dialect.identifier_preparer.quote
+    statement = f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+    driver_connection = conn.connection.driver_connection
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        with driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
+            for values in rows:
+                copy.write_row(values)
+    except dbapi_error as error:
+        # Raise what SQLAlchemy would have: IntegrityError for a unique violation, and so on.
+        raise DBAPIError.instance(statement, None, error, dbapi_error) from error

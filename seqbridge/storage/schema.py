@@ -205,8 +205,8 @@ enrollments = Table(
     Column("live_key", ID, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_enrollments_sequence_status", "sequence_id", "status", "enrolled_at", "id"),
-    Index("ix_enrollments_org_contact_status", "org_id", "contact_id", "status"),
-    Index("ix_enrollments_sequence_contact", "sequence_id", "contact_id"),
+    # A contact's enrollments: live checks per sequence, and "everything this contact is in".
+    Index("ix_enrollments_contact", "contact_id", "sequence_id", "status"),
     # At most one live (active or paused) keyed enrollment per contact and sequence, even under races.
     Index(
         "uq_enrollments_live",
@@ -238,13 +238,14 @@ step_tasks = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("lease_owner", String(200), nullable=True),
     Column("lease_expires_at", UTCDateTime, nullable=True),
-    Column("idempotency_key", String(100), nullable=False, unique=True),
     Column("last_error", Text, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=True),
     Index("ix_step_tasks_due", "status", "scheduled_for"),
-    Index("ix_step_tasks_enrollment", "enrollment_id", "status"),
+    # One task per step per enrollment; its idempotency key is derived from the pair
+    # (task_idempotency_key), so a send can never be recorded twice.
+    Index("uq_step_tasks_enrollment_step", "enrollment_id", "step_id", unique=True),
     Index("ix_step_tasks_sequence", "sequence_id", "id"),
 )
 

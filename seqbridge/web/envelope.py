@@ -6,8 +6,8 @@ from typing import Any
 
 from flask import Response, g, jsonify
 
+from seqbridge.context import Caller
 from seqbridge.services.common import CursorPage, OffsetPage
-from seqbridge.services.context import Caller
 
 
 def ok(data: Any, status: int = 200, meta: dict[str, Any] | None = None) -> tuple[Response, int]:

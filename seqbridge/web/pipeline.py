@@ -12,9 +12,9 @@ import uuid
 
 from flask import Flask, current_app, g, request
 
+from seqbridge.context import Actor, ActorType, Caller
 from seqbridge.errors import NotFound, ScopeDenied, SeqbridgeError, Unauthorized
 from seqbridge.services import Services
-from seqbridge.services.context import Actor, ActorType, Caller
 from seqbridge.services.keys import scope_granted
 from seqbridge.web.contract import Contract
 
