@@ -239,3 +239,24 @@ def test_reading_the_log_needs_audit_read(client, make_key, scopes):
 
     response = Api(client, make_key("acme", scopes)).get("/api/v1/audit-events")
     assert response.status_code == 403 and response.json["error"]["code"] == "audit_read_denied"
+
+
+@pytest.mark.parametrize("request_id", [None, "req-1"])
+def test_the_hashed_form_is_canonical_json(request_id):
+    """The template that builds the hashed bytes equals json.dumps of the same event."""
+    import json
+    from datetime import UTC, datetime
+
+    from seqbridge.audit import _canonical
+
+    row = {
+        "org_id": "o-1", "occurred_at": datetime(2026, 1, 5, 9, 0, 0, 5, tzinfo=UTC), "actor_type": "api_key",
+        "actor_id": 'k "quoted" \\ ünïcödé 🚀', "tag": "api:contact:created", "subject_type": "contact",
+        "subject_id": "c\n1\t\u0001", "request_id": request_id, "prev_hash": "ab" * 32,
+        "data": {"z": [1, 2.5, None, True], "a": {"ü": "\u2028"}},
+    }  # fmt: skip
+    generic = {k: v for k, v in row.items() if k != "data"}
+    generic["occurred_at"] = "2026-01-05T09:00:00.000005+00:00"
+    rest = json.dumps(generic, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    data = json.dumps(row["data"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert _canonical(row).decode() == '{"data":' + data + "," + rest[1:]
