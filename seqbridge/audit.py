@@ -34,7 +34,7 @@ SUBJECT_ACTIONS: dict[str, tuple[str, ...]] = {
     "step": ("created", "updated", "deleted"),
     # created: enrolled; skipped: not enrolled (ineligible, already enrolled, unknown);
     # exited: left early with a reason; completed: finished or unenrolled through the bot API.
-    "enrollment": ("created", "skipped", "paused", "resumed", "exited", "completed"),
+    "enrollment": ("created", "skipped", "paused", "resumed", "exited", "completed", "failed"),
 }
 SOURCES = ("api", "cli", "hook", "worker")
 

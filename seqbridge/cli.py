@@ -153,11 +153,17 @@ def audit_verify() -> None:
 def worker() -> None:
     """Run the background worker alone (any number may run against PostgreSQL)."""
     from seqbridge.worker import Worker
+    from seqbridge.worker.processor import StepProcessor
 
-    _services()  # validates settings and configures logging
-    runner = Worker(jobs=[])
+    services = _services()
+    runner = Worker(jobs=[], poll_interval=services.settings["PROCESSOR_POLL_SECONDS"], clock=services.clock)
+    processor = StepProcessor(services, stopping=runner.stopping)
+    runner.jobs.append(processor)
     runner.install_signal_handlers()
-    runner.run()
+    try:
+        runner.run()
+    finally:
+        processor.stopped(runner.id)
 
 
 @main.command()

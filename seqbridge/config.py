@@ -27,12 +27,36 @@ DEFAULTS: dict[str, Any] = {
     "SQLITE_BUSY_TIMEOUT_MS": 5000,
     # SQLite: FULL survives power loss, NORMAL survives process crashes only (WAL mode).
     "SQLITE_SYNCHRONOUS": "FULL",
+    # Outbound email: smtp://user:pass@host:587 (STARTTLS when the server offers it, or
+    # ?starttls=require) or smtps://…:465. Empty: emails are captured in the outbox instead.
+    "SMTP_URL": "",
+    "SMTP_TIMEOUT_SECONDS": 15,
+    "MAIL_FROM": "Seqbridge <seqbridge@localhost>",
+    # Standard Webhooks signing secret (whsec_…) for webhook steps. Empty: one is generated into
+    # ./var/webhook-secret on first use (the embedded default); set it for multi-host deployments.
+    "WEBHOOK_SECRET": "",
+    "WEBHOOK_TIMEOUT_SECONDS": 10,
+    # Webhook steps and remote targets refuse private, loopback and link-local addresses unless this is true.
+    "ALLOW_PRIVATE_TARGETS": "false",
+    # The step processor.
+    "PROCESSOR_BATCH": 50,
+    "PROCESSOR_LEASE_SECONDS": 60,
+    "PROCESSOR_MAX_ATTEMPTS": 6,
+    "PROCESSOR_POLL_SECONDS": 1,
+    "RETRY_BASE_SECONDS": 30,
+    "RETRY_MAX_SECONDS": 3600,
     # Connection pool for PostgreSQL.
     "DB_POOL_SIZE": 5,
     "DB_MAX_OVERFLOW": 10,
 }
 
-_INT_SETTINGS = {"MAX_BODY_BYTES", "SQLITE_BUSY_TIMEOUT_MS", "DB_POOL_SIZE", "DB_MAX_OVERFLOW"}
+_INT_SETTINGS = {
+    "MAX_BODY_BYTES", "SQLITE_BUSY_TIMEOUT_MS", "DB_POOL_SIZE", "DB_MAX_OVERFLOW", "SMTP_TIMEOUT_SECONDS",
+    "WEBHOOK_TIMEOUT_SECONDS", "PROCESSOR_BATCH", "PROCESSOR_LEASE_SECONDS", "PROCESSOR_MAX_ATTEMPTS",
+    "RETRY_BASE_SECONDS", "RETRY_MAX_SECONDS",
+}  # fmt: skip
+_FLOAT_SETTINGS = {"PROCESSOR_POLL_SECONDS"}
+_BOOL_SETTINGS = {"ALLOW_PRIVATE_TARGETS"}
 
 
 class ConfigError(ValueError):
@@ -61,6 +85,18 @@ def load_settings(
             raise ConfigError(f"SEQBRIDGE_{name} must be an integer, got {settings[name]!r}") from None
         if settings[name] < 0:
             raise ConfigError(f"SEQBRIDGE_{name} must not be negative")
+    for name in _FLOAT_SETTINGS:
+        try:
+            settings[name] = float(settings[name])
+        except (TypeError, ValueError):
+            raise ConfigError(f"SEQBRIDGE_{name} must be a number, got {settings[name]!r}") from None
+    for name in _BOOL_SETTINGS:
+        value = settings[name]
+        if not isinstance(value, bool):
+            text = str(value).strip().lower()
+            if text not in ("true", "false", "1", "0", "yes", "no"):
+                raise ConfigError(f"SEQBRIDGE_{name} must be true or false, got {value!r}")
+            settings[name] = text in ("true", "1", "yes")
     settings["LOG_LEVEL"] = str(settings["LOG_LEVEL"]).upper()
     if settings["LOG_LEVEL"] not in LOG_LEVELS:
         raise ConfigError(f"SEQBRIDGE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")

@@ -73,6 +73,7 @@ VALID_REQUESTS: dict[str, Valid] = {
     "deleteCompany": Valid(204),
     "listAuditEvents": Valid(200),
     "getCurrentKey": Valid(200),
+    "listOutbox": Valid(200),
     # The sequences and bot dialects.
     "listSequences": Valid(200),
     "createSequence": Valid(201, lambda n, p: {"name": f"Sequence {n}"}),

@@ -10,6 +10,7 @@ from seqbridge.services.companies import CompanyService
 from seqbridge.services.contacts import ContactService
 from seqbridge.services.enrollment import EnrollmentService
 from seqbridge.services.keys import KeyService
+from seqbridge.services.outbox import OutboxService
 from seqbridge.services.scheduling import Scheduler
 from seqbridge.services.sequences import SequenceService
 from seqbridge.storage.db import Database
@@ -29,6 +30,7 @@ class Services:
         self.scheduler = Scheduler()
         self.sequences = SequenceService(db, clock, self.scheduler)
         self.enrollment = EnrollmentService(db, clock, self.sequences, self.scheduler)
+        self.outbox = OutboxService(db, clock)
         # Auto-enrollment: new contacts and newly added tags start matching sequences.
         self.contacts.created_listeners.append(self.enrollment.on_contact_created)
         self.contacts.tags_added_listeners.append(self.enrollment.on_tags_added)

@@ -249,6 +249,42 @@ step_tasks = Table(
     Index("ix_step_tasks_sequence", "sequence_id", "id"),
 )
 
+# Every message a step produced, under the step's idempotency key: the processor's record of
+# what was sent. With no SMTP configured, emails land here as "captured" instead of being sent.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", SerialId, primary_key=True, autoincrement=True),
+    Column("org_id", ID, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("idempotency_key", String(100), nullable=False, unique=True),
+    Column("task_id", SerialId, nullable=True),
+    Column("sequence_id", ID, nullable=True),
+    Column("enrollment_id", ID, nullable=True),
+    Column("contact_id", ID, nullable=True),
+    # email | webhook
+    Column("channel", String(20), nullable=False),
+    # captured (no SMTP configured) | sent | failed
+    Column("status", String(20), nullable=False),
+    Column("recipient", Text, nullable=True),
+    Column("subject", Text, nullable=True),
+    Column("body", Text, nullable=True),
+    Column("headers", JSONDoc, nullable=False),
+    Column("detail", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_outbox_org_id", "org_id", "id"),
+)
+
+# Processor workers and their heartbeats (stale ones have their leases reclaimed).
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("stopped_at", UTCDateTime, nullable=True),
+    Column("processed", Integer, nullable=False, default=0),
+)
+
 audit_events = Table(
     "audit_events",
     metadata,
@@ -293,7 +329,9 @@ __all__ = [
     "enrollments",
     "metadata",
     "organizations",
+    "outbox",
     "sequence_steps",
     "sequences",
     "step_tasks",
+    "workers",
 ]

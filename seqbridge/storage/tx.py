@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from seqbridge.storage.db import Database
     from seqbridge.storage.enrollments import EnrollmentStore
     from seqbridge.storage.orgs import KeyStore, OrgStore
+    from seqbridge.storage.processor import ProcessorStore
     from seqbridge.storage.sequences import SequenceStore
 
 
@@ -64,3 +65,9 @@ class Tx:
         from seqbridge.storage.enrollments import EnrollmentStore
 
         return EnrollmentStore(self.conn)
+
+    @cached_property
+    def processor(self) -> ProcessorStore:
+        from seqbridge.storage.processor import ProcessorStore
+
+        return ProcessorStore(self.conn)

@@ -1,4 +1,4 @@
-"""The audit log, read-only, and who-am-I for the calling key."""
+"""Read-only views: the audit log, the outbox, and who-am-I for the calling key."""
 
 from __future__ import annotations
 
@@ -29,6 +29,14 @@ def list_audit_events():
             limit=q["limit"],
         )
     )
+
+
+@bp.get("/outbox")
+def list_outbox():
+    """What the step processor sent, or captured when no SMTP is configured."""
+    q = query()
+    return page(services().outbox.list_messages(caller(), channel=q.get("channel"), status=q.get("status"),
+                                                cursor=q.get("cursor"), limit=q["limit"]))  # fmt: skip
 
 
 @bp.get("/me")

@@ -46,4 +46,5 @@ def readyz():
             code="not_ready",
             details={"database": "ok", "schema_revision": revision, "expected_revision": head},
         )
-    return ok({"status": "ready", "database": "ok", "schema_revision": revision})
+    counts = services().outbox.processor_counts()
+    return ok({"status": "ready", "database": "ok", "schema_revision": revision, "processor": counts})

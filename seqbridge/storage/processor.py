@@ -1,0 +1,230 @@
+"""The step processor's queries: claim due tasks under a lease, extend, release, finish, retry,
+record sends in the outbox. The worker never writes SQL; it calls these.
+
+Claims take ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so any number of workers share the work
+without waiting on each other; on SQLite the write transaction (BEGIN IMMEDIATE) serialises
+claims. ``now`` is always a parameter, so tests drive time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from seqbridge.storage.schema import (
+    contacts,
+    enrollments,
+    outbox,
+    sequence_steps,
+    sequences,
+    step_tasks,
+    workers,
+)
+
+#: Everything the processor needs to run a task, read in one joined query.
+_TASK_CONTEXT = (
+    step_tasks,
+    enrollments.c.status.label("enrollment_status"),
+    enrollments.c.enrollment_time,
+    enrollments.c.enrollment_data,
+    sequences.c.kind.label("sequence_kind"),
+    sequences.c.name.label("sequence_name"),
+    sequences.c.status.label("sequence_status"),
+    sequences.c.from_email,
+    sequences.c.from_name,
+    sequences.c.reply_to_email,
+    sequences.c.send_window,
+    sequence_steps.c.action,
+    sequence_steps.c.subject,
+    sequence_steps.c.body,
+    sequence_steps.c.webhook_url,
+    sequence_steps.c.config.label("step_config"),
+)
+
+
+class ProcessorStore:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def reclaim_expired_leases(self, now: datetime) -> int:
+        """Put tasks whose worker stopped heartbeating back in the queue; return how many."""
+        result = self.conn.execute(
+            update(step_tasks)
+            .where(step_tasks.c.status == "leased", step_tasks.c.lease_expires_at < now)
+            .values(status="pending", lease_owner=None, lease_expires_at=None, updated_at=now)
+        )
+        return result.rowcount
+
+    def claim_due_tasks(self, now: datetime, worker_id: str, lease_until: datetime, limit: int) -> list[int]:
+        """Lease up to ``limit`` due tasks of active sequences, oldest first; return their ids.
+
+        A paused or archived sequence holds its tasks (they stay pending and are due again the
+        moment it is active).
+        """
+        due = (
+            select(step_tasks.c.id)
+            .where(
+                step_tasks.c.status == "pending",
+                step_tasks.c.scheduled_for <= now,
+                step_tasks.c.sequence_id.in_(
+                    select(sequences.c.id).where(
+                        sequences.c.status == "active", sequences.c.deleted_at.is_(None)
+                    )
+                ),
+            )
+            .order_by(step_tasks.c.scheduled_for, step_tasks.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=step_tasks)
+        )
+        ids = list(self.conn.execute(due).scalars())
+        if ids:
+            self.conn.execute(
+                update(step_tasks)
+                .where(step_tasks.c.id.in_(ids))
+                .values(status="leased", lease_owner=worker_id, lease_expires_at=lease_until,
+                        attempts=step_tasks.c.attempts + 1, updated_at=now)
+            )  # fmt: skip
+        return ids
+
+    def load_tasks(self, task_ids: list[int]) -> list[dict[str, Any]]:
+        """Each task with its enrollment, sequence and step (the step may have been deleted)."""
+        if not task_ids:
+            return []
+        query = (
+            select(*_TASK_CONTEXT)
+            .join(enrollments, enrollments.c.id == step_tasks.c.enrollment_id)
+            .join(sequences, sequences.c.id == step_tasks.c.sequence_id)
+            .outerjoin(sequence_steps, sequence_steps.c.id == step_tasks.c.step_id)
+            .where(step_tasks.c.id.in_(task_ids))
+            .order_by(step_tasks.c.scheduled_for, step_tasks.c.id)
+        )
+        return [dict(r) for r in self.conn.execute(query).mappings()]
+
+    def load_contact(self, contact_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(select(contacts).where(contacts.c.id == contact_id)).mappings().first()
+        return dict(row) if row else None
+
+    def extend_leases(self, worker_id: str, task_ids: list[int], lease_until: datetime) -> None:
+        """Heartbeat: keep holding tasks this worker still has in hand."""
+        if task_ids:
+            self.conn.execute(
+                update(step_tasks)
+                .where(step_tasks.c.id.in_(task_ids), step_tasks.c.lease_owner == worker_id,
+                       step_tasks.c.status == "leased")
+                .values(lease_expires_at=lease_until)
+            )  # fmt: skip
+
+    def release_tasks(self, worker_id: str, task_ids: list[int], now: datetime) -> None:
+        """Give back claimed tasks that were not started (a stopping worker)."""
+        if task_ids:
+            self.conn.execute(
+                update(step_tasks)
+                .where(step_tasks.c.id.in_(task_ids), step_tasks.c.lease_owner == worker_id,
+                       step_tasks.c.status == "leased")
+                .values(status="pending", lease_owner=None, lease_expires_at=None,
+                        attempts=step_tasks.c.attempts - 1, updated_at=now)
+            )  # fmt: skip
+
+    def finish_task(
+        self, task_id: int, worker_id: str, status: str, now: datetime, error: str | None = None
+    ) -> bool:
+        """End a leased task (done, failed or cancelled). False when the lease was lost: another
+        worker owns the task now and this one must not advance anything."""
+        result = self.conn.execute(
+            update(step_tasks)
+            .where(step_tasks.c.id == task_id, step_tasks.c.lease_owner == worker_id, step_tasks.c.status == "leased")
+            .values(status=status, lease_owner=None, lease_expires_at=None, last_error=error, updated_at=now,
+                    finished_at=now)
+        )  # fmt: skip
+        return result.rowcount == 1
+
+    def retry_task(
+        self, task_id: int, worker_id: str, at: datetime, now: datetime, error: str | None
+    ) -> bool:
+        """Put a leased task back to pending, due at ``at`` (a retry, or the next send window)."""
+        result = self.conn.execute(
+            update(step_tasks)
+            .where(step_tasks.c.id == task_id, step_tasks.c.lease_owner == worker_id, step_tasks.c.status == "leased")
+            .values(status="pending", scheduled_for=at, lease_owner=None, lease_expires_at=None, last_error=error,
+                    updated_at=now)
+        )  # fmt: skip
+        return result.rowcount == 1
+
+    def hold_task(self, task_id: int, worker_id: str, now: datetime) -> bool:
+        """A leased task whose enrollment was paused meanwhile: paused, due at once on resume."""
+        result = self.conn.execute(
+            update(step_tasks)
+            .where(step_tasks.c.id == task_id, step_tasks.c.lease_owner == worker_id, step_tasks.c.status == "leased")
+            .values(status="paused", scheduled_for=None, remaining_seconds=0, lease_owner=None,
+                    lease_expires_at=None, updated_at=now)
+        )  # fmt: skip
+        return result.rowcount == 1
+
+    def uncount_attempt(self, task_id: int) -> None:
+        """A claim that did not try to send (outside the send window) does not use an attempt."""
+        self.conn.execute(
+            update(step_tasks).where(step_tasks.c.id == task_id).values(attempts=step_tasks.c.attempts - 1)
+        )
+
+    # The outbox ---------------------------------------------------------------------------
+
+    def find_send(self, idempotency_key: str) -> dict[str, Any] | None:
+        row = (
+            self.conn.execute(select(outbox).where(outbox.c.idempotency_key == idempotency_key))
+            .mappings()
+            .first()
+        )
+        return dict(row) if row else None
+
+    def record_send(self, row: dict[str, Any]) -> None:
+        self.conn.execute(insert(outbox).values(**row))
+
+    def list_outbox(self, org_id: str, *, channel: str | None, status: str | None, after_id: int | None,
+                    limit: int) -> list[dict[str, Any]]:  # fmt: skip
+        """Newest first, keyset-paginated on id."""
+        query = select(outbox).where(outbox.c.org_id == org_id)
+        if channel:
+            query = query.where(outbox.c.channel == channel)
+        if status:
+            query = query.where(outbox.c.status == status)
+        if after_id is not None:
+            query = query.where(outbox.c.id < after_id)
+        return [
+            dict(r) for r in self.conn.execute(query.order_by(outbox.c.id.desc()).limit(limit)).mappings()
+        ]
+
+    # Workers and counts -------------------------------------------------------------------
+
+    def heartbeat(self, worker_id: str, now: datetime, processed: int) -> None:
+        updated = self.conn.execute(
+            update(workers).where(workers.c.id == worker_id)
+            .values(heartbeat_at=now, processed=workers.c.processed + processed, stopped_at=None)
+        ).rowcount  # fmt: skip
+        if not updated:
+            self.conn.execute(insert(workers).values(id=worker_id, started_at=now, heartbeat_at=now,
+                                                     processed=processed))  # fmt: skip
+
+    def worker_stopped(self, worker_id: str, now: datetime) -> None:
+        self.conn.execute(update(workers).where(workers.c.id == worker_id).values(stopped_at=now))
+
+    def counts(self, now: datetime) -> dict[str, int]:
+        """due, leased, retrying, failed tasks; sent and captured messages; live workers."""
+        due = and_(step_tasks.c.status == "pending", step_tasks.c.scheduled_for <= now)
+        row = self.conn.execute(
+            select(
+                func.count().filter(due).label("due"),
+                func.count().filter(step_tasks.c.status == "leased").label("leased"),
+                func.count().filter(and_(step_tasks.c.status == "pending", step_tasks.c.attempts > 0)).label("retrying"),
+                func.count().filter(step_tasks.c.status == "failed").label("failed"),
+            ).select_from(step_tasks)
+        ).one()  # fmt: skip
+        sent = dict(self.conn.execute(select(outbox.c.status, func.count()).group_by(outbox.c.status)).all())
+        live_workers = self.conn.execute(
+            select(func.count()).select_from(workers).where(workers.c.stopped_at.is_(None))
+        ).scalar_one()
+        return {"due": row.due, "leased": row.leased, "retrying": row.retrying, "failed": row.failed,
+                "sent": int(sent.get("sent", 0)), "captured": int(sent.get("captured", 0)),
+                "send_failed": int(sent.get("failed", 0)), "workers": live_workers}  # fmt: skip

@@ -1,0 +1,249 @@
+"""How steps reach people and systems: email over SMTP (or captured in the outbox), and
+webhooks signed with the Standard Webhooks scheme.
+
+Each channel raises :class:`TransientFailure` for what a later try may fix (SMTP 4xx, connection
+errors, HTTP 429 and 5xx, timeouts; with the server's Retry-After when given) and
+:class:`PermanentFailure` for what it will not (SMTP 5xx, other HTTP 4xx, a refused address).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import secrets
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import formataddr, make_msgid
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import requests
+from standardwebhooks.webhooks import Webhook
+
+
+class DeliveryFailure(Exception):
+    """A step could not be delivered."""
+
+
+class TransientFailure(DeliveryFailure):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentFailure(DeliveryFailure):
+    pass
+
+
+@dataclass
+class Delivered:
+    status: str  # sent | captured
+    recipient: str
+    subject: str | None = None
+    body: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    detail: str | None = None
+
+
+# Email ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    user: str | None
+    password: str | None
+    implicit_tls: bool
+    starttls: str  # "auto" | "require" | "never"
+
+    @classmethod
+    def parse(cls, url: str) -> SmtpSettings | None:
+        """``smtp://user:pass@host:587?starttls=require`` or ``smtps://host:465``; None when empty."""
+        if not url:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError(
+                "SEQBRIDGE_SMTP_URL must look like smtp://user:pass@host:587 or smtps://host:465"
+            )
+        options = parse_qs(parts.query)
+        implicit = parts.scheme == "smtps"
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (465 if implicit else 587),
+            user=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            implicit_tls=implicit,
+            starttls=(options.get("starttls") or ["auto"])[0],
+        )
+
+
+def build_email(
+    *, key: str, sender: str, to: str, reply_to: str | None, subject: str, body: str
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    if reply_to:
+        message["Reply-To"] = reply_to
+    message["Subject"] = subject
+    # The idempotency key travels in the Message-ID: a resend after a crash is recognisable.
+    message["Message-ID"] = message_id(key)
+    unsubscribe = reply_to or sender
+    address = (
+        unsubscribe[unsubscribe.find("<") + 1 : unsubscribe.rfind(">")] if "<" in unsubscribe else unsubscribe
+    )
+    message["List-Unsubscribe"] = f"<mailto:{address}?subject=unsubscribe>"
+    message.set_content(body)
+    return message
+
+
+def message_id(key: str) -> str:
+    """The Message-ID for an idempotency key (``:`` is not allowed in its left part)."""
+    return f"<{key.replace(':', '.')}@seqbridge>"
+
+
+def sender_of(from_email: str | None, from_name: str | None, default: str) -> str:
+    return formataddr((from_name or "", from_email)) if from_email else default
+
+
+def send_email(settings: SmtpSettings, message: EmailMessage, timeout: float) -> str:
+    """Send over SMTP; return the server's answer. Raises Transient/PermanentFailure."""
+    try:
+        if settings.implicit_tls:
+            client: smtplib.SMTP = smtplib.SMTP_SSL(settings.host, settings.port, timeout=timeout,
+                                                    context=ssl.create_default_context())  # fmt: skip
+        else:
+            client = smtplib.SMTP(settings.host, settings.port, timeout=timeout)
+        with client:
+            client.ehlo()
+            if not settings.implicit_tls and settings.starttls != "never":
+                if client.has_extn("starttls"):
+                    client.starttls(context=ssl.create_default_context())
+                    client.ehlo()
+                elif settings.starttls == "require":
+                    raise PermanentFailure("the SMTP server does not offer STARTTLS, and it is required")
+            if settings.user:
+                client.login(settings.user, settings.password or "")
+            refused = client.send_message(message)
+            if refused:
+                code, reason = next(iter(refused.values()))
+                raise _smtp_failure(code, reason)
+        return "accepted"
+    except smtplib.SMTPRecipientsRefused as error:
+        code, reason = next(iter(error.recipients.values()))
+        raise _smtp_failure(code, reason) from None
+    except smtplib.SMTPResponseException as error:
+        raise _smtp_failure(error.smtp_code, error.smtp_error) from None
+    except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError) as error:
+        raise TransientFailure(f"SMTP connection failed: {type(error).__name__}: {error}") from None
+
+
+def _smtp_failure(code: int, reason: bytes | str) -> DeliveryFailure:
+    text = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+    message = f"SMTP {code}: {text}"
+    return TransientFailure(message) if 400 <= code < 500 else PermanentFailure(message)
+
+
+# Webhooks -------------------------------------------------------------------------------------
+
+
+def webhook_secret(configured: str, var_dir: Path) -> str:
+    """The signing secret: the configured one, else one generated once into ``var_dir``."""
+    if configured:
+        return configured
+    path = var_dir / "webhook-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            import base64
+
+            handle.write("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
+    return path.read_text().strip()
+
+
+def check_target(url: str, allow_private: bool) -> None:
+    """Refuse non-http(s) URLs and, unless allowed, hosts that resolve to private addresses."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PermanentFailure(f"not an http(s) URL: {url}")
+    if allow_private:
+        return
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    except socket.gaierror as error:
+        raise TransientFailure(f"cannot resolve {parts.hostname}: {error}") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if (address.is_private or address.is_loopback or address.is_link_local or address.is_multicast
+                or address.is_reserved or address.is_unspecified):  # fmt: skip
+            raise PermanentFailure(
+                f"{parts.hostname} resolves to {address}, a private address; set SEQBRIDGE_ALLOW_PRIVATE_TARGETS=true "
+                "to allow it"
+            )
+
+
+class WebhookSender:
+    def __init__(self, secret: str, timeout: float, allow_private: bool) -> None:
+        self.signer = Webhook(secret)
+        self.timeout = timeout
+        self.allow_private = allow_private
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = "Seqbridge/0.1 (+webhook step)"
+
+    def post(self, url: str, key: str, event: dict[str, Any]) -> str:
+        """POST the signed event; return "HTTP <status>". Redirects are not followed.
+
+        The signature's timestamp is wall-clock time (never the scheduling clock): receivers
+        check it against their own clock.
+        """
+        check_target(url, self.allow_private)
+        now = datetime.now(UTC)
+        payload = json.dumps(event, separators=(",", ":"), default=str)
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": key,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": self.signer.sign(key, now, payload),
+        }
+        try:
+            response = self.session.post(url, data=payload.encode(), headers=headers, timeout=self.timeout,
+                                         allow_redirects=False)  # fmt: skip
+        except requests.Timeout:
+            raise TransientFailure(f"timed out after {self.timeout} s") from None
+        except requests.RequestException as error:
+            raise TransientFailure(f"connection failed: {type(error).__name__}") from None
+        status = response.status_code
+        if 200 <= status < 300:
+            return f"HTTP {status}"
+        if status == 429 or status >= 500:
+            raise TransientFailure(
+                f"HTTP {status}", retry_after=_retry_after(response.headers.get("Retry-After"), now)
+            )
+        raise PermanentFailure(
+            f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
+        )
+
+
+def _retry_after(value: str | None, now: datetime) -> float | None:
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - now).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+__all__ = ["Delivered", "PermanentFailure", "SmtpSettings", "TransientFailure", "WebhookSender", "make_msgid"]
