@@ -100,6 +100,16 @@ def database_url(request, backend, tmp_path) -> Iterator[str]:
         shutil.copyfile(template, path)
         yield f"sqlite:///{path}"
         return
+    yield from _fresh_postgresql(request)
+
+
+@pytest.fixture
+def postgresql_url(request) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database, for tests that only make sense on it (many workers)."""
+    yield from _fresh_postgresql(request)
+
+
+def _fresh_postgresql(request) -> Iterator[str]:
     server = request.getfixturevalue("pg")
     template = request.getfixturevalue("pg_template")
     name = f"t{os.getpid()}_{next(_counter)}"

@@ -257,6 +257,7 @@ def test_smtp_4xx_is_retried_with_backoff_and_5xx_fails_at_once(api, services, c
     )
 
     rejecting, bad_url = smtp_server(answers=["550 5.1.1 no such user"])
+    assert rejecting.messages == []
     other = active_sequence(api, name="Other", steps=({"delay_days": 0},))
     failing = api.post(
         f"/api/v1/sequences/{other['id']}/enroll", json={"contact_id": contact(api)["id"]}
