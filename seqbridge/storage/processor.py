@@ -11,9 +11,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 
+from seqbridge.storage.bulk import bulk_insert
 from seqbridge.storage.schema import (
     contacts,
     enrollments,
@@ -103,9 +104,57 @@ class ProcessorStore:
         )
         return [dict(r) for r in self.conn.execute(query).mappings()]
 
-    def load_contact(self, contact_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute(select(contacts).where(contacts.c.id == contact_id)).mappings().first()
-        return dict(row) if row else None
+    def load_contacts(self, contact_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The contacts of a batch, by id, in one query."""
+        if not contact_ids:
+            return {}
+        query = select(contacts).where(contacts.c.id.in_(set(contact_ids)))
+        return {r["id"]: dict(r) for r in self.conn.execute(query).mappings()}
+
+    def finish_tasks(self, task_ids: list[int], worker_id: str, status: str, now: datetime) -> set[int]:
+        """End several leased tasks at once; return the ids this worker still held (the others
+        were reclaimed after a lost lease and must not be advanced here)."""
+        if not task_ids:
+            return set()
+        result = self.conn.execute(
+            update(step_tasks)
+            .where(step_tasks.c.id.in_(task_ids), step_tasks.c.lease_owner == worker_id,
+                   step_tasks.c.status == "leased")
+            .values(status=status, lease_owner=None, lease_expires_at=None, updated_at=now, finished_at=now)
+            .returning(step_tasks.c.id)
+        )  # fmt: skip
+        return set(result.scalars())
+
+    def enrollments_with_open_tasks(self, enrollment_ids: list[str]) -> set[str]:
+        if not enrollment_ids:
+            return set()
+        query = (
+            select(step_tasks.c.enrollment_id)
+            .distinct()
+            .where(
+                step_tasks.c.enrollment_id.in_(set(enrollment_ids)),
+                step_tasks.c.status.in_(("pending", "paused", "leased")),
+            )
+        )
+        return set(self.conn.execute(query).scalars())
+
+    def complete_enrollments(self, enrollment_ids: list[str], now: datetime) -> None:
+        if enrollment_ids:
+            self.conn.execute(
+                update(enrollments)
+                .where(enrollments.c.id.in_(enrollment_ids), enrollments.c.status == "active")
+                .values(status="completed", completed_at=now, next_send_at=None, current_step_id=None, updated_at=now)
+            )  # fmt: skip
+
+    def point_enrollments(self, rows: list[dict[str, Any]], now: datetime) -> None:
+        """Set each enrollment's next step and time (``enrollment_id``, ``step_id``, ``at``)."""
+        if rows:
+            self.conn.execute(
+                update(enrollments)
+                .where(enrollments.c.id == bindparam("enrollment_id"))
+                .values(current_step_id=bindparam("step_id"), next_send_at=bindparam("at"), updated_at=now),
+                rows,
+            )
 
     def extend_leases(self, worker_id: str, task_ids: list[int], lease_until: datetime) -> None:
         """Heartbeat: keep holding tasks this worker still has in hand."""
@@ -171,16 +220,17 @@ class ProcessorStore:
 
     # The outbox ---------------------------------------------------------------------------
 
-    def find_send(self, idempotency_key: str) -> dict[str, Any] | None:
-        row = (
-            self.conn.execute(select(outbox).where(outbox.c.idempotency_key == idempotency_key))
-            .mappings()
-            .first()
+    def find_sends(self, idempotency_keys: list[str]) -> dict[str, str]:
+        """Which of these keys already have a send recorded, with its status."""
+        if not idempotency_keys:
+            return {}
+        query = select(outbox.c.idempotency_key, outbox.c.status).where(
+            outbox.c.idempotency_key.in_(idempotency_keys)
         )
-        return dict(row) if row else None
+        return dict(self.conn.execute(query).all())
 
-    def record_send(self, row: dict[str, Any]) -> None:
-        self.conn.execute(insert(outbox).values(**row))
+    def record_sends(self, rows: list[dict[str, Any]]) -> None:
+        bulk_insert(self.conn, outbox, rows)
 
     def list_outbox(self, org_id: str, *, channel: str | None, status: str | None, after_id: int | None,
                     limit: int) -> list[dict[str, Any]]:  # fmt: skip

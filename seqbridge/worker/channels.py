@@ -85,22 +85,31 @@ class SmtpSettings:
         )
 
 
-def build_email(
-    *, key: str, sender: str, to: str, reply_to: str | None, subject: str, body: str
-) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = to
+def email_headers(*, key: str, sender: str, to: str, reply_to: str | None, subject: str) -> dict[str, str]:
+    """The headers of a step's email, in order."""
+    headers = {"From": sender, "To": to}
     if reply_to:
-        message["Reply-To"] = reply_to
-    message["Subject"] = subject
+        headers["Reply-To"] = reply_to
+    headers["Subject"] = subject
     # The idempotency key travels in the Message-ID: a resend after a crash is recognisable.
-    message["Message-ID"] = message_id(key)
+    headers["Message-ID"] = message_id(key)
     unsubscribe = reply_to or sender
     address = (
         unsubscribe[unsubscribe.find("<") + 1 : unsubscribe.rfind(">")] if "<" in unsubscribe else unsubscribe
     )
-    message["List-Unsubscribe"] = f"<mailto:{address}?subject=unsubscribe>"
+    headers["List-Unsubscribe"] = f"<mailto:{address}?subject=unsubscribe>"
+    return headers
+
+
+def build_email(
+    *, key: str, sender: str, to: str, reply_to: str | None, subject: str, body: str
+) -> EmailMessage:
+    """The MIME message for SMTP (captured emails only need :func:`email_headers`)."""
+    message = EmailMessage()
+    for name, value in email_headers(
+        key=key, sender=sender, to=to, reply_to=reply_to, subject=subject
+    ).items():
+        message[name] = value
     message.set_content(body)
     return message
 

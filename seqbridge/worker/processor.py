@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from seqbridge.audit import record, tag_for
+from seqbridge.audit import record, record_many, tag_for
 from seqbridge.context import Actor, ActorType, Caller
 from seqbridge.services import Services
 from seqbridge.services.common import format_time
@@ -34,6 +35,7 @@ from seqbridge.worker.channels import (
     TransientFailure,
     WebhookSender,
     build_email,
+    email_headers,
     send_email,
     sender_of,
     webhook_secret,
@@ -86,30 +88,43 @@ class StepProcessor:
     # The loop -------------------------------------------------------------------------------
 
     def run_once(self, worker_id: str) -> int:
-        """Claim one batch of due tasks and run them; return how many were handled."""
+        """Claim one batch of due tasks and run them; return how many were handled.
+
+        What a batch needs is read in the claiming transaction. Each task is decided in memory
+        (and sent, for network channels); the outcomes are written together in one transaction,
+        flushed at once after every network send so a crash can repeat at most the one message
+        in flight.
+        """
         now = self.clock.now()
         with self.db.transaction() as tx:
             reclaimed = tx.processor.reclaim_expired_leases(now)
             ids = tx.processor.claim_due_tasks(now, worker_id, now + self.lease, self.batch)
             tasks = tx.processor.load_tasks(ids)
+            people = tx.processor.load_contacts([t["contact_id"] for t in tasks])
+            sent = tx.processor.find_sends([task_idempotency_key(t) for t in tasks])
+            steps = _steps_by_sequence(tx.sequences.list_steps(list({t["sequence_id"] for t in tasks})))
         if reclaimed:
             log.warning("worker %s: reclaimed %d tasks whose lease expired", worker_id, reclaimed)
-        handled = 0
+        batch = _Batch(self, worker_id, steps)
         for index, task in enumerate(tasks):
             if self.stopping.is_set():
+                batch.flush()
                 rest = [t["id"] for t in tasks[index:]]
                 with self.db.transaction() as tx:
                     tx.processor.release_tasks(worker_id, rest, self.clock.now())
                 log.info("worker %s: stopping; released %d claimed tasks", worker_id, len(rest))
                 break
             self._keep_leases(worker_id, tasks[index:])
-            self._run(task, worker_id)
-            handled += 1
+            outcome = self._decide(task, people.get(task["contact_id"]), sent.get(task_idempotency_key(task)))
+            batch.add(outcome)
+            if outcome.delivered is not None and outcome.delivered.status == "sent":
+                batch.flush()
+        batch.flush()
         with self.db.transaction() as tx:
-            tx.processor.heartbeat(worker_id, self.clock.now(), handled)
-        if handled:
-            log.info("worker %s: ran %d steps", worker_id, handled)
-        return handled
+            tx.processor.heartbeat(worker_id, self.clock.now(), batch.handled)
+        if batch.handled:
+            log.info("worker %s: ran %d steps", worker_id, batch.handled)
+        return batch.handled
 
     def stopped(self, worker_id: str) -> None:
         with self.db.transaction() as tx:
@@ -130,74 +145,68 @@ class StepProcessor:
 
     # One task -------------------------------------------------------------------------------
 
-    def _run(self, task: dict[str, Any], worker_id: str) -> None:
+    def _decide(
+        self, task: dict[str, Any], contact: dict[str, Any] | None, sent_status: str | None
+    ) -> Outcome:
+        """What happens to one task: checks first (all re-made at send time), then the action."""
         now = self.clock.now()
-        caller = Caller(task["org_id"], Actor(ActorType.WORKER, worker_id))
-        with self.db.transaction() as tx:
-            contact = tx.processor.load_contact(task["contact_id"])
-            if task["step_id"] is None or task["action"] is None or contact is None:
-                tx.processor.finish_task(
-                    task["id"], worker_id, "cancelled", now, "the step or contact is gone"
-                )
-                return
-            if task["enrollment_status"] == "paused":
-                tx.processor.hold_task(task["id"], worker_id, now)
-                return
-            if task["enrollment_status"] != "active":
-                tx.processor.finish_task(
-                    task["id"], worker_id, "cancelled", now, f"enrollment {task['enrollment_status']}"
-                )
-                return
-            reason = ineligibility(contact)
-            if reason is not None:
-                # Re-checked at send time: an unsubscribe between two steps ends the enrollment.
-                if tx.processor.finish_task(
-                    task["id"], worker_id, "cancelled", now, f"contact ineligible: {reason}"
-                ):
-                    self.services.enrollment.end_in_tx(tx, caller, _enrollment_of(task), "exited",
-                                                       _EXIT_REASON.get(reason, "ineligible"), now)  # fmt: skip
-                return
-            opens = next_opening(now, task["send_window"], contact.get("timezone"))
-            if opens > now:
-                tx.processor.retry_task(task["id"], worker_id, opens, now, None)
-                tx.processor.uncount_attempt(task["id"])
-                return
-            already = tx.processor.find_send(task_idempotency_key(task))
-        if already is not None and already["status"] in ("sent", "captured"):
+        if task["step_id"] is None or task["action"] is None or contact is None:
+            return Outcome(task, "cancel", error="the step or contact is gone")
+        if task["enrollment_status"] == "paused":
+            return Outcome(task, "hold")
+        if task["enrollment_status"] != "active":
+            return Outcome(task, "cancel", error=f"enrollment {task['enrollment_status']}")
+        reason = ineligibility(contact)
+        if reason is not None:
+            # An unsubscribe (or bounce, conversion) between two steps ends the enrollment.
+            return Outcome(task, "exit", error=f"contact ineligible: {reason}",
+                           exit_reason=_EXIT_REASON.get(reason, "ineligible"))  # fmt: skip
+        opens = next_opening(now, task["send_window"], contact.get("timezone"))
+        if opens > now:
+            return Outcome(task, "defer", at=opens)
+        if sent_status in ("sent", "captured"):
             # Sent before a crash stopped the advance: advance now, never send twice.
-            self._complete(task, worker_id, caller, None, contact)
-            return
+            return Outcome(task, "done")
         try:
-            delivered = self._deliver(task, contact, now)
+            return Outcome(task, "done", delivered=self._deliver(task, contact, now))
         except TransientFailure as failure:
-            self._retry_or_fail(task, worker_id, caller, failure)
-        except (PermanentFailure, DeliveryFailure) as failure:
-            self._fail(task, worker_id, caller, str(failure), contact)
-        else:
-            self._complete(task, worker_id, caller, delivered, contact)
+            if task["attempts"] >= self.max_attempts:
+                return Outcome(task, "fail", error=f"gave up after {task['attempts']} attempts: {failure}",
+                               recipient=self._recipient(task, contact))  # fmt: skip
+            delay = self.backoff(task["attempts"], failure.retry_after)
+            return Outcome(task, "retry", at=now + timedelta(seconds=delay), error=str(failure))
+        except DeliveryFailure as failure:
+            return Outcome(task, "fail", error=str(failure), recipient=self._recipient(task, contact))
+
+    @staticmethod
+    def _recipient(task: dict[str, Any], contact: dict[str, Any]) -> str:
+        return (task["webhook_url"] if task["action"] == "webhook" else contact.get("email")) or ""
 
     def _deliver(self, task: dict[str, Any], contact: dict[str, Any], now: datetime) -> Delivered | None:
         """Run the step's action. Email and webhook go out here; add_tag and update_contact are
-        database changes made in the completing transaction (returns None)."""
+        database changes made when the outcome is written (returns None)."""
         key = task_idempotency_key(task)
         action = task["action"]
-        context = _template_context(contact, task)
         if action == "email":
             if not contact.get("email"):
                 raise PermanentFailure("the contact has no email address")
+            context = _template_context(contact, task)
             try:
                 subject = render(task["subject"] or "", context)
                 body = render(task["body"] or "", context)
             except Exception as error:  # a sandbox refusal or a runtime template error
                 raise PermanentFailure(f"template error: {type(error).__name__}: {error}") from None
             sender = sender_of(task["from_email"], task["from_name"], self.mail_from)
+            if self.smtp is None:
+                headers = email_headers(key=key, sender=sender, to=contact["email"], reply_to=task["reply_to_email"],
+                                        subject=subject)  # fmt: skip
+                return Delivered("captured", contact["email"], subject, body, headers, "no SMTP configured")
             message = build_email(key=key, sender=sender, to=contact["email"], reply_to=task["reply_to_email"],
                                   subject=subject, body=body)  # fmt: skip
-            headers = {k: str(v) for k, v in message.items()}
-            if self.smtp is None:
-                return Delivered("captured", contact["email"], subject, body, headers, "no SMTP configured")
             answer = send_email(self.smtp, message, self.smtp_timeout)
-            return Delivered("sent", contact["email"], subject, body, headers, answer)
+            return Delivered(
+                "sent", contact["email"], subject, body, {k: str(v) for k, v in message.items()}, answer
+            )
         if action == "webhook":
             event = {
                 "type": "sequence.step",
@@ -220,59 +229,6 @@ class StepProcessor:
             return Delivered("sent", task["webhook_url"], None, None, {"webhook-id": key}, answer)
         return None
 
-    # Outcomes -------------------------------------------------------------------------------
-
-    def _complete(self, task, worker_id, caller, delivered: Delivered | None, contact) -> None:
-        """Record the send, finish the task and schedule what comes next, in one transaction."""
-        now = self.clock.now()
-        with self.db.transaction() as tx:
-            if not tx.processor.finish_task(task["id"], worker_id, "done", now):
-                log.warning("worker %s: lost the lease on task %s before finishing it", worker_id, task["id"])
-                return
-            if delivered is not None:
-                tx.processor.record_send(_outbox_row(task, delivered, now))
-            elif task["action"] == "add_tag":
-                tx.contacts.add_tags(task["org_id"], task["contact_id"], [task["step_config"]["tag"]])
-            elif task["action"] == "update_contact":
-                fields = {
-                    k: v for k, v in (task["step_config"].get("fields") or {}).items() if k in _UPDATABLE
-                }
-                tx.contacts.update_contact(task["org_id"], task["contact_id"], {**fields, "updated_at": now})
-            self._advance(tx, task, caller, now)
-
-    def _advance(self, tx: Tx, task: dict[str, Any], caller: Caller, now: datetime) -> None:
-        """Schedule the next step from now (sequences), or complete the enrollment when nothing is left."""
-        enrollment = _enrollment_of(task)
-        if task["sequence_kind"] == "sequence":
-            steps = tx.sequences.list_steps([task["sequence_id"]])
-            current = next((s for s in steps if s["id"] == task["step_id"]), None)
-            following = next((s for s in steps if current and s["position"] == current["position"] + 1), None)
-            if following is not None:
-                tx.enrollments.insert_tasks(
-                    [task_row(enrollment, following, now + step_delay(following), now)]
-                )
-                self.services.scheduler.mirror(tx, enrollment["id"], now)
-                return
-        elif tx.enrollments.open_tasks(enrollment["id"]):
-            self.services.scheduler.mirror(tx, enrollment["id"], now)
-            return
-        tx.enrollments.update_enrollment(enrollment["id"], {"status": "completed", "completed_at": now,
-                                                            "next_send_at": None, "current_step_id": None,
-                                                            "updated_at": now})  # fmt: skip
-        record(tx, caller, tag_for(caller, "enrollment", "completed"), "enrollment", enrollment["id"],
-               {"sequence_id": task["sequence_id"], "contact_id": task["contact_id"], "reason": "all steps sent"}, now)  # fmt: skip
-
-    def _retry_or_fail(self, task, worker_id, caller, failure: TransientFailure) -> None:
-        if task["attempts"] >= self.max_attempts:
-            self._fail(task, worker_id, caller, f"gave up after {task['attempts']} attempts: {failure}", None)
-            return
-        now = self.clock.now()
-        delay = self.backoff(task["attempts"], failure.retry_after)
-        with self.db.transaction() as tx:
-            tx.processor.retry_task(task["id"], worker_id, now + timedelta(seconds=delay), now, str(failure))
-        log.info("worker %s: task %s failed (%s); retry %d in %.0f s", worker_id, task["id"], failure,
-                 task["attempts"], delay)  # fmt: skip
-
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds before retry ``attempt`` + 1: the server's Retry-After when given, else
         exponential from RETRY_BASE_SECONDS with ±20% jitter, capped at RETRY_MAX_SECONDS."""
@@ -281,29 +237,147 @@ class StepProcessor:
         exponential = min(self.retry_max, self.retry_base * 2 ** max(0, attempt - 1))
         return exponential * self.rng.uniform(0.8, 1.2)
 
-    def _fail(self, task, worker_id, caller, error: str, contact) -> None:
+
+@dataclass
+class Outcome:
+    """What one task came to: done (sent or run), cancel, hold, exit, defer (send window),
+    retry or fail."""
+
+    task: dict[str, Any]
+    kind: str
+    delivered: Delivered | None = None
+    at: datetime | None = None
+    error: str | None = None
+    exit_reason: str | None = None
+    recipient: str | None = None
+
+
+class _Batch:
+    """Outcomes waiting to be written; :meth:`flush` writes them in one transaction."""
+
+    def __init__(
+        self, processor: StepProcessor, worker_id: str, steps: dict[str, list[dict[str, Any]]]
+    ) -> None:
+        self.processor = processor
+        self.worker_id = worker_id
+        self.steps = steps
+        self.pending: list[Outcome] = []
+        self.handled = 0
+
+    def add(self, outcome: Outcome) -> None:
+        self.pending.append(outcome)
+        self.handled += 1
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        outcomes, self.pending = self.pending, []
+        processor = self.processor
+        now = processor.clock.now()
+        with processor.db.transaction() as tx:
+            done = [o for o in outcomes if o.kind == "done"]
+            held = tx.processor.finish_tasks([o.task["id"] for o in done], self.worker_id, "done", now)
+            lost = [o.task["id"] for o in done if o.task["id"] not in held]
+            if lost:
+                log.warning(
+                    "worker %s: lost the lease on tasks %s before finishing them", self.worker_id, lost
+                )
+            done = [o for o in done if o.task["id"] in held]
+            tx.processor.record_sends([_outbox_row(o.task, o.delivered, now) for o in done if o.delivered])
+            for outcome in done:
+                self._run_database_action(tx, outcome.task, now)
+            self._advance(tx, [o.task for o in done], now)
+            for outcome in outcomes:
+                if outcome.kind != "done":
+                    self._settle(tx, outcome, now)
+
+    def _run_database_action(self, tx: Tx, task: dict[str, Any], now: datetime) -> None:
+        if task["action"] == "add_tag":
+            tx.contacts.add_tags(task["org_id"], task["contact_id"], [task["step_config"]["tag"]])
+        elif task["action"] == "update_contact":
+            fields = {k: v for k, v in (task["step_config"].get("fields") or {}).items() if k in _UPDATABLE}
+            tx.contacts.update_contact(task["org_id"], task["contact_id"], {**fields, "updated_at": now})
+
+    def _advance(self, tx: Tx, tasks: list[dict[str, Any]], now: datetime) -> None:
+        """Schedule each next step from now (sequences), or complete enrollments with nothing left."""
+        next_tasks, pointers, finished = [], [], []
+        queue_enrollments = [t["enrollment_id"] for t in tasks if t["sequence_kind"] != "sequence"]
+        still_open = tx.processor.enrollments_with_open_tasks(queue_enrollments)
+        for task in tasks:
+            if task["sequence_kind"] == "sequence":
+                steps = self.steps.get(task["sequence_id"], [])
+                current = next((s for s in steps if s["id"] == task["step_id"]), None)
+                following = next(
+                    (s for s in steps if current and s["position"] == current["position"] + 1), None
+                )
+                if following is not None:
+                    at = now + step_delay(following)
+                    next_tasks.append(task_row(_enrollment_of(task), following, at, now))
+                    pointers.append(
+                        {"enrollment_id": task["enrollment_id"], "step_id": following["id"], "at": at}
+                    )
+                    continue
+            elif task["enrollment_id"] in still_open:
+                self.processor.services.scheduler.mirror(tx, task["enrollment_id"], now)
+                continue
+            finished.append(task)
+        tx.enrollments.insert_tasks(next_tasks)
+        tx.processor.point_enrollments(pointers, now)
+        tx.processor.complete_enrollments([t["enrollment_id"] for t in finished], now)
+        by_org: dict[str, list[dict[str, Any]]] = {}
+        for task in finished:
+            by_org.setdefault(task["org_id"], []).append(task)
+        for org_id, org_tasks in by_org.items():
+            caller = Caller(org_id, Actor(ActorType.WORKER, self.worker_id))
+            record_many(tx, caller, [(tag_for(caller, "enrollment", "completed"), "enrollment", t["enrollment_id"],
+                                      {"sequence_id": t["sequence_id"], "contact_id": t["contact_id"],
+                                       "reason": "all steps sent"}) for t in org_tasks], now)  # fmt: skip
+
+    def _settle(self, tx: Tx, outcome: Outcome, now: datetime) -> None:
+        """Write an outcome other than done."""
+        task, store, worker_id = outcome.task, tx.processor, self.worker_id
+        caller = Caller(task["org_id"], Actor(ActorType.WORKER, worker_id))
+        if outcome.kind == "cancel":
+            store.finish_task(task["id"], worker_id, "cancelled", now, outcome.error)
+        elif outcome.kind == "hold":
+            store.hold_task(task["id"], worker_id, now)
+        elif outcome.kind == "exit":
+            if store.finish_task(task["id"], worker_id, "cancelled", now, outcome.error):
+                self.processor.services.enrollment.end_in_tx(tx, caller, _enrollment_of(task), "exited",
+                                                             outcome.exit_reason, now)  # fmt: skip
+        elif outcome.kind == "defer":
+            if store.retry_task(task["id"], worker_id, outcome.at, now, None):
+                store.uncount_attempt(task["id"])
+        elif outcome.kind == "retry":
+            if store.retry_task(task["id"], worker_id, outcome.at, now, outcome.error):
+                log.info("worker %s: task %s failed (%s); retry at %s", worker_id, task["id"], outcome.error,
+                         format_time(outcome.at))  # fmt: skip
+        elif outcome.kind == "fail":
+            self._fail(tx, caller, outcome, now)
+
+    def _fail(self, tx: Tx, caller: Caller, outcome: Outcome, now: datetime) -> None:
         """A permanent failure: the task and its enrollment fail with the error, recorded in the outbox."""
-        now = self.clock.now()
-        with self.db.transaction() as tx:
-            if not tx.processor.finish_task(task["id"], worker_id, "failed", now, error):
-                return
-            if (
-                task["action"] in ("email", "webhook")
-                and tx.processor.find_send(task_idempotency_key(task)) is None
-            ):
-                recipient = (
-                    task["webhook_url"] if task["action"] == "webhook" else (contact or {}).get("email")
-                )
-                tx.processor.record_send(
-                    _outbox_row(task, Delivered("failed", recipient or "", detail=error), now)
-                )
-            tx.enrollments.update_enrollment(task["enrollment_id"], {"status": "failed", "last_error": error,
-                                                                     "next_send_at": None, "current_step_id": None,
-                                                                     "updated_at": now})  # fmt: skip
-            tx.enrollments.cancel_open_tasks(task["enrollment_id"], now, "enrollment failed")
-            record(tx, caller, tag_for(caller, "enrollment", "failed"), "enrollment", task["enrollment_id"],
-                   {"sequence_id": task["sequence_id"], "contact_id": task["contact_id"], "error": error[:500]}, now)  # fmt: skip
-        log.warning("worker %s: task %s failed permanently: %s", worker_id, task["id"], error)
+        task, error = outcome.task, outcome.error or "failed"
+        if not tx.processor.finish_task(task["id"], self.worker_id, "failed", now, error):
+            return
+        if task["action"] in ("email", "webhook"):
+            tx.processor.record_sends(
+                [_outbox_row(task, Delivered("failed", outcome.recipient or "", detail=error), now)]
+            )
+        tx.enrollments.update_enrollment(task["enrollment_id"], {"status": "failed", "last_error": error,
+                                                                 "next_send_at": None, "current_step_id": None,
+                                                                 "updated_at": now})  # fmt: skip
+        tx.enrollments.cancel_open_tasks(task["enrollment_id"], now, "enrollment failed")
+        record(tx, caller, tag_for(caller, "enrollment", "failed"), "enrollment", task["enrollment_id"],
+               {"sequence_id": task["sequence_id"], "contact_id": task["contact_id"], "error": error[:500]}, now)  # fmt: skip
+        log.warning("worker %s: task %s failed permanently: %s", self.worker_id, task["id"], error)
+
+
+def _steps_by_sequence(steps: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for step in steps:
+        grouped.setdefault(step["sequence_id"], []).append(step)
+    return grouped
 
 
 def _enrollment_of(task: dict[str, Any]) -> dict[str, Any]:
