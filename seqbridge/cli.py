@@ -157,7 +157,10 @@ def worker() -> None:
 
     services = _services()
     runner = Worker(jobs=[], poll_interval=services.settings["PROCESSOR_POLL_SECONDS"], clock=services.clock)
-    processor = StepProcessor(services, stopping=runner.stopping)
+    try:
+        processor = StepProcessor(services, stopping=runner.stopping)
+    except ValueError as error:  # e.g. a malformed SEQBRIDGE_SMTP_URL
+        raise click.ClickException(str(error)) from None
     runner.jobs.append(processor)
     runner.install_signal_handlers()
     try:

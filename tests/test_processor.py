@@ -413,3 +413,28 @@ def test_a_window_in_the_contacts_time_zone(api, services, clock):
     assert _tasks(services, ny["id"])[0]["scheduled_for"] == datetime(
         2026, 7, 1, 13, 0, tzinfo=UTC
     )  # 09:00 EDT
+
+
+def test_smtp_urls_are_parsed_with_credentials_and_tls_modes():
+    from seqbridge.worker.channels import SmtpSettings
+
+    plain = SmtpSettings.parse("smtp://user%40x.com:p%40ss@mail.example.com:2525?starttls=require")
+    assert (plain.host, plain.port, plain.user, plain.password, plain.implicit_tls, plain.starttls) == (
+        "mail.example.com", 2525, "user@x.com", "p@ss", False, "require")  # fmt: skip
+    implicit = SmtpSettings.parse("smtps://mail.example.com")
+    assert (implicit.port, implicit.implicit_tls) == (465, True)
+    assert SmtpSettings.parse("smtp://mail.example.com").port == 587
+    assert SmtpSettings.parse("") is None
+    with pytest.raises(ValueError, match="SEQBRIDGE_SMTP_URL"):
+        SmtpSettings.parse("http://mail.example.com")
+
+
+@pytest.mark.parametrize(
+    ("window", "path"),
+    [({"start": "17:00", "end": "09:00"}, "$.send_window.end"),
+     ({"timezone": "Mars/Base"}, "$.send_window.timezone"), ({"days": ["funday"]}, "$.send_window.days[0]")],
+)  # fmt: skip
+def test_send_windows_are_validated(api, window, path):
+    response = api.post("/api/v1/sequences", json={"name": "W", "send_window": window})
+    assert response.status_code == 400
+    assert response.json["error"]["details"]["errors"][0]["path"] == path

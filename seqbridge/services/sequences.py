@@ -6,6 +6,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from seqbridge.audit import record, tag_for
 from seqbridge.clock import Clock
@@ -117,6 +118,7 @@ class SequenceService:
         if kind is SequenceKind.EVENT_QUEUE and fields.get("status"):
             row["status"] = fields["status"]
         self._check_trigger(row)
+        self._check_send_window(row["send_window"])
         with self.db.transaction() as tx:
             tx.sequences.insert_sequence(row)
             record(tx, caller, tag_for(caller, "sequence", "created"), kind.value, row["id"],
@@ -137,6 +139,7 @@ class SequenceService:
         with self.db.transaction() as tx:
             before = self.load(tx, caller, kind, sequence_id, lock=True)
             self._check_trigger({**before, **values})
+            self._check_send_window(values.get("send_window"))
             if values.get("status") == SequenceStatus.ACTIVE and tx.sequences.count_steps(sequence_id) == 0:
                 raise BadRequest(
                     f"A {_NOUN[kind]} needs at least one step before it can be activated.",
@@ -265,6 +268,21 @@ class SequenceService:
             for step in tx.sequences.list_steps(ids):
                 steps[step["sequence_id"]].append(step)
         return [{**r, **counters[r["id"]], **({"steps": steps[r["id"]]} if with_steps else {})} for r in rows]
+
+    @staticmethod
+    def _check_send_window(window: dict[str, Any] | None) -> None:
+        if not window:
+            return
+        start, end = window.get("start") or "00:00", window.get("end") or "23:59"
+        if start >= end:
+            raise _field_error("$.send_window.end", "the window must end after it starts, on the same day")
+        for key in ("timezone", "fallback_timezone"):
+            name = window.get(key)
+            if name and name != "contact":
+                try:
+                    ZoneInfo(name)
+                except (ZoneInfoNotFoundError, ValueError):
+                    raise _field_error(f"$.send_window.{key}", f"{name!r} is not an IANA time zone") from None
 
     @staticmethod
     def _check_trigger(row: dict[str, Any]) -> None:
