@@ -47,6 +47,25 @@ def database(engine: str) -> Iterator[str]:
             shutil.rmtree(path, ignore_errors=True)
 
 
+@contextmanager
+def raw_transaction(services, engine: str) -> Iterator:
+    """A DBAPI cursor in one write transaction on ``services``' database (the baselines' raw SQL)."""
+    connection = services.db.engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        begin(cursor, engine)
+        yield cursor
+        connection.commit()
+    finally:
+        connection.close()
+
+
+def begin(cursor, engine: str) -> None:
+    """Start a write transaction the way Seqbridge does (SQLite: take the write lock at once)."""
+    if engine == "sqlite":
+        cursor.execute("BEGIN IMMEDIATE")
+
+
 def timed(fn: Callable[[], object]) -> float:
     gc.collect()  # start every sample from the same heap state
     start = time.perf_counter()

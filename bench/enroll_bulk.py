@@ -14,7 +14,7 @@ import uuid
 
 from sqlalchemy import insert
 
-from bench.common import database, paired_ratio, summary, timed
+from bench.common import database, paired_ratio, raw_transaction, summary, timed
 from seqbridge import create_app
 from seqbridge.storage.schema import contacts
 
@@ -57,15 +57,8 @@ def run(engine: str, rounds: int) -> dict:
         def raw_insert(sequence_id: str) -> None:
             rows = [(str(uuid.uuid4()), org_id, sequence_id, cid, "active", "bench", "{}", naive_now, naive_now,
                      naive_now) for cid in ids]  # fmt: skip
-            connection = services.db.engine.raw_connection()
-            try:
-                cursor = connection.cursor()
-                if engine == "sqlite":
-                    cursor.execute("BEGIN IMMEDIATE")
+            with raw_transaction(services, engine) as cursor:
                 cursor.executemany(raw_sql, rows)
-                connection.commit()
-            finally:
-                connection.close()
 
         def api_bulk(sequence_id: str) -> None:
             response = client.post(f"/api/v1/sequences/{sequence_id}/enroll_bulk", json={"customer_ids": ids},

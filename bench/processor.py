@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select, text
 
-from bench.common import database
+from bench.common import begin, database
 from seqbridge import create_app
 from seqbridge.storage.bulk import bulk_insert
 from seqbridge.storage.schema import contacts, outbox, step_tasks
@@ -84,16 +84,14 @@ def bare_loop(services, engine: str, steps: int) -> float:
     try:
         cursor = connection.cursor()
         while done < steps:
-            if engine == "sqlite":
-                cursor.execute("BEGIN IMMEDIATE")
+            begin(cursor, engine)
             cursor.execute(f"SELECT id FROM step_tasks WHERE status = 'pending' AND scheduled_for <= {p} "
                            f"ORDER BY scheduled_for, id LIMIT 50{lock}", ("2100-01-01 00:00:00",))  # fmt: skip
             ids = [r[0] for r in cursor.fetchall()]
             cursor.executemany(f"UPDATE step_tasks SET status = 'leased' WHERE id = {p}", [(i,) for i in ids])
             connection.commit()
             for task_id in ids:
-                if engine == "sqlite":
-                    cursor.execute("BEGIN IMMEDIATE")
+                begin(cursor, engine)
                 cursor.execute(f"UPDATE step_tasks SET status = 'done' WHERE id = {p}", (task_id,))
                 connection.commit()
             done += len(ids)

@@ -15,7 +15,7 @@ import random
 import time
 import uuid
 
-from bench.common import database, paired_ratio, summary, timed
+from bench.common import database, paired_ratio, raw_transaction, summary, timed
 from seqbridge import create_app
 from seqbridge.storage.bulk import bulk_insert
 from seqbridge.storage.schema import companies, contacts
@@ -91,11 +91,7 @@ def run(engine: str, rounds: int) -> dict:
         naive = services.clock.now().replace(tzinfo=None)
 
         def bare(queue_id: str) -> None:
-            connection = services.db.engine.raw_connection()
-            try:
-                cursor = connection.cursor()
-                if engine == "sqlite":
-                    cursor.execute("BEGIN IMMEDIATE")
+            with raw_transaction(services, engine) as cursor:
                 cursor.execute(select_sql, (org_id, org_id, FILTER["industry"], true))
                 ids = [r[0] for r in cursor.fetchall()]
                 enrollment_ids = [str(uuid.uuid4()) for _ in ids]
@@ -103,10 +99,7 @@ def run(engine: str, rounds: int) -> dict:
                                                      naive) for e, c in zip(enrollment_ids, ids, strict=True)])  # fmt: skip
                 cursor.executemany(task_sql, [(org_id, queue_id, e, c, 1, "pending", naive, 0, naive, naive)
                                               for e, c in zip(enrollment_ids, ids, strict=True)])  # fmt: skip
-                connection.commit()
-                assert len(ids) == 500
-            finally:
-                connection.close()
+            assert len(ids) == 500
 
         def api(queue_id: str) -> None:
             response = client.post(f"/api/v1/event-queues/{queue_id}/bulk-enroll", headers=auth,

@@ -463,40 +463,22 @@ class EnrollmentService:
             self.end_in_tx(tx, caller, enrollment, "exited", reason, now)
             return self._load(tx, caller, sequence_id, enrollment_id)
 
-    def unenroll_contact(
-        self, caller: Caller, kind: SequenceKind, sequence_id: str, ref: ContactRef, *, status: str = "completed",
-        reason: str = "unenrolled",
-    ) -> dict[str, Any]:  # fmt: skip
-        """End the contact's live enrollment in this sequence (the bot dialect marks it completed).
-
-        Raises :class:`NotFound` ``not_found`` for an unknown sequence and ``not_enrolled`` when the
-        contact has no live enrollment (including an unknown contact).
-        """
-        now = self.clock.now()
-        with self.db.transaction() as tx:
-            self.sequences.load(tx, caller, kind, sequence_id)
-            try:
-                contact = self._resolve(tx, caller, ref)
-            except NotFound:
-                contact = None
-            enrollment = tx.enrollments.find_live_enrollment(sequence_id, contact["id"]) if contact else None
-            if enrollment is None:
-                raise NotFound("The contact is not actively enrolled in this sequence.", code="not_enrolled")
-            self.end_in_tx(tx, caller, enrollment, status, reason, now)
-            return self._load(tx, caller, sequence_id, enrollment["id"])
-
-    def unenroll_everywhere_in(
+    def unenroll(
         self,
         caller: Caller,
         kind: SequenceKind,
         sequence_id: str,
         ref: ContactRef,
         *,
+        status: str = "exited",
         reason: str = "unenrolled",
     ) -> list[dict[str, Any]]:
-        """End every live enrollment the contact has in this sequence or queue (a queue may hold
-        several) and cancel their pending tasks. Raises :class:`NotFound` ``not_enrolled`` when
-        there is none, ``not_found`` for an unknown sequence."""
+        """End every live enrollment the contact has in this sequence (a queue may hold several)
+        as ``status`` with ``reason``, cancelling what is pending; return them, oldest first.
+
+        Raises :class:`NotFound` ``not_found`` for an unknown sequence and ``not_enrolled`` when
+        the contact has no live enrollment there (an unknown contact included).
+        """
         now = self.clock.now()
         with self.db.transaction() as tx:
             self.sequences.load(tx, caller, kind, sequence_id)
@@ -507,9 +489,9 @@ class EnrollmentService:
             live = [e for e in tx.enrollments.live_enrollments_for_contact(caller.org_id, contact["id"])
                     if e["sequence_id"] == sequence_id] if contact else []  # fmt: skip
             if not live:
-                raise NotFound("The contact has nothing pending in this queue.", code="not_enrolled")
+                raise NotFound("The contact is not actively enrolled here.", code="not_enrolled")
             for enrollment in live:
-                self.end_in_tx(tx, caller, enrollment, "exited", reason, now)
+                self.end_in_tx(tx, caller, enrollment, status, reason, now)
             return [self._load(tx, caller, sequence_id, e["id"]) for e in live]
 
     def list_tasks(

@@ -201,9 +201,7 @@ def _result_item(item: dict[str, Any]) -> dict[str, Any]:
 @bp.post("/<queue_id>/unenroll")
 def unenroll(queue_id: str):
     given = body()
-    ended = services().enrollment.unenroll_everywhere_in(
-        caller(), KIND, queue_id, ContactRef("id", given["contact_id"])
-    )
+    ended = services().enrollment.unenroll(caller(), KIND, queue_id, ContactRef("id", given["contact_id"]))
     return ok({
         "id": ended[0]["id"],
         "status": ended[0]["status"],

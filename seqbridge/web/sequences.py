@@ -197,8 +197,9 @@ def exit_enrollment(sequence_id: str, enrollment_id: str):
 
 @bp.post("/<sequence_id>/unenroll")
 def unenroll(sequence_id: str):
-    enrollment = services().enrollment.unenroll_contact(
-        caller(), KIND, sequence_id, contact_ref(body() or {})
+    # The bot dialect marks the enrollment completed (a sequence holds one live enrollment per contact).
+    [enrollment] = services().enrollment.unenroll(
+        caller(), KIND, sequence_id, contact_ref(body() or {}), status="completed"
     )
     return ok(
         {
