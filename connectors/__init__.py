@@ -3,3 +3,18 @@
 - Inbound sources verify and parse webhooks (WhatsApp Cloud, Twilio, Typeform, HubSpot, ...).
 - Outbound targets act on remote backends (sequences, bot and event-queue dialects) over HTTP.
 """
+
+from connectors.crm_form import ActiveCampaign, CrmForm
+from connectors.generic import Generic, N8n, Zapier
+from connectors.hubspot import HubSpot
+from connectors.standard_webhooks import StandardWebhooks
+from connectors.twilio import Twilio
+from connectors.typeform import Typeform
+from connectors.whatsapp_cloud import WhatsAppCloud
+
+#: Inbound source connectors by the name a hook's ``source.connector`` uses.
+SOURCES = {
+    connector.name: connector
+    for connector in (WhatsAppCloud, Twilio, Typeform, HubSpot, StandardWebhooks, ActiveCampaign, CrmForm,
+                      Zapier, N8n, Generic)
+}  # fmt: skip
