@@ -117,3 +117,26 @@ def test_worker_stops_gracefully_on_sigterm(tmp_path):
     output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert "stopping after the current batch" in output and "stopped" in output
+
+
+def test_sigterm_at_any_moment_of_the_idle_poll_stops_the_worker(tmp_path):
+    """The stop flag is safe to set from a signal handler: SIGTERM arriving in the middle of the
+    idle wait (polled every millisecond here, so the signal lands inside it) always stops the
+    worker. threading.Event.set() from the handler could deadlock in exactly this spot."""
+    env = {**os.environ, "SEQBRIDGE_DATABASE_URL": f"sqlite:///{tmp_path}/w.db",
+           "SEQBRIDGE_PROCESSOR_POLL_SECONDS": "0.001"}  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "seqbridge", "init"], env=env, check=True, capture_output=True, timeout=60
+    )
+    for attempt in range(6):
+        proc = subprocess.Popen([sys.executable, "-m", "seqbridge", "worker"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        deadline = time.monotonic() + 30
+        line = ""
+        while "started" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+        time.sleep(0.05 * attempt)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0, output
+        assert "stopped" in output

@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import socket
-import threading
+import time
 from typing import Protocol
 
 from seqbridge.clock import Clock, SystemClock
@@ -27,13 +27,37 @@ class Job(Protocol):
         """Do at most one batch of due work; return how many items were handled."""
 
 
+class StopFlag:
+    """A stop request that a signal handler may set.
+
+    ``threading.Event.set()`` takes a lock that the interrupted main thread can be holding inside
+    ``Event.wait()``; called from a signal handler it can deadlock the worker (seen in CI). This
+    flag is a plain attribute, and ``wait`` sleeps in short slices, checking it.
+    """
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self._set and (remaining := deadline - time.monotonic()) > 0:
+            time.sleep(min(0.05, remaining))
+        return self._set
+
+
 class Worker:
     def __init__(self, jobs: list[Job], *, poll_interval: float = 1.0, clock: Clock | None = None) -> None:
         self.jobs = jobs
         self.poll_interval = poll_interval
         self.clock = clock or SystemClock()
         self.id = f"{socket.gethostname()}:{os.getpid()}"
-        self.stopping = threading.Event()
+        self.stopping = StopFlag()
 
     def install_signal_handlers(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):

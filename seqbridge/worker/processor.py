@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,6 +26,7 @@ from seqbridge.services.enrollment import ineligibility
 from seqbridge.services.scheduling import step_delay, task_idempotency_key, task_row
 from seqbridge.storage.tx import Tx
 from seqbridge.templating import render
+from seqbridge.worker import StopFlag
 from seqbridge.worker.channels import (
     Delivered,
     DeliveryFailure,
@@ -56,13 +56,13 @@ class StepProcessor:
 
     name = "steps"
 
-    def __init__(self, services: Services, *, stopping: threading.Event | None = None,
+    def __init__(self, services: Services, *, stopping: StopFlag | None = None,
                  rng: random.Random | None = None) -> None:  # fmt: skip
         settings = services.settings
         self.services = services
         self.db = services.db
         self.clock = services.clock
-        self.stopping = stopping or threading.Event()
+        self.stopping = stopping or StopFlag()
         self.rng = rng or random.Random()
         self.batch = settings["PROCESSOR_BATCH"]
         self.lease = timedelta(seconds=settings["PROCESSOR_LEASE_SECONDS"])
