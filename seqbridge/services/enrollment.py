@@ -147,19 +147,25 @@ class _Batch:
         self.audit: list[tuple] = []
         self.result = BulkResult()
 
-    def enroll(self, entry: dict[str, Any], contact: dict[str, Any]) -> None:
+    def enroll(
+        self, entry: dict[str, Any], contact: dict[str, Any], data: dict[str, Any] | None = None
+    ) -> dict:
+        """Add one enrollment with its planned tasks; return it."""
         service, options = self.service, self.options
-        enrollment = service._new_enrollment(self.caller, self.sequence, contact, options.source, None, self.now,
+        enrollment = service._new_enrollment(self.caller, self.sequence, contact, options.source, data, self.now,
                                              options.anchor, keyed=options.skip_live)  # fmt: skip
         enrollment["deal_id"] = options.deal_id
         tasks = service.scheduler.plan(self.sequence["kind"], self.steps, enrollment, self.now)
         _mirror_first(enrollment, tasks)
+        if not tasks:  # nothing to send: done at once rather than active forever
+            enrollment.update(status=EnrollmentStatus.COMPLETED.value, completed_at=self.now)
         self.enrollments.append(enrollment)
         self.tasks.extend(tasks)
         self.result.enrolled += 1
         self.result.results.append({**entry, "status": "enrolled", "enrollment_id": enrollment["id"]})
         self.audit.append((tag_for(self.caller, "enrollment", "created"), "enrollment", enrollment["id"],
                            _audit_data(self.sequence, contact["id"], options.source)))  # fmt: skip
+        return enrollment
 
     def skip(self, entry: dict[str, Any], subject: str, code: str, reason: str) -> None:
         self.result.skipped += 1
@@ -233,16 +239,11 @@ class EnrollmentService:
         anchor: datetime | None = None,
     ) -> dict[str, Any]:
         """Insert the enrollment and its first task(s) inside ``tx``; the caller checked eligibility."""
-        steps = tx.sequences.list_steps([sequence["id"]])
-        enrollment = self._new_enrollment(caller, sequence, contact, source, data, now, anchor)
-        tasks = self.scheduler.plan(sequence["kind"], steps, enrollment, now)
-        _mirror_first(enrollment, tasks)
-        if not tasks:  # nothing to send: done at once rather than active forever
-            enrollment.update(status=EnrollmentStatus.COMPLETED.value, completed_at=now)
-        tx.enrollments.insert_enrollments([enrollment])
-        tx.enrollments.insert_tasks(tasks)
-        record(tx, caller, tag_for(caller, "enrollment", "created"), "enrollment", enrollment["id"],
-               _audit_data(sequence, contact["id"], source), now)  # fmt: skip
+        batch = _Batch(self, tx, caller, sequence, _Options(source, True, anchor, None), now)
+        enrollment = batch.enroll(
+            {"by": "id", "input": contact["id"], "contact_id": contact["id"]}, contact, data
+        )
+        batch.flush()
         return enrollment
 
     def enroll_bulk(
