@@ -39,7 +39,3 @@ class ManualClock:
     def set(self, moment: datetime) -> None:
         with self._lock:
             self._now = moment
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

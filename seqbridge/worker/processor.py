@@ -73,6 +73,7 @@ class StepProcessor:
         self.smtp_timeout = settings["SMTP_TIMEOUT_SECONDS"]
         self.mail_from = settings["MAIL_FROM"]
         self._webhooks: WebhookSender | None = None
+        self._last_heartbeat: datetime | None = None
         self._var_dir = Path(settings.get("VAR_DIR") or Path.cwd() / "var")
 
     @property
@@ -120,11 +121,19 @@ class StepProcessor:
             if outcome.delivered is not None and outcome.delivered.status == "sent":
                 batch.flush()
         batch.flush()
-        with self.db.transaction() as tx:
-            tx.processor.heartbeat(worker_id, self.clock.now(), batch.handled)
+        self._heartbeat(worker_id, batch.handled)
         if batch.handled:
             log.info("worker %s: ran %d steps", worker_id, batch.handled)
         return batch.handled
+
+    def _heartbeat(self, worker_id: str, handled: int) -> None:
+        """Record that this worker is alive: after work, and otherwise every third of a lease (an
+        idle poll must not cost a write transaction each second)."""
+        now = self.clock.now()
+        if handled or self._last_heartbeat is None or now - self._last_heartbeat >= self.lease / 3:
+            with self.db.transaction() as tx:
+                tx.processor.heartbeat(worker_id, now, handled)
+            self._last_heartbeat = now
 
     def stopped(self, worker_id: str) -> None:
         with self.db.transaction() as tx:
