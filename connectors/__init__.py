@@ -5,6 +5,7 @@
 """
 
 from connectors.crm_form import ActiveCampaign, CrmForm
+from connectors.form import Form
 from connectors.generic import Generic, N8n, Zapier
 from connectors.hubspot import HubSpot
 from connectors.standard_webhooks import StandardWebhooks
@@ -16,5 +17,5 @@ from connectors.whatsapp_cloud import WhatsAppCloud
 SOURCES = {
     connector.name: connector
     for connector in (WhatsAppCloud, Twilio, Typeform, HubSpot, StandardWebhooks, ActiveCampaign, CrmForm,
-                      Zapier, N8n, Generic)
+                      Zapier, N8n, Generic, Form)
 }  # fmt: skip

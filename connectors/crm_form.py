@@ -33,6 +33,8 @@ def nest(fields: dict[str, list[str]]) -> dict[str, Any]:
 
 class CrmForm:
     name = "crm_form"
+    #: The body types this sender posts; anything else is answered 415.
+    content_types = ("application/x-www-form-urlencoded",)
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.auth = SharedSecret(config)

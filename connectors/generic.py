@@ -19,6 +19,8 @@ from connectors.token_auth import SharedSecret
 
 class Generic:
     name = "generic"
+    #: The body types this sender posts; anything else is answered 415.
+    content_types = ("application/json", "application/x-www-form-urlencoded")
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.auth = SharedSecret(config)

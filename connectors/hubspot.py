@@ -26,6 +26,8 @@ WINDOW_MS = 5 * 60 * 1000
 
 class HubSpot:
     name = "hubspot"
+    #: The body types this sender posts; anything else is answered 415.
+    content_types = ("application/json",)
 
     def __init__(self, config: dict[str, Any]) -> None:
         require(config, "client_secret")

@@ -22,6 +22,8 @@ _REASONS = (
 
 class StandardWebhooks:
     name = "standard_webhooks"
+    #: The body types this sender posts; anything else is answered 415.
+    content_types = ("application/json",)
 
     def __init__(self, config: dict[str, Any]) -> None:
         secrets = config.get("secrets") or ([config["secret"]] if config.get("secret") else [])

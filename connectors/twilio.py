@@ -48,6 +48,8 @@ def _url_variants(url: str) -> list[str]:
 
 class Twilio:
     name = "twilio"
+    #: The body types this sender posts; anything else is answered 415.
+    content_types = ("application/json", "application/x-www-form-urlencoded")
 
     def __init__(self, config: dict[str, Any]) -> None:
         require(config, "auth_token")

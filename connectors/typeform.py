@@ -35,6 +35,8 @@ def answer_value(answer: dict[str, Any]) -> Any:
 
 class Typeform:
     name = "typeform"
+    #: The body types this sender posts; anything else is answered 415.
+    content_types = ("application/json",)
 
     def __init__(self, config: dict[str, Any]) -> None:
         require(config, "secret")

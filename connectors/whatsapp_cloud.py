@@ -20,6 +20,8 @@ from connectors.base import (
 
 class WhatsAppCloud:
     name = "whatsapp_cloud"
+    #: The body types this sender posts; anything else is answered 415.
+    content_types = ("application/json",)
 
     def __init__(self, config: dict[str, Any]) -> None:
         require(config, "app_secret", "verify_token")

@@ -35,6 +35,10 @@ SUBJECT_ACTIONS: dict[str, tuple[str, ...]] = {
     # created: enrolled; skipped: not enrolled (ineligible, already enrolled, unknown);
     # exited: left early with a reason; completed: finished or unenrolled through the bot API.
     "enrollment": ("created", "skipped", "paused", "resumed", "exited", "completed", "failed"),
+    # A webhook delivery: received (stored), rejected (failed verification), duplicate (a repeat
+    # of a stored one), processed (its actions ran), failed (an attempt failed; it will retry),
+    # dead (out of attempts), replayed (queued again by an operator).
+    "delivery": ("received", "rejected", "duplicate", "processed", "failed", "dead", "replayed"),
 }
 SOURCES = ("api", "cli", "hook", "worker")
 
@@ -160,6 +164,8 @@ def record_many(
             "request_id": caller.request_id,
             "prev_hash": prev_hash,
         }
+        if caller.via:
+            data = {**(data or {}), "via": caller.via}
         data_json = _dumps(redact(data or {}))
         # Stored as the exact canonical text that was hashed, so verification recomputes it.
         row["data"] = RawJSON(data_json)

@@ -146,6 +146,77 @@ def audit_verify() -> None:
     click.echo(f"audit chain intact: {checked} events verified")
 
 
+# Deliveries and mappings ---------------------------------------------------------------------
+
+
+@main.group()
+def deliveries() -> None:
+    """Webhook deliveries."""
+
+
+@deliveries.command("replay")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    default=("dead",),
+    show_default=True,
+    type=click.Choice(["dead", "failed", "processed"]),
+    help="Replay deliveries in this status (repeatable).",
+)
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]),
+    help="Only deliveries received at or after this time (UTC).",
+)
+@click.option("--hook", help="Only this hook's deliveries.")
+@click.option("--org", "org_name", help="Only this organization's deliveries.")
+@click.option("--limit", default=10000, show_default=True, type=click.IntRange(1, 1_000_000))
+def deliveries_replay(
+    statuses: tuple[str, ...], since, hook: str | None, org_name: str | None, limit: int
+) -> None:
+    """Queue matching deliveries again; the worker processes them with the current mappings."""
+    from datetime import UTC
+
+    from seqbridge.context import Actor, ActorType, Caller
+
+    services = _services()
+    org_id = None
+    if org_name:
+        with services.db.transaction(write=False) as tx:
+            org = tx.orgs.get_org_by_name(org_name)
+        if org is None:
+            raise click.ClickException(f"no organization named {org_name!r}")
+        org_id = org["id"]
+    queued = services.deliveries.replay_many(
+        lambda org: Caller(org, Actor(ActorType.CLI, "cli")),
+        statuses=list(statuses), since=since.replace(tzinfo=UTC) if since else None, hook=hook, org_id=org_id,
+        limit=limit,
+    )  # fmt: skip
+    click.echo(f"queued {len(queued)} deliveries again")
+
+
+@main.group()
+def mappings() -> None:
+    """Mapping files: validate them before they go live."""
+
+
+@mappings.command("validate")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+def mappings_validate(paths: tuple[str, ...]) -> None:
+    """Check mapping files (default: the mappings directory); print file:line:col: message per problem."""
+    from seqbridge.mapping.registry import validate_paths
+
+    settings = load_settings()
+    problems = validate_paths(list(paths) or [settings["MAPPINGS_DIR"]])
+    for problem in problems:
+        click.echo(str(problem))
+    if problems:
+        click.echo(f"{len(problems)} problem(s)", err=True)
+        sys.exit(1)
+    click.echo("mappings are valid")
+
+
 # Processes ----------------------------------------------------------------------------------
 
 
@@ -153,6 +224,7 @@ def audit_verify() -> None:
 def worker() -> None:
     """Run the background worker alone (any number may run against PostgreSQL)."""
     from seqbridge.worker import Worker
+    from seqbridge.worker.deliveries import DeliveryProcessor
     from seqbridge.worker.processor import StepProcessor
 
     services = _services()
@@ -161,7 +233,8 @@ def worker() -> None:
         processor = StepProcessor(services, stopping=runner.stopping)
     except ValueError as error:  # e.g. a malformed SEQBRIDGE_SMTP_URL
         raise click.ClickException(str(error)) from None
-    runner.jobs.append(processor)
+    # Webhook deliveries first: they are what a sender is waiting on (a STOP must land in a second).
+    runner.jobs.extend([DeliveryProcessor(services, stopping=runner.stopping), processor])
     runner.install_signal_handlers()
     try:
         runner.run()

@@ -42,10 +42,19 @@ DEFAULTS: dict[str, Any] = {
     "PROCESSOR_BATCH": 50,
     "PROCESSOR_LEASE_SECONDS": 60,
     "PROCESSOR_MAX_ATTEMPTS": 6,
-    "PROCESSOR_POLL_SECONDS": 1,
+    "PROCESSOR_POLL_SECONDS": 0.5,
     "RETRY_BASE_SECONDS": 30,
     "RETRY_MAX_SECONDS": 3600,
     # Connection pool for PostgreSQL.
+    # Webhook deliveries: attempts before a delivery is dead, and the backoff between them.
+    "DELIVERY_MAX_ATTEMPTS": 8,
+    "DELIVERY_RETRY_BASE_SECONDS": 5,
+    "DELIVERY_RETRY_MAX_SECONDS": 1800,
+    # The public base URL senders call (https://hooks.example.com): Twilio and others sign the URL
+    # they called, which behind a proxy is not the one Seqbridge sees. Empty: the request's own URL.
+    "PUBLIC_BASE_URL": "",
+    # Seconds between checks of the mappings directory for changes; 0 turns watching off.
+    "MAPPINGS_WATCH_SECONDS": 2,
     "DB_POOL_SIZE": 5,
     "DB_MAX_OVERFLOW": 10,
 }
@@ -53,9 +62,10 @@ DEFAULTS: dict[str, Any] = {
 _INT_SETTINGS = {
     "MAX_BODY_BYTES", "SQLITE_BUSY_TIMEOUT_MS", "DB_POOL_SIZE", "DB_MAX_OVERFLOW", "SMTP_TIMEOUT_SECONDS",
     "WEBHOOK_TIMEOUT_SECONDS", "PROCESSOR_BATCH", "PROCESSOR_LEASE_SECONDS", "PROCESSOR_MAX_ATTEMPTS",
-    "RETRY_BASE_SECONDS", "RETRY_MAX_SECONDS",
+    "RETRY_BASE_SECONDS", "RETRY_MAX_SECONDS", "DELIVERY_MAX_ATTEMPTS", "DELIVERY_RETRY_BASE_SECONDS",
+    "DELIVERY_RETRY_MAX_SECONDS",
 }  # fmt: skip
-_FLOAT_SETTINGS = {"PROCESSOR_POLL_SECONDS"}
+_FLOAT_SETTINGS = {"PROCESSOR_POLL_SECONDS", "MAPPINGS_WATCH_SECONDS"}
 _BOOL_SETTINGS = {"ALLOW_PRIVATE_TARGETS"}
 
 

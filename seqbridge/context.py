@@ -30,3 +30,6 @@ class Caller:
     actor: Actor
     request_id: str | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
+    #: Why this is happening, when it is not a direct API call: e.g. the webhook delivery, hook and
+    #: rule that caused it. Every audit event the caller records carries it as ``via``.
+    via: dict | None = None

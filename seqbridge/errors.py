@@ -84,6 +84,13 @@ class ScopeDenied(SeqbridgeError):
         )
 
 
+class Forbidden(SeqbridgeError):
+    """This request is not allowed."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(SeqbridgeError):
     """The resource was not found."""
 
@@ -138,3 +145,15 @@ class ServiceUnavailable(SeqbridgeError):
 
     status = 503
     code = "service_unavailable"
+
+
+class SignatureRejected(Unauthorized):
+    """The webhook could not be verified as coming from its configured sender."""
+
+    code = "signature_mismatch"
+
+
+class HookMisconfigured(ServiceUnavailable):
+    """This hook's configuration is invalid, so it accepts nothing until it is fixed."""
+
+    code = "hook_misconfigured"

@@ -10,9 +10,38 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import TemplateSyntaxError
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-_env = ImmutableSandboxedEnvironment(autoescape=False, trim_blocks=True)
+#: No template may build a string, list or number bigger than this (``"a" * 10**9``, ``9**9**9``).
+MAX_SIZE = 100_000
+
+
+class _BoundedEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox, plus bounds on the operators that can allocate without limit."""
+
+    intercepted_binops = frozenset({"*", "**", "+"})
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "**" and isinstance(right, int | float) and abs(right) > 64:
+            raise SecurityError("exponent too large")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(times, int)
+                    and len(seq) * times > MAX_SIZE
+                ):
+                    raise SecurityError("repetition too large")
+        result = super().call_binop(context, operator, left, right)
+        if isinstance(result, str | list | tuple) and len(result) > MAX_SIZE:
+            raise SecurityError("result too large")
+        if isinstance(result, int) and result.bit_length() > 4096:
+            raise SecurityError("number too large")
+        return result
+
+
+_env = _BoundedEnvironment(autoescape=False, trim_blocks=True)
 
 
 class TemplateError(ValueError):

@@ -53,3 +53,18 @@ def bulk_contacts(services, org_id: str, count: int, now, prefix="bulk", **overr
 
 def org_id(api) -> str:
     return api.get("/api/v1/me").json["data"]["organization_id"]
+
+
+def delivery(services, org_id: str, *, status: str = "processed", hook: str = "fixture") -> str:
+    """A stored webhook delivery (as the inbox would have stored it); returns its id."""
+    now = services.clock.now()
+    row = {
+        "id": str(uuid.uuid4()), "org_id": org_id, "hook": hook, "status": status, "received_at": now,
+        "request_id": None, "method": "POST", "content_type": "application/json", "headers": {}, "query": {},
+        "body": b"{}", "body_size": 2, "events": [{"dedupe_key": "k", "kind": "event", "data": {}}],
+        "reject_reason": None, "attempts": 1, "next_attempt_at": None, "lease_owner": None,
+        "lease_expires_at": None, "results": [], "errors": [], "replays": 0, "processed_at": now, "updated_at": now,
+    }  # fmt: skip
+    with services.db.transaction() as tx:
+        tx.deliveries.insert_delivery(row)
+    return row["id"]

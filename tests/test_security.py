@@ -19,6 +19,7 @@ from sqlalchemy import MetaData, Table, inspect, select, text
 from seqbridge.config import load_settings
 from seqbridge.services.keys import ALL_SCOPES, SCOPES, scope_granted
 from seqbridge.web.contract import Contract
+from tests import factories
 from tests.conftest import Api
 
 # The spec, read at collection time so every operation becomes its own test id. Each test then
@@ -74,6 +75,11 @@ VALID_REQUESTS: dict[str, Valid] = {
     "listAuditEvents": Valid(200),
     "getCurrentKey": Valid(200),
     "listOutbox": Valid(200),
+    # Webhook deliveries and mappings.
+    "listDeliveries": Valid(200),
+    "getDelivery": Valid(200),
+    "replayDelivery": Valid(202),
+    "listMappings": Valid(200),
     # The sequences and bot dialects.
     "listSequences": Valid(200),
     "createSequence": Valid(201, lambda n, p: {"name": f"Sequence {n}"}),
@@ -130,6 +136,11 @@ def _fresh_path_params(api: Api, path: str = "") -> dict[str, str]:
         "company_id": company.get_json()["data"]["id"],
         "tag": "vip",
     }
+    if "/deliveries" in path:
+        services = api.client.application.extensions["seqbridge"]
+        params["delivery_id"] = factories.delivery(
+            services, api.get("/api/v1/me").get_json()["data"]["organization_id"]
+        )
     if "/sequences" in path or "/event-queues" in path:
         spare = api.post("/api/v1/contacts", json={"email": f"spare-{n}@example.com"}).get_json()["data"]
         params["spare_contact_id"] = spare["id"]

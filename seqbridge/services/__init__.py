@@ -8,6 +8,7 @@ from seqbridge.clock import Clock
 from seqbridge.services.audit_log import AuditLogService
 from seqbridge.services.companies import CompanyService
 from seqbridge.services.contacts import ContactService
+from seqbridge.services.deliveries import DeliveryService
 from seqbridge.services.enrollment import EnrollmentService
 from seqbridge.services.keys import KeyService
 from seqbridge.services.outbox import OutboxService
@@ -31,6 +32,7 @@ class Services:
         self.sequences = SequenceService(db, clock, self.scheduler)
         self.enrollment = EnrollmentService(db, clock, self.sequences, self.scheduler)
         self.outbox = OutboxService(db, clock)
+        self.deliveries = DeliveryService(db, clock, settings, self)
         # Auto-enrollment: new contacts and newly added tags start matching sequences.
         self.contacts.created_listeners.append(self.enrollment.on_contact_created)
         self.contacts.tags_added_listeners.append(self.enrollment.on_tags_added)

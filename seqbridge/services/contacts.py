@@ -163,10 +163,25 @@ class ContactService:
                 {"changes": changes},
                 now,
             )
+            self._record_status_change(tx, caller, before, after, now)
             if added:
                 for listener in self.tags_added_listeners:
                     listener(tx, caller, after, added)
         return after
+
+    @staticmethod
+    def _record_status_change(tx: Tx, caller: Caller, before: dict, after: dict, now) -> None:
+        """An opt-out (or opt back in) is its own audit event, so "who unsubscribed when" is one query."""
+        if before["status"] == after["status"]:
+            return
+        if after["status"] == ContactStatus.UNSUBSCRIBED:
+            action = "unsubscribed"
+        elif before["status"] == ContactStatus.UNSUBSCRIBED:
+            action = "resubscribed"
+        else:
+            return
+        record(tx, caller, tag_for(caller, "contact", action), "contact", after["id"],
+               {"from": before["status"], "to": after["status"]}, now)  # fmt: skip
 
     def add_tags(self, caller: Caller, contact_id: str, tags: list[str]) -> dict[str, Any]:
         """Add tags (keeping existing ones); tag_added listeners see only the new ones."""

@@ -495,6 +495,17 @@ class EnrollmentService:
                 self.end_in_tx(tx, caller, enrollment, status, reason, now)
             return [self._load(tx, caller, sequence_id, e["id"]) for e in live]
 
+    def unenroll_everywhere(self, caller: Caller, ref: ContactRef, *, reason: str) -> list[dict[str, Any]]:
+        """Exit every live enrollment the contact has, in sequences and queues alike, with
+        ``reason``; return them. Raises :class:`NotFound` for an unknown contact."""
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            contact = self._resolve(tx, caller, ref)
+            live = tx.enrollments.live_enrollments_for_contact(caller.org_id, contact["id"])
+            for enrollment in live:
+                self.end_in_tx(tx, caller, enrollment, "exited", reason, now)
+            return live
+
     def list_tasks(
         self, caller: Caller, kind: SequenceKind, sequence_id: str, statuses: tuple[str, ...] | None,
         cursor: str | None, limit: int,
@@ -588,10 +599,12 @@ class EnrollmentService:
     def _resolve(tx: Tx, caller: Caller, ref: ContactRef) -> dict[str, Any]:
         if ref.kind == "email":
             contact = tx.contacts.find_contact_by_email(caller.org_id, ref.value.lower())
+        elif ref.kind == "phone":  # already E.164; the oldest contact with the number
+            contact = next(iter(tx.contacts.find_contacts_by_phone(caller.org_id, ref.value)), None)
         else:
             contact = tx.contacts.get_contact(caller.org_id, ref.value)
         if contact is None:
-            raise NotFound(f"No contact with {'email' if ref.kind == 'email' else 'id'} {ref.value}.")
+            raise NotFound(f"No contact with {ref.kind} {ref.value}.")
         return contact
 
     @staticmethod

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from seqbridge.audit import record, tag_for
 from seqbridge.clock import Clock
 from seqbridge.context import Caller
-from seqbridge.errors import BadRequest, NotFound, ValidationFailed
+from seqbridge.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from seqbridge.services.common import OffsetPage, new_id
 from seqbridge.services.scheduling import Scheduler
 from seqbridge.storage.db import Database
@@ -71,6 +71,22 @@ class SequenceService:
         if row is None:
             raise NotFound(f"No {_NOUN[kind]} with id {sequence_id}.")
         return row
+
+    def resolve_id(self, caller: Caller, kind: SequenceKind, id_or_name: str) -> str:
+        """The id of the sequence whose id, or else whose unique name, is ``id_or_name``.
+
+        Raises :class:`NotFound`, or :class:`Conflict` ``ambiguous_name`` when several share the name.
+        """
+        with self.db.transaction(write=False) as tx:
+            if tx.sequences.get_sequence(caller.org_id, id_or_name, kind.value) is not None:
+                return id_or_name
+            ids = tx.sequences.find_sequence_ids_by_name(caller.org_id, id_or_name, kind.value)
+        if not ids:
+            raise NotFound(f"No {_NOUN[kind]} with id or name {id_or_name!r}.")
+        if len(ids) > 1:
+            raise Conflict(f"{len(ids)} {_NOUN[kind]}s are called {id_or_name!r}; use the id.",
+                           code="ambiguous_name", details={"ids": ids})  # fmt: skip
+        return ids[0]
 
     def get_sequence(self, caller: Caller, kind: SequenceKind, sequence_id: str) -> dict[str, Any]:
         """The sequence with its counters and its steps in order."""

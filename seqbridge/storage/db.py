@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from seqbridge.storage.tx import Tx
 
 _WRITE_OPTION = "seqbridge_write"
+
+#: The transaction open in this thread (or task), which a nested ``transaction()`` joins.
+_OPEN: ContextVar[Tx | None] = ContextVar("seqbridge_open_tx", default=None)
 
 
 def normalize_database_url(url: str) -> URL:
@@ -94,16 +98,31 @@ class Database:
     def transaction(self, *, write: bool = True) -> Iterator[Tx]:
         """Open a transaction and yield a :class:`Tx`; commit on success, roll back on error.
 
+        Called while a transaction of this database is already open in the same thread, it joins
+        it under a SAVEPOINT instead: an error rolls back only the inner part, and nothing is
+        committed until the outermost block ends. That is how a delivery's actions and its
+        "processed" mark commit together, through the same services the API uses.
+
         Raises :class:`ServiceUnavailable` when the database cannot be reached, so callers
         answer 503 (retry later) and never 500.
         """
         from seqbridge.storage.tx import Tx
 
+        outer = _OPEN.get()
+        if outer is not None and outer.db is self:
+            with outer.conn.begin_nested():
+                yield outer
+            return
         try:
             with self.engine.connect() as conn:
                 conn = conn.execution_options(**{_WRITE_OPTION: write})
                 with conn.begin():
-                    yield Tx(conn, self)
+                    tx = Tx(conn, self)
+                    token = _OPEN.set(tx)
+                    try:
+                        yield tx
+                    finally:
+                        _OPEN.reset(token)
         except OperationalError as exc:
             if _is_unavailable(exc):
                 raise ServiceUnavailable(

@@ -8,6 +8,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -285,6 +286,55 @@ workers = Table(
     Column("processed", Integer, nullable=False, default=0),
 )
 
+# Webhook deliveries: every request a hook accepted (or rejected), stored before it is answered.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("org_id", ID, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("hook", String(200), nullable=False),
+    # queued | processing | processed | failed | dead | rejected | ignored (see DeliveryStatus)
+    Column("status", String(20), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("request_id", String(100), nullable=True),
+    Column("method", String(10), nullable=False),
+    Column("content_type", String(200), nullable=True),
+    # Headers and query string with secrets redacted.
+    Column("headers", JSONDoc, nullable=False),
+    Column("query", JSONDoc, nullable=False),
+    # The raw body as received; None for a rejected request (an unverified body is not kept).
+    Column("body", LargeBinary, nullable=True),
+    Column("body_size", Integer, nullable=False),
+    # [{dedupe_key, kind, data}] as the connector parsed them.
+    Column("events", JSONDoc, nullable=False),
+    Column("reject_reason", String(50), nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("lease_owner", String(200), nullable=True),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    # Per event: the rule that matched and each action with its outcome.
+    Column("results", JSONDoc, nullable=True),
+    # [{at, attempt, error}] — every failed attempt.
+    Column("errors", JSONDoc, nullable=False),
+    Column("replays", Integer, nullable=False),
+    Column("processed_at", UTCDateTime, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_deliveries_org_received", "org_id", "received_at", "id"),
+    Index("ix_deliveries_org_hook_received", "org_id", "hook", "received_at"),
+    Index("ix_deliveries_due", "status", "next_attempt_at"),
+)
+
+# The provider ids already seen per hook: a retried delivery finds its key here and acts on nothing.
+delivery_keys = Table(
+    "delivery_keys",
+    metadata,
+    Column("org_id", ID, ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True),
+    Column("hook", String(200), primary_key=True),
+    Column("dedupe_key", String(255), primary_key=True),
+    Column("delivery_id", ID, ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
 audit_events = Table(
     "audit_events",
     metadata,
@@ -326,6 +376,8 @@ __all__ = [
     "companies",
     "contact_tags",
     "contacts",
+    "deliveries",
+    "delivery_keys",
     "enrollments",
     "metadata",
     "organizations",

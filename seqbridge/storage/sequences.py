@@ -29,6 +29,16 @@ class SequenceStore:
         row = self.conn.execute(query).mappings().first()
         return dict(row) if row else None
 
+    def find_sequence_ids_by_name(self, org_id: str, name: str, kind: str) -> list[str]:
+        """Ids of the live sequences of this kind called ``name`` (names need not be unique)."""
+        query = select(sequences.c.id).where(
+            sequences.c.org_id == org_id,
+            sequences.c.name == name,
+            sequences.c.kind == kind,
+            sequences.c.deleted_at.is_(None),
+        )
+        return list(self.conn.execute(query.order_by(sequences.c.created_at, sequences.c.id)).scalars())
+
     def list_sequences(
         self, org_id: str, kind: str, status: str | None, limit: int, offset: int
     ) -> tuple[list[dict[str, Any]], int]:

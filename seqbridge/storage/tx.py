@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from seqbridge.storage.audit import AuditStore
     from seqbridge.storage.contacts import CompanyStore, ContactStore
     from seqbridge.storage.db import Database
+    from seqbridge.storage.deliveries import DeliveryStore
     from seqbridge.storage.enrollments import EnrollmentStore
     from seqbridge.storage.orgs import KeyStore, OrgStore
     from seqbridge.storage.processor import ProcessorStore
@@ -71,3 +72,9 @@ class Tx:
         from seqbridge.storage.processor import ProcessorStore
 
         return ProcessorStore(self.conn)
+
+    @cached_property
+    def deliveries(self) -> DeliveryStore:
+        from seqbridge.storage.deliveries import DeliveryStore
+
+        return DeliveryStore(self.conn)

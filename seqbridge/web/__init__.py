@@ -37,7 +37,17 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     pipeline.init_app(app)
 
-    from seqbridge.web import audit, companies, contacts, docs, event_queues, health, sequences
+    from seqbridge.web import (
+        audit,
+        companies,
+        contacts,
+        deliveries,
+        docs,
+        event_queues,
+        health,
+        hooks,
+        sequences,
+    )
 
     app.register_blueprint(health.bp)
     app.register_blueprint(docs.bp)
@@ -47,4 +57,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(audit.bp)
     app.register_blueprint(sequences.bp)
     app.register_blueprint(event_queues.bp)
+    app.register_blueprint(hooks.bp)
+    app.register_blueprint(deliveries.bp)
     return app

@@ -57,6 +57,9 @@ class Operation:
     body_validator: Draft202012Validator | None = None
     body_required: bool = False
     body_media: tuple[str, ...] = ()
+    #: ``x-raw-body: true``: the view reads and checks the raw body itself (webhooks: the
+    #: signature covers the exact bytes, and each sender has its own content types).
+    raw_body: bool = False
 
 
 class Contract:
@@ -95,6 +98,7 @@ class Contract:
             operation_id=op.get("operationId", ""),
             scope=op.get("x-required-scope"),
             public=public,
+            raw_body=bool(op.get("x-raw-body")),
         )
         sources = (
             (("paths", path, "parameters"), item.get("parameters", [])),
@@ -123,7 +127,7 @@ class Contract:
             content = body.get("content", {})
             operation.body_media = tuple(content)
             operation.body_required = bool(body.get("required"))
-            if "application/json" in content:
+            if "application/json" in content and not operation.raw_body:
                 operation.body_validator = self._validator(
                     body_pointer + "/" + _pointer("content", "application/json", "schema")
                 )

@@ -1,0 +1,310 @@
+"""Every hook in the mappings directory, validated at load and swapped atomically on reload.
+
+- A file is read safely (:mod:`seqbridge.mapping.source`), checked against the JSON Schema
+  shipped beside this module, then each hook is compiled.
+- A hook with problems answers 503 ``hook_misconfigured``; the other hooks keep working.
+- On reload (a file change seen by the watcher, or :meth:`HookRegistry.reload`), a file that now
+  fails keeps its previous good version, and its problems are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from seqbridge.mapping.hooks import Hook, Target, compile_hook, compile_targets, did_you_mean
+from seqbridge.mapping.source import Document, Problem, ProblemsFound, read_file
+
+log = logging.getLogger("seqbridge.mappings")
+
+SCHEMA_PATH = Path(__file__).with_name("schema.json")
+
+
+@cache
+def schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(schema())
+
+
+def _schema_message(error) -> str:
+    """A jsonschema error in the words a YAML author needs, with "did you mean" for unknown keys."""
+    if error.validator == "additionalProperties":
+        allowed = list((error.schema.get("properties") or {}).keys())
+        extra = sorted(set(error.instance) - set(allowed))
+        if extra:
+            return f"unknown key {extra[0]!r}{did_you_mean(extra[0], allowed)}"
+    if error.validator == "anyOf" and isinstance(error.instance, dict):
+        # A condition: say which keys are possible rather than "is not valid under any schema".
+        return "a condition is a field test ({field: ..., equals: ...}), all, any, not, or a list"
+    if error.validator == "enum":
+        return f"{error.instance!r} is not one of {', '.join(map(repr, error.validator_value))}"
+    if error.validator == "required":
+        return error.message.replace("is a required property", "is required")
+    return error.message
+
+
+def schema_problems(doc: Document) -> list[Problem]:
+    problems = []
+    for error in _validator().iter_errors(doc.data):
+        path = tuple(error.absolute_path)
+        if error.validator == "additionalProperties":
+            extra = sorted(set(error.instance) - set(error.schema.get("properties") or {}))
+            if extra:
+                path = (*path, extra[0])
+        problems.append(doc.at(path, _schema_message(error)))
+    return sorted(set(problems))
+
+
+def test_files_for(path: str) -> list[str]:
+    """The ``*_test.yaml`` files that hold tests for the mapping at ``path``."""
+    p = Path(path)
+    return (
+        [str(p.with_name(p.stem + "_test" + p.suffix))]
+        if p.with_name(p.stem + "_test" + p.suffix).exists()
+        else []
+    )
+
+
+def mapping_files(directory: str) -> list[str]:
+    """The mapping files of a directory: ``*.yaml`` / ``*.yml``, tests files excluded."""
+    root = Path(directory)
+    if not root.is_dir():
+        return []
+    return sorted(
+        str(p) for p in root.iterdir()
+        if p.is_file() and p.suffix in (".yaml", ".yml") and not p.stem.endswith("_test")
+    )  # fmt: skip
+
+
+_HOOK_LINE = re.compile(r"^( +)([A-Za-z0-9][A-Za-z0-9_-]*)\s*:")
+
+
+def guess_hook_names(path: str) -> list[str]:
+    """The hook names a file that does not even parse seems to declare (so they answer 503, not 404)."""
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()[:20000]
+    except OSError:
+        return []
+    names, inside, indent = [], False, None
+    for line in lines:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not line.startswith(" "):
+            inside = line.startswith("hooks:")
+            continue
+        match = _HOOK_LINE.match(line)
+        if inside and match and (indent is None or len(match.group(1)) == indent):
+            indent = len(match.group(1))
+            names.append(match.group(2))
+    return names
+
+
+@dataclass
+class FileResult:
+    """One file's hooks (good ones compiled) and problems."""
+
+    path: str
+    hooks: dict[str, Hook] = field(default_factory=dict)
+    broken: dict[str, list[Problem]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    targets: dict[str, Target] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.broken
+
+
+def load_file(path: str, environ: Mapping[str, str], shared_targets: dict[str, Target]) -> FileResult:
+    """Read, validate and compile one mapping file."""
+    result = FileResult(path)
+    try:
+        doc = read_file(path, environ)
+    except ProblemsFound as found:
+        result.problems = found.problems
+        result.broken = {name: found.problems for name in guess_hook_names(path)}
+        return result
+    if doc.data is None:
+        return result
+    problems = schema_problems(doc)
+    if problems:
+        result.problems = problems
+        names = list(doc.data.get("hooks") or {}) if isinstance(doc.data, dict) and isinstance(
+            doc.data.get("hooks"), dict) else guess_hook_names(path)  # fmt: skip
+        result.broken = {name: problems for name in names}
+        return result
+    result.targets, problems = compile_targets(doc, ("targets",), doc.data.get("targets"))
+    result.problems.extend(problems)
+    targets = {**shared_targets, **result.targets}
+    for name, source in (doc.data.get("hooks") or {}).items():
+        hook, problems = compile_hook(doc, name, source, targets)
+        if hook is None:
+            result.broken[name] = problems
+        else:
+            result.hooks[name] = hook
+    return result
+
+
+def validate_paths(paths: list[str], environ: Mapping[str, str] | None = None) -> list[Problem]:
+    """Every problem in these files (or directories of files), shared targets taken into account."""
+    files: list[str] = []
+    for path in paths:
+        files.extend(mapping_files(path) if os.path.isdir(path) else [path])
+    environ = os.environ if environ is None else environ
+    results, problems = _load_all(files, environ)
+    for result in results:
+        problems.extend(result.problems)
+        for hook_problems in result.broken.values():
+            problems.extend(hook_problems)
+    return sorted(set(problems))
+
+
+def _load_all(files: list[str], environ: Mapping[str, str]) -> tuple[list[FileResult], list[Problem]]:
+    """Two passes: shared targets first (any file's top-level ``targets``), then the hooks."""
+    shared: dict[str, Target] = {}
+    first = [load_file(f, environ, {}) for f in files]
+    for result in first:
+        shared.update(result.targets)
+    results = [load_file(f, environ, shared) for f in files] if shared else first
+    problems: list[Problem] = []
+    seen: dict[str, str] = {}
+    for result in results:
+        for name in [*result.hooks, *result.broken]:
+            if name in seen and seen[name] != result.path:
+                problems.append(Problem(result.path, 1, 1, f"hook {name!r} is also defined in {seen[name]}"))
+            seen.setdefault(name, result.path)
+    return results, problems
+
+
+class UnknownHook(LookupError):
+    pass
+
+
+class BrokenHook(Exception):
+    def __init__(self, name: str, problems: list[Problem]) -> None:
+        super().__init__(name)
+        self.name = name
+        self.problems = problems
+
+
+class HookRegistry:
+    """The loaded hooks. :meth:`get` is what a request calls; it is cheap and thread-safe."""
+
+    def __init__(
+        self, directory: str, environ: Mapping[str, str] | None = None, *, watch_seconds: float = 2.0
+    ) -> None:
+        self.directory = directory
+        self.environ = os.environ if environ is None else environ
+        self.watch_seconds = watch_seconds
+        self._lock = threading.Lock()
+        self._files: dict[str, FileResult] = {}
+        self._hooks: dict[str, Hook] = {}
+        self._broken: dict[str, list[Problem]] = {}
+        self._stale: dict[str, list[Problem]] = {}
+        self._signature: tuple = ()
+        self._checked = 0.0
+        self.reload()
+
+    # Lookup ----------------------------------------------------------------------------------
+
+    def get(self, name: str) -> Hook:
+        """The hook called ``name``. Raises :class:`UnknownHook` or :class:`BrokenHook`."""
+        self._maybe_reload()
+        hook = self._hooks.get(name)
+        if hook is not None:
+            return hook
+        problems = self._broken.get(name)
+        if problems is not None:
+            raise BrokenHook(name, problems)
+        raise UnknownHook(name)
+
+    def hooks(self) -> list[Hook]:
+        self._maybe_reload()
+        return list(self._hooks.values())
+
+    def statuses(self) -> list[dict[str, Any]]:
+        """Each hook with its status (ok, invalid, or ok but with a newer version that failed)."""
+        self._maybe_reload()
+        out = []
+        for _name, hook in sorted(self._hooks.items()):
+            stale = self._stale.get(hook.file)
+            out.append({**hook.describe(), "status": "stale" if stale else "ok",
+                        "problems": [p.to_api() for p in stale or []]})  # fmt: skip
+        for name, problems in sorted(self._broken.items()):
+            if name not in self._hooks:
+                out.append({"name": name, "status": "invalid", "problems": [p.to_api() for p in problems]})
+        return out
+
+    # Loading ---------------------------------------------------------------------------------
+
+    def _current_signature(self) -> tuple:
+        entries = []
+        for path in mapping_files(self.directory):
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            entries.append((path, st.st_mtime_ns, st.st_size))
+        return tuple(entries)
+
+    def _maybe_reload(self) -> None:
+        if self.watch_seconds <= 0:
+            return
+        now = time.monotonic()
+        if now - self._checked < self.watch_seconds:
+            return
+        self._checked = now
+        if self._current_signature() != self._signature:
+            self.reload()
+
+    def reload(self) -> list[Problem]:
+        """Load the directory again and swap atomically; return every problem found.
+
+        A file that fails keeps its previous good version (if it had one).
+        """
+        with self._lock:
+            signature = self._current_signature()
+            results, problems = _load_all([p for p, _, _ in signature], self.environ)
+            files: dict[str, FileResult] = {}
+            stale: dict[str, list[Problem]] = {}
+            for result in results:
+                previous = self._files.get(result.path)
+                if not result.ok and previous is not None and previous.ok:
+                    files[result.path] = previous
+                    stale[result.path] = result.problems + [p for ps in result.broken.values() for p in ps]
+                else:
+                    files[result.path] = result
+            hooks: dict[str, Hook] = {}
+            broken: dict[str, list[Problem]] = {}
+            for result in files.values():
+                for name, hook in result.hooks.items():
+                    hooks.setdefault(name, hook)
+                for name, hook_problems in result.broken.items():
+                    broken.setdefault(name, hook_problems)
+            for problem in problems:  # a hook defined twice: neither copy is trusted
+                for name in list(hooks):
+                    if f"hook {name!r} is also defined" in problem.message:
+                        broken[name] = [problem]
+                        hooks.pop(name)
+            self._files, self._hooks, self._broken, self._stale = files, hooks, broken, stale
+            self._signature = signature
+            self._checked = time.monotonic()
+            everything = sorted(set(problems + [p for r in results for p in r.problems]
+                                    + [p for r in results for ps in r.broken.values() for p in ps]))  # fmt: skip
+        for problem in everything:
+            log.error("mapping problem: %s", problem)
+        return everything

@@ -1,0 +1,179 @@
+"""Reading a mapping file: safe YAML that remembers where every value came from, then ``${ENV}``.
+
+PyYAML's safe loader already refuses Python object tags; on top of it this reader
+- keeps the line and column of every key and value, so a problem points at ``file:line:col``;
+- refuses duplicate keys (plain YAML keeps the last one silently);
+- bounds the file size, the nesting depth and the number of nodes, which stops alias bombs
+  ("billion laughs") before they expand;
+- replaces ``${VAR}`` and ``${VAR:-default}`` in strings; ``$${`` is a literal ``${``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+MAX_FILE_BYTES = 1024 * 1024
+MAX_DEPTH = 50
+MAX_NODES = 100_000
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """Something wrong in a mapping file, at a 1-based line and column."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+
+    def to_api(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "col": self.col, "message": self.message}
+
+
+@dataclass
+class Document:
+    """A parsed file: its data, and where each path in it was written."""
+
+    file: str
+    data: Any
+    positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    #: Paths whose string came (at least partly) from the environment: treat their values as secret.
+    from_env: set[Path] = field(default_factory=set)
+
+    def at(self, path: Path, message: str) -> Problem:
+        """A problem located at ``path``, or at its nearest written ancestor."""
+        path = tuple(path)
+        while path and path not in self.positions:
+            path = path[:-1]
+        line, col = self.positions.get(path, (1, 1))
+        return Problem(self.file, line, col, message)
+
+
+class ProblemsFound(Exception):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(map(str, problems)))
+        self.problems = problems
+
+
+_ENV = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Reader:
+    def __init__(self, file: str, environ: Mapping[str, str]) -> None:
+        self.file = file
+        self.environ = environ
+        self.nodes = 0
+        self.problems: list[Problem] = []
+        self.positions: dict[Path, tuple[int, int]] = {}
+        self.from_env: set[Path] = set()
+        self.constructor = SafeConstructor()
+
+    def problem(self, node: Node, message: str) -> None:
+        mark = node.start_mark
+        self.problems.append(Problem(self.file, mark.line + 1, mark.column + 1, message))
+
+    def value(self, node: Node, path: Path, depth: int) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise ProblemsFound([Problem(self.file, node.start_mark.line + 1, node.start_mark.column + 1,
+                                         f"more than {MAX_NODES} values (an alias bomb?)")])  # fmt: skip
+        if depth > MAX_DEPTH:
+            raise ProblemsFound([Problem(self.file, node.start_mark.line + 1, node.start_mark.column + 1,
+                                         f"nested deeper than {MAX_DEPTH} levels")])  # fmt: skip
+        self.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if isinstance(node, MappingNode):
+            result: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    self.problem(key_node, "merge keys (<<) are not supported; write the keys out")
+                    continue
+                key = self.value(key_node, (*path, "\0key"), depth + 1)
+                if not isinstance(key, str | int | float | bool) or key is None:
+                    self.problem(key_node, "a key must be a plain string")
+                    continue
+                key = str(key)
+                if key in result:
+                    self.problem(key_node, f"duplicate key {key!r}")
+                    continue
+                self.positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                result[key] = self.value(value_node, (*path, key), depth + 1)
+            return result
+        if isinstance(node, SequenceNode):
+            return [self.value(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+        assert isinstance(node, ScalarNode)
+        try:
+            scalar = self.constructor.construct_object(node)
+        except ConstructorError as error:
+            self.problem(node, f"cannot read this value: {error.problem}")
+            return None
+        if isinstance(scalar, str) and "${" in scalar:
+            scalar = self.interpolate(node, path, scalar)
+        return scalar
+
+    def interpolate(self, node: Node, path: Path, text: str) -> str:
+        def replace(match: re.Match) -> str:
+            if match.group(1):  # $${...}: a literal ${...}
+                return match.group(0)[1:]
+            name, default = match.group(2), match.group(3)
+            value = self.environ.get(name)
+            if value is None or (value == "" and default is not None):
+                if default is None:
+                    self.problem(node, f"environment variable {name} is not set and has no default")
+                    return ""
+                return default
+            self.from_env.add(path)
+            return value
+
+        return _ENV.sub(replace, text)
+
+
+def read_document(file: str, text: str, environ: Mapping[str, str] | None = None) -> Document:
+    """Parse ``text`` (the contents of ``file``). Raises :class:`ProblemsFound`."""
+    if len(text.encode("utf-8", "replace")) > MAX_FILE_BYTES:
+        raise ProblemsFound([Problem(file, 1, 1, f"the file is larger than {MAX_FILE_BYTES} bytes")])
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise ProblemsFound([Problem(file, line, col, f"YAML syntax: {error.problem or error}")]) from None
+    except yaml.YAMLError as error:  # e.g. "expected a single document"
+        raise ProblemsFound([Problem(file, 1, 1, f"YAML: {error}")]) from None
+    except RecursionError:
+        raise ProblemsFound([Problem(file, 1, 1, f"nested deeper than {MAX_DEPTH} levels")]) from None
+    if node is None:
+        return Document(file, None, {(): (1, 1)})
+    reader = _Reader(file, os.environ if environ is None else environ)
+    data = reader.value(node, (), 0)
+    if reader.problems:
+        raise ProblemsFound(reader.problems)
+    return Document(file, data, reader.positions, reader.from_env)
+
+
+def read_file(path: str, environ: Mapping[str, str] | None = None) -> Document:
+    """Read and parse a mapping file. Raises :class:`ProblemsFound` (unreadable files included)."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise ProblemsFound([Problem(path, 1, 1, f"cannot read the file: {error.strerror}")]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ProblemsFound([Problem(path, 1, 1, f"the file is larger than {MAX_FILE_BYTES} bytes")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ProblemsFound([Problem(path, 1, 1, f"the file is not UTF-8 ({error.reason})")]) from None
+    return read_document(path, text, environ)

@@ -1,0 +1,210 @@
+"""Carrying out a planned action on the hosted backend, through the same services the API uses.
+
+Each action gives an *outcome*, never an exception for what a caller can get wrong:
+
+- ``done``: it happened (with the ids it touched);
+- ``skipped``: nothing to do, and that is fine (already enrolled, not enrolled, ineligible);
+- ``failed``: it cannot happen as written (unknown sequence, no contact identifier, bad value);
+  retrying would not help, so the delivery ends ``failed`` and can be replayed after a fix.
+
+Database trouble is not an outcome: it propagates, the delivery's transaction rolls back, and
+the worker retries it later.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from seqbridge.context import Caller
+from seqbridge.errors import Conflict, NotFound, SeqbridgeError, Unprocessable
+from seqbridge.services.enrollment import ContactRef
+from seqbridge.services.normalize import normalize_phone
+from seqbridge.services.sequences import SequenceKind
+
+MAX_BULK_CONTACTS = 10_000
+
+
+class ActionFailed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _outcome(status: str, **extra: Any) -> dict[str, Any]:
+    return {"status": status, **extra}
+
+
+class LocalTarget:
+    """The hosted backend as a target. ``services`` is :class:`seqbridge.services.Services`."""
+
+    def __init__(self, services) -> None:
+        self.services = services
+
+    def run(self, caller: Caller, action: dict[str, Any]) -> dict[str, Any]:
+        """Carry out one planned action; return its outcome."""
+        handler = getattr(self, "_" + action["action"])
+        try:
+            return handler(caller, action)
+        except ActionFailed as error:
+            return _outcome("failed", code=error.code, message=error.message)
+        except SeqbridgeError as error:
+            if error.status >= 500:
+                raise
+            return _outcome("failed", code=error.code, message=error.message, **(
+                {"details": error.details} if error.details else {}))  # fmt: skip
+
+    # Helpers -----------------------------------------------------------------------------------
+
+    def _kind_and_id(self, caller: Caller, action: dict[str, Any]) -> tuple[SequenceKind, str]:
+        kind = SequenceKind.EVENT_QUEUE if "queue" in action else SequenceKind.SEQUENCE
+        ref = action.get("queue" if kind is SequenceKind.EVENT_QUEUE else "sequence")
+        if not isinstance(ref, str) or not ref.strip():
+            raise ActionFailed(
+                "missing_sequence", f"the {kind.value.replace('_', ' ')} is empty for this event"
+            )
+        return kind, self.services.sequences.resolve_id(caller, kind, ref.strip())
+
+    def _contact_ref(self, given: Any) -> ContactRef:
+        if not isinstance(given, dict) or not given:
+            raise ActionFailed("missing_contact", "no contact identifier (email, phone or id) for this event")
+        for field in ("id", "email", "phone"):
+            value = given.get(field)
+            if value in (None, ""):
+                continue
+            if not isinstance(value, str):
+                raise ActionFailed(
+                    "invalid_contact", f"contact {field} must be a string, got {type(value).__name__}"
+                )
+            if field == "phone":
+                return ContactRef("phone", normalize_phone(value, self.services.contacts.default_region))
+            return ContactRef(field, value.strip())
+        raise ActionFailed("missing_contact", "no contact identifier (email, phone or id) for this event")
+
+    # Actions -----------------------------------------------------------------------------------
+
+    def _enroll(self, caller: Caller, action: dict[str, Any]) -> dict[str, Any]:
+        kind, sequence_id = self._kind_and_id(caller, action)
+        ref = self._contact_ref(action.get("contact"))
+        data = action.get("data")
+        if data is not None and not isinstance(data, dict):
+            raise ActionFailed("invalid_data", "enroll data must be an object")
+        try:
+            enrollment = self.services.enrollment.enroll(
+                caller, kind, sequence_id, ref, source="hook", data=data
+            )
+        except Conflict as error:
+            return _outcome("skipped", code=error.code, message=error.message, sequence_id=sequence_id)
+        except Unprocessable as error:
+            return _outcome("skipped", code=error.code, message=error.message, sequence_id=sequence_id,
+                            reason=error.details.get("reason"))  # fmt: skip
+        return _outcome("done", sequence_id=sequence_id, enrollment_id=enrollment["id"],
+                        contact_id=enrollment["contact_id"])  # fmt: skip
+
+    def _unenroll(self, caller: Caller, action: dict[str, Any]) -> dict[str, Any]:
+        reason = str(action.get("reason") or "unenrolled")
+        ref = self._contact_ref(action.get("contact"))
+        everything = action.get("sequence", action.get("queue")) == "*"
+        try:
+            if everything:
+                ended = self.services.enrollment.unenroll_everywhere(caller, ref, reason=reason)
+            else:
+                kind, sequence_id = self._kind_and_id(caller, action)
+                ended = self.services.enrollment.unenroll(caller, kind, sequence_id, ref, reason=reason)
+        except NotFound as error:
+            if error.code == "not_enrolled" or error.message.startswith("No contact with"):
+                return _outcome("skipped", code="not_enrolled", message=error.message)
+            raise
+        if not ended:
+            return _outcome("skipped", code="not_enrolled", message="the contact is not enrolled anywhere")
+        return _outcome("done", reason=reason, enrollment_ids=[e["id"] for e in ended])
+
+    def _bulk_enroll(self, caller: Caller, action: dict[str, Any]) -> dict[str, Any]:
+        kind, sequence_id = self._kind_and_id(caller, action)
+        enrollment = self.services.enrollment
+        if "filter" in action:
+            if not isinstance(action["filter"], dict):
+                raise ActionFailed("invalid_filter", "bulk_enroll filter must be an object")
+            enrolled = skipped = 0
+            cursor = None
+            while True:
+                page = enrollment.enroll_matching(caller, kind, sequence_id, contact_filter=action["filter"],
+                                                  cursor=cursor, source="hook")  # fmt: skip
+                enrolled += page.enrolled
+                skipped += page.skipped
+                cursor = page.next_cursor
+                if not page.has_more or not cursor:
+                    break
+            return _outcome("done", sequence_id=sequence_id, enrolled=enrolled, skipped=skipped)
+        contacts = action.get("contacts")
+        if isinstance(contacts, str | dict):
+            contacts = [contacts]
+        if not isinstance(contacts, list):
+            raise ActionFailed("invalid_contacts", "bulk_enroll contacts must be a list")
+        if len(contacts) > MAX_BULK_CONTACTS:
+            raise ActionFailed("too_many_contacts", f"at most {MAX_BULK_CONTACTS} contacts per action")
+        ids, emails = [], []
+        for item in contacts:
+            if isinstance(item, dict):
+                ref = self._contact_ref(item)
+                if ref.kind == "phone":
+                    raise ActionFailed("invalid_contacts", "bulk_enroll identifies contacts by email or id")
+                (emails if ref.kind == "email" else ids).append(ref.value)
+            elif isinstance(item, str) and item.strip():
+                (emails if "@" in item else ids).append(item.strip())
+        if not ids and not emails:
+            return _outcome("skipped", code="no_contacts", message="the event lists no contacts")
+        result = enrollment.enroll_bulk(caller, kind, sequence_id, customer_ids=ids, emails=emails, source="hook",
+                                        max_contacts=MAX_BULK_CONTACTS)  # fmt: skip
+        return _outcome("done", sequence_id=sequence_id, enrolled=result.enrolled, skipped=result.skipped)
+
+    def _upsert_contact(self, caller: Caller, action: dict[str, Any]) -> dict[str, Any]:
+        contacts = self.services.contacts
+        fields = dict(action.get("set") or {})
+        tags = action.get("tags") or []
+        if isinstance(tags, str):
+            tags = [t.strip() for t in tags.split(",") if t.strip()]
+        if not isinstance(tags, list):
+            raise ActionFailed("invalid_tags", "tags must be a list or a comma-separated string")
+        identity = {k: action[k] for k in ("id", "email", "phone") if action.get(k) not in (None, "")}
+        if not identity:
+            raise ActionFailed("missing_contact", "no contact identifier (email, phone or id) for this event")
+        existing = self._find(caller, identity)
+        if existing is None:
+            if "id" in identity and not ({"email", "phone"} & set(identity)):
+                raise ActionFailed("contact_not_found", f"no contact with id {identity['id']}")
+            created = contacts.create_contact(caller, {**fields, **{k: v for k, v in identity.items() if k != "id"},
+                                                       "tags": tags})  # fmt: skip
+            return _outcome("done", operation="created", contact_id=created["id"])
+        changes = {k: v for k, v in fields.items() if existing.get(k) != v}
+        for name in ("email", "phone"):  # fill in an identifier the contact did not have yet
+            if identity.get(name) and not existing.get(name):
+                changes[name] = identity[name]
+        if changes:
+            contacts.update_contact(caller, existing["id"], changes)
+        new_tags = [t for t in tags if t not in existing.get("tags", [])]
+        if new_tags:
+            contacts.add_tags(caller, existing["id"], new_tags)
+        if not changes and not new_tags:
+            return _outcome(
+                "skipped", code="unchanged", message="the contact already matches", contact_id=existing["id"]
+            )
+        return _outcome("done", operation="updated", contact_id=existing["id"], fields=sorted(changes),
+                        tags_added=new_tags)  # fmt: skip
+
+    def _find(self, caller: Caller, identity: dict[str, Any]) -> dict[str, Any] | None:
+        contacts = self.services.contacts
+        if identity.get("id"):
+            try:
+                return contacts.get_contact(caller, str(identity["id"]))
+            except NotFound:
+                return None
+        if identity.get("email"):
+            found = contacts.find_by_email(caller, str(identity["email"]))
+            if found is not None:
+                return found
+        if identity.get("phone"):
+            matches = contacts.find_by_phone(caller, str(identity["phone"]))
+            if matches:
+                return matches[0]
+        return None

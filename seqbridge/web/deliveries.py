@@ -1,0 +1,41 @@
+"""The operator's view of webhook deliveries (``hooks:read`` / ``hooks:write``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import Blueprint
+
+from seqbridge.web.envelope import caller, ok, page, query
+from seqbridge.web.pipeline import services
+
+bp = Blueprint("deliveries", __name__, url_prefix="/api/v1")
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+@bp.get("/deliveries")
+def list_deliveries():
+    q = query()
+    return page(services().deliveries.list_deliveries(
+        caller(), hook=q.get("hook"), statuses=q.get("status"), since=_time(q.get("since")),
+        until=_time(q.get("until")), cursor=q.get("cursor"), limit=q["limit"],
+    ))  # fmt: skip
+
+
+@bp.get("/deliveries/<delivery_id>")
+def get_delivery(delivery_id: str):
+    return ok(services().deliveries.get_delivery(caller(), delivery_id))
+
+
+@bp.post("/deliveries/<delivery_id>/replay")
+def replay_delivery(delivery_id: str):
+    return ok(services().deliveries.replay(caller(), delivery_id), 202)
+
+
+@bp.get("/mappings")
+def list_mappings():
+    """Every loaded hook, with its status and, for an invalid one, its problems."""
+    return ok(services().deliveries.registry.statuses())

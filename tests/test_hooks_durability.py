@@ -1,0 +1,152 @@
+"""The inbox under pressure: a duplicate storm over real HTTP, and a worker process killed with
+SIGKILL while it works through acknowledged deliveries. Nothing acknowledged is lost, nothing
+acts twice."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+import requests
+from sqlalchemy import func, select
+from werkzeug.serving import make_server
+
+from seqbridge.clock import ManualClock
+from seqbridge.storage.schema import audit_events, deliveries, enrollments
+from tests import factories
+from tests.test_hooks import WHATSAPP_STOP, drain, meta_body, meta_headers, write_mapping
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """Real time: the worker processes run on the system clock, and the enrollments' first steps
+    (three days out) must not fall due in them while the STOPs are processed."""
+    return ManualClock(datetime.now(UTC))
+
+
+@pytest.fixture
+def server(app):
+    """The app on a real threaded HTTP server on loopback."""
+    http = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{http.server_port}"
+    http.shutdown()
+
+
+def _count(services, query) -> int:
+    with services.db.engine.connect() as conn:
+        return conn.execute(query).scalar_one()
+
+
+def test_the_same_delivery_posted_50_times_at_once_is_stored_and_acted_on_once(
+    app_config, api, server, services
+):
+    write_mapping(app_config, WHATSAPP_STOP)
+    person = factories.contact(api, phone="+15551234567")
+    sequence = factories.active_sequence(api)
+    api.post(f"/api/v1/sequences/{sequence['id']}/enroll", json={"customer_id": person["id"]})
+    body = meta_body("STOP")
+    barrier = threading.Barrier(50)
+    answers: list[requests.Response] = []
+    lock = threading.Lock()
+
+    def send() -> None:
+        with requests.Session() as session:
+            barrier.wait()
+            answer = session.post(
+                f"{server}/hooks/whatsapp", data=body, headers=meta_headers(body), timeout=60
+            )
+        with lock:
+            answers.append(answer)
+
+    threads = [threading.Thread(target=send) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [200] * 49 + [202], [a.text for a in answers if a.status_code not in (200, 202)]
+    ids = {a.json()["data"]["delivery_id"] for a in answers}
+    assert len(ids) == 1
+    assert sorted({a.json()["data"]["status"] for a in answers}) == ["duplicate", "queued"]
+    assert _count(services, select(func.count()).select_from(deliveries)) == 1
+    assert drain(services) == 1
+    exits = (
+        select(func.count()).select_from(audit_events).where(audit_events.c.tag == "hook:enrollment:exited")
+    )
+    assert _count(services, exits) == 1
+    duplicates = (
+        select(func.count()).select_from(audit_events).where(audit_events.c.tag == "hook:delivery:duplicate")
+    )
+    assert _count(services, duplicates) == 49
+
+
+CONTACTS = 150
+
+
+def _worker(database_url: str, mappings: str, log_path) -> subprocess.Popen:
+    env = {**os.environ, "SEQBRIDGE_DATABASE_URL": database_url, "SEQBRIDGE_MAPPINGS_DIR": mappings,
+           "SEQBRIDGE_PROCESSOR_POLL_SECONDS": "0.05", "SEQBRIDGE_PROCESSOR_LEASE_SECONDS": "2"}  # fmt: skip
+    log = open(log_path, "a")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen([sys.executable, "-m", "seqbridge", "worker"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def test_a_worker_killed_mid_way_loses_nothing_and_repeats_nothing(
+    app_config, api, client, services, tmp_path
+):
+    write_mapping(app_config, WHATSAPP_STOP)
+    sequence = factories.active_sequence(api)
+    phones = [f"+1555{n:07d}" for n in range(CONTACTS)]
+    ids = [factories.contact(api, phone=p)["id"] for p in phones]
+    assert (
+        api.post(f"/api/v1/sequences/{sequence['id']}/enroll_bulk", json={"customer_ids": ids}).status_code
+        == 200
+    )
+    for n, phone in enumerate(phones):
+        body = meta_body("STOP", message_id=f"wamid.K{n}", sender=phone.lstrip("+"))
+        assert client.post("/hooks/whatsapp", data=body, headers=meta_headers(body)).status_code == 202
+
+    processed = select(func.count()).select_from(deliveries).where(deliveries.c.status == "processed")
+    rng = random.Random(7)
+    kills = 0
+    at_kill: list[int] = []
+    deadline = time.monotonic() + 120
+    while _count(services, processed) < CONTACTS:
+        assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
+        worker = _worker(app_config["DATABASE_URL"], app_config["MAPPINGS_DIR"], tmp_path / "worker.log")
+        time.sleep(rng.uniform(0.8, 2.0))
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        kills += 1
+        at_kill.append(_count(services, processed))
+        if kills >= 4:  # then let one run to the end (leases of the killed ones expire in 2 s)
+            worker = _worker(app_config["DATABASE_URL"], app_config["MAPPINGS_DIR"], tmp_path / "worker.log")
+            try:
+                while _count(services, processed) < CONTACTS:
+                    assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
+                    time.sleep(0.2)
+            finally:
+                worker.terminate()
+                worker.wait(timeout=30)
+    print("processed when each worker was killed:", at_kill)
+    assert any(0 < n < CONTACTS for n in at_kill), at_kill  # a kill really landed mid-way
+    exited = select(func.count()).select_from(enrollments).where(enrollments.c.exit_reason == "unsubscribed")
+    assert _count(services, exited) == CONTACTS
+    for tag in ("hook:enrollment:exited", "hook:contact:unsubscribed", "hook:delivery:processed"):
+        query = select(func.count()).select_from(audit_events).where(audit_events.c.tag == tag)
+        assert _count(services, query) == CONTACTS, tag
+    from seqbridge.audit import verify_chain
+
+    checked, problems = verify_chain(services.db)
+    assert problems == [] and checked > CONTACTS * 3
