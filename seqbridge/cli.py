@@ -217,6 +217,31 @@ def mappings_validate(paths: tuple[str, ...]) -> None:
     click.echo("mappings are valid")
 
 
+@mappings.command("test")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+def mappings_test(paths: tuple[str, ...]) -> None:
+    """Run the tests written in mapping files (and *_test.yaml beside them) without touching any
+    backend; exit 1 on a failure or an invalid mapping."""
+    from seqbridge.mapping.testing import run_tests
+
+    settings = load_settings()
+    outcomes, problems = run_tests(list(paths) or [settings["MAPPINGS_DIR"]])
+    for problem in problems:
+        click.echo(str(problem))
+    for outcome in outcomes:
+        if outcome.passed:
+            click.echo(f"PASS {outcome.hook}: {outcome.name}")
+        else:
+            click.echo(f"FAIL {outcome.file}:{outcome.line}: {outcome.hook}: {outcome.name}")
+            for failure in outcome.failures:
+                click.echo("  " + failure.replace("\n", "\n  "))
+    failed = sum(1 for o in outcomes if not o.passed)
+    click.echo(f"{len(outcomes) - failed} passed, {failed} failed, {len(problems)} problem(s)",
+               err=bool(failed or problems))  # fmt: skip
+    if failed or problems:
+        sys.exit(1)
+
+
 # Processes ----------------------------------------------------------------------------------
 
 

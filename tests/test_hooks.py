@@ -10,11 +10,12 @@ import hmac
 import io
 import json
 import textwrap
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
+from standardwebhooks.webhooks import Webhook
 from twilio.request_validator import RequestValidator
 
 from seqbridge.worker.deliveries import DeliveryProcessor
@@ -503,3 +504,41 @@ def test_list_filters_and_cursor(stop_hook, client, api, clock):
     assert api.get("/api/v1/deliveries", query_string={"hook": "other"}).json["data"] == []
     bad = api.get("/api/v1/deliveries", query_string={"status": "nope"})
     assert bad.status_code == 400
+
+
+def test_standard_webhooks_replay_outside_the_window_and_another_hooks_secret_are_refused(
+    app_config, client, api
+):
+    secret_a = "whsec_" + base64.b64encode(b"a" * 24).decode()
+    secret_b = "whsec_" + base64.b64encode(b"b" * 24).decode()
+    write_mapping(
+        app_config,
+        f"""
+        hooks:
+          crm-a:
+            organization: acme
+            source: {{connector: standard_webhooks, secret: "{secret_a}"}}
+            rules: []
+          crm-b:
+            organization: acme
+            source: {{connector: standard_webhooks, secret: "{secret_b}"}}
+            rules: []
+    """,
+    )
+    body = json.dumps({"type": "contact.updated", "data": {"email": "a@example.com"}})
+
+    def signed(secret: str, msg_id: str, at: datetime) -> dict[str, str]:
+        return {"webhook-id": msg_id, "webhook-timestamp": str(int(at.timestamp())),
+                "webhook-signature": Webhook(secret).sign(msg_id, at, body), "Content-Type": "application/json"}  # fmt: skip
+
+    now = datetime.now(UTC)
+    fresh = client.post("/hooks/crm-a", data=body, headers=signed(secret_a, "msg_1", now))
+    assert fresh.status_code == 202, fresh.json
+    captured = signed(secret_a, "msg_2", now - timedelta(minutes=10))
+    replayed = client.post("/hooks/crm-a", data=body, headers=captured)
+    assert replayed.status_code == 401 and replayed.json["error"]["code"] == "timestamp_out_of_window"
+    crossed = client.post("/hooks/crm-b", data=body, headers=signed(secret_a, "msg_3", now))
+    assert crossed.status_code == 401 and crossed.json["error"]["code"] == "signature_mismatch"
+    audit = api.get("/api/v1/audit-events", query_string={"tag": "hook:delivery:rejected"}).json["data"]
+    assert sorted(e["data"]["reason"] for e in audit) == ["signature_mismatch", "timestamp_out_of_window"]
+    assert all(secret_a not in json.dumps(e) and secret_b not in json.dumps(e) for e in audit)

@@ -11,6 +11,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -80,6 +81,7 @@ VALID_REQUESTS: dict[str, Valid] = {
     "getDelivery": Valid(200),
     "replayDelivery": Valid(202),
     "listMappings": Valid(200),
+    "dryRunMapping": Valid(200, lambda n, p: {"hook": "fixture-hook", "body": {"n": n}}),
     # The sequences and bot dialects.
     "listSequences": Valid(200),
     "createSequence": Valid(201, lambda n, p: {"name": f"Sequence {n}"}),
@@ -136,6 +138,13 @@ def _fresh_path_params(api: Api, path: str = "") -> dict[str, str]:
         "company_id": company.get_json()["data"]["id"],
         "tag": "vip",
     }
+    if "/mappings" in path:
+        application = api.client.application
+        hook_file = Path(application.config["MAPPINGS_DIR"]) / "fixture.yaml"
+        if not hook_file.exists():
+            hook_file.write_text("hooks:\n  fixture-hook:\n    organization: acme\n"
+                                 "    source: {connector: generic, public: true}\n    rules: []\n")  # fmt: skip
+            application.extensions["seqbridge"].deliveries.registry.reload()
     if "/deliveries" in path:
         services = api.client.application.extensions["seqbridge"]
         params["delivery_id"] = factories.delivery(

@@ -87,9 +87,8 @@ class Hook:
     rate_burst: int | None = None
     max_body_bytes: int | None = None
     on_unmatched: str = "ignore"
-    tests: list[dict[str, Any]] = field(default_factory=list)
-    #: Paths inside the file whose values came from the environment (never shown).
-    positions_line: int = 1
+    #: (line, test) for each test written in the hook's ``tests:`` list.
+    tests: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
     def plan(self, ctx: dict[str, Any]) -> EventPlan:
         """Evaluate the rules in order against one event context. Raises :class:`EvaluationError`."""
@@ -251,7 +250,6 @@ def compile_hook(
         rate_burst=rate.get("burst"),
         max_body_bytes=source.get("max_body_bytes"),
         on_unmatched=source.get("on_unmatched", "ignore"),
-        tests=list(source.get("tests") or []),
-        positions_line=doc.at(base, "").line,
+        tests=[(doc.at((*base, "tests", i), "").line, t) for i, t in enumerate(source.get("tests") or [])],
     )
     return hook, []

@@ -66,18 +66,12 @@ def schema_problems(doc: Document) -> list[Problem]:
             extra = sorted(set(error.instance) - set(error.schema.get("properties") or {}))
             if extra:
                 path = (*path, extra[0])
-        problems.append(doc.at(path, _schema_message(error)))
+        if path in doc.from_env:  # the value came from the environment: it may be a secret
+            message = f"the value from the environment is not valid here ({error.validator})"
+        else:
+            message = _schema_message(error)
+        problems.append(doc.at(path, message))
     return sorted(set(problems))
-
-
-def test_files_for(path: str) -> list[str]:
-    """The ``*_test.yaml`` files that hold tests for the mapping at ``path``."""
-    p = Path(path)
-    return (
-        [str(p.with_name(p.stem + "_test" + p.suffix))]
-        if p.with_name(p.stem + "_test" + p.suffix).exists()
-        else []
-    )
 
 
 def mapping_files(directory: str) -> list[str]:
@@ -123,6 +117,8 @@ class FileResult:
     broken: dict[str, list[Problem]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     targets: dict[str, Target] = field(default_factory=dict)
+    #: The organization each hook names, where the file could be read that far.
+    organizations: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -140,6 +136,10 @@ def load_file(path: str, environ: Mapping[str, str], shared_targets: dict[str, T
         return result
     if doc.data is None:
         return result
+    hooks = doc.data.get("hooks") if isinstance(doc.data, dict) else None
+    for name, source in hooks.items() if isinstance(hooks, dict) else []:
+        if isinstance(source, dict) and isinstance(source.get("organization"), str):
+            result.organizations[name] = source["organization"]
     problems = schema_problems(doc)
     if problems:
         result.problems = problems
@@ -215,6 +215,7 @@ class HookRegistry:
         self._hooks: dict[str, Hook] = {}
         self._broken: dict[str, list[Problem]] = {}
         self._stale: dict[str, list[Problem]] = {}
+        self._organizations: dict[str, str] = {}
         self._signature: tuple = ()
         self._checked = 0.0
         self.reload()
@@ -236,17 +237,25 @@ class HookRegistry:
         self._maybe_reload()
         return list(self._hooks.values())
 
-    def statuses(self) -> list[dict[str, Any]]:
-        """Each hook with its status (ok, invalid, or ok but with a newer version that failed)."""
+    def statuses(self, organization: str | None = None) -> list[dict[str, Any]]:
+        """Each hook with its status (ok, invalid, or ok but with a newer version that failed);
+        with ``organization``, only the hooks that name it."""
         self._maybe_reload()
         out = []
         for _name, hook in sorted(self._hooks.items()):
+            if organization is not None and hook.organization != organization:
+                continue
             stale = self._stale.get(hook.file)
             out.append({**hook.describe(), "status": "stale" if stale else "ok",
                         "problems": [p.to_api() for p in stale or []]})  # fmt: skip
         for name, problems in sorted(self._broken.items()):
-            if name not in self._hooks:
-                out.append({"name": name, "status": "invalid", "problems": [p.to_api() for p in problems]})
+            if name in self._hooks:
+                continue
+            named = self._organizations.get(name)
+            if organization is not None and named != organization:
+                continue  # an unreadable file's hooks are shown by `seqbridge mappings validate`
+            out.append({"name": name, "organization": named, "status": "invalid",
+                        "problems": [p.to_api() for p in problems]})  # fmt: skip
         return out
 
     # Loading ---------------------------------------------------------------------------------
@@ -290,7 +299,10 @@ class HookRegistry:
                     files[result.path] = result
             hooks: dict[str, Hook] = {}
             broken: dict[str, list[Problem]] = {}
+            organizations: dict[str, str] = {}
             for result in files.values():
+                for name, org in result.organizations.items():
+                    organizations.setdefault(name, org)
                 for name, hook in result.hooks.items():
                     hooks.setdefault(name, hook)
                 for name, hook_problems in result.broken.items():
@@ -301,6 +313,7 @@ class HookRegistry:
                         broken[name] = [problem]
                         hooks.pop(name)
             self._files, self._hooks, self._broken, self._stale = files, hooks, broken, stale
+            self._organizations = organizations
             self._signature = signature
             self._checked = time.monotonic()
             everything = sorted(set(problems + [p for r in results for p in r.problems]

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from connectors.base import InboundEvent, InboundRequest, MalformedPayload, VerificationError
@@ -496,6 +497,32 @@ class DeliveryService:
             except Exception as error:  # one bad row does not stop a bulk replay
                 log.warning("replay of %s skipped: %s", delivery_id, error)
         return queued
+
+    def mapping_statuses(self, caller: Caller) -> list[dict[str, Any]]:
+        """The hooks that act for the caller's organization, with their status and problems."""
+        return self.registry.statuses(self._org_name(caller))
+
+    def dry_run(self, caller: Caller, hook_name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Parse ``spec`` (body, content_type, headers, query) as the hook would and plan each
+        event. Nothing is stored or executed. Raises :class:`NotFound` for a hook of another
+        organization, :class:`HookMisconfigured`, and :class:`BadRequest` ``malformed_payload``."""
+        from seqbridge.mapping.testing import build_request, simulate
+
+        hook = self.hook(hook_name)
+        if hook.organization != self._org_name(caller):
+            raise NotFound(f"No hook named {hook_name!r}.", code="hook_not_found")
+        request = build_request(spec, Path(hook.file).parent, hook.name)
+        try:
+            results = simulate(hook, request, format_time(self.clock.now()))
+        except MalformedPayload as error:
+            raise BadRequest(f"The body is not what {hook.connector_name} sends: {error}",
+                             code="malformed_payload") from None  # fmt: skip
+        return {"hook": hook.name, "connector": hook.connector_name, "events": results}
+
+    def _org_name(self, caller: Caller) -> str:
+        with self.db.transaction(write=False) as tx:
+            org = tx.orgs.get_org(caller.org_id)
+        return org["name"] if org else ""
 
     def counts(self) -> dict[str, int]:
         with self.db.transaction(write=False) as tx:

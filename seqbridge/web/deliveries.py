@@ -6,7 +6,7 @@ from datetime import datetime
 
 from flask import Blueprint
 
-from seqbridge.web.envelope import caller, ok, page, query
+from seqbridge.web.envelope import body, caller, ok, page, query
 from seqbridge.web.pipeline import services
 
 bp = Blueprint("deliveries", __name__, url_prefix="/api/v1")
@@ -38,4 +38,12 @@ def replay_delivery(delivery_id: str):
 @bp.get("/mappings")
 def list_mappings():
     """Every loaded hook, with its status and, for an invalid one, its problems."""
-    return ok(services().deliveries.registry.statuses())
+    return ok(services().deliveries.mapping_statuses(caller()))
+
+
+@bp.post("/mappings/dry-run")
+def dry_run():
+    """Plan what a payload would do on a hook: events, matched rules, actions. Nothing runs."""
+    payload = body()
+    spec = {k: payload[k] for k in ("body", "content_type", "headers", "query") if k in payload}
+    return ok(services().deliveries.dry_run(caller(), payload["hook"], spec))
