@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import TemplateSyntaxError
+from jinja2 import ChainableUndefined, TemplateSyntaxError
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -41,7 +41,8 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         return result
 
 
-_env = _BoundedEnvironment(autoescape=False, trim_blocks=True)
+# ChainableUndefined: a missing field renders "", however deep (``contact.company.name``).
+_env = _BoundedEnvironment(autoescape=False, trim_blocks=True, undefined=ChainableUndefined)
 
 
 class TemplateError(ValueError):

@@ -430,7 +430,13 @@ def test_transient_failures_back_off_then_die_then_replay_after_the_fix(stop_hoo
             clock.advance(timedelta(seconds=waits[-1] + 1))
     assert detail["status"] == "dead" and detail["attempts"] == attempts
     assert len(detail["errors"]) == attempts and "no longer configured" in detail["errors"][0]["error"]
-    assert waits == sorted(waits) and waits[-1] > waits[0] * 8  # exponential backoff (with jitter)
+    base, cap = (
+        services.settings["DELIVERY_RETRY_BASE_SECONDS"],
+        services.settings["DELIVERY_RETRY_MAX_SECONDS"],
+    )
+    for attempt, wait in enumerate(waits, start=1):  # exponential backoff, with 0.5x-1.5x jitter
+        planned = min(cap, base * 2 ** (attempt - 1))
+        assert 0.5 * planned <= wait <= 1.5 * planned, (attempt, wait)
     assert api.get(f"/api/v1/contacts/{person['id']}").json["data"]["status"] == "active"
 
     mapping.write_text(saved)

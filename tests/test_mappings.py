@@ -320,3 +320,18 @@ def test_shipped_examples_end_to_end(app_config, api, client, services, monkeypa
     assert zap.json["data"]["results"][0]["actions"][0]["outcome"]["status"] == "done"
     enrolled = api.get(f"/api/v1/sequences/{welcome['id']}/enrollments").json["data"]
     assert [(e["status"], e["exit_reason"]) for e in enrolled] == [("exited", "converted")]
+
+
+@pytest.mark.parametrize("value", ["text", 5, 1.5, True, None, [1, "a"], {"k": "v"}, "", "ünï"])
+def test_the_fast_paths_answer_exactly_what_jinja_and_jmespath_answer(value):
+    """``{{ a.b }}`` and ``a.b`` skip the template and JMESPath engines; they must not change a result."""
+    import jmespath
+
+    from seqbridge.mapping.rules import Template, compile_path, compile_value
+    from seqbridge.templating import compile_template
+
+    for ctx in ({"event": {"field": value}}, {"event": {}}, {"event": "not an object"}, {}):
+        fast = compile_value("{{ event.field }}", ())
+        assert not isinstance(fast, Template)
+        assert fast.eval(ctx) == compile_template("{{ event.field }}").render(ctx), ctx
+        assert compile_path("event.field", ()).search(ctx) == jmespath.search("event.field", ctx), ctx

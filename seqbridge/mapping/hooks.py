@@ -22,13 +22,19 @@ from seqbridge.mapping.rules import (
     compile_value,
 )
 from seqbridge.mapping.source import Document, Problem
-from seqbridge.services.contacts import TEXT_FIELDS, ContactStatus
 
 ACTIONS = ("enroll", "unenroll", "bulk_enroll", "upsert_contact")
 TARGET_TYPES = ("local",)
 #: What each target type can do.
 TARGET_ACTIONS = {"local": set(ACTIONS)}
-CONTACT_FIELDS = (*TEXT_FIELDS, "status", "timezone", "converted", "has_open_ticket", "attributes")
+
+
+def _contact_fields() -> tuple[tuple[str, ...], set[str]]:
+    """The contact fields an upsert may set, and the statuses (imported late: services import us)."""
+    from seqbridge.services.contacts import TEXT_FIELDS, ContactStatus
+
+    fields = (*TEXT_FIELDS, "status", "timezone", "converted", "has_open_ticket", "attributes")
+    return fields, {s.value for s in ContactStatus}
 
 
 @dataclass(frozen=True)
@@ -168,14 +174,17 @@ class _Compiler:
         if kind == "upsert_contact":
             if not any(k in spec for k in ("email", "phone", "id")):
                 self.problem(where, "upsert_contact needs email, phone or id to find the contact")
+            fields, statuses = _contact_fields()
             for name, value in (spec.get("set") or {}).items():
-                if name not in CONTACT_FIELDS:
+                if name not in fields:
                     self.problem((*where, "set", name),
-                                 f"unknown contact field {name!r}{did_you_mean(name, CONTACT_FIELDS)}")  # fmt: skip
-                elif name == "status" and isinstance(value, str) and "{" not in value and \
-                        value not in {s.value for s in ContactStatus}:  # fmt: skip
-                    self.problem((*where, "set", name),
-                                 f"status must be one of {', '.join(s.value for s in ContactStatus)}")  # fmt: skip
+                                 f"unknown contact field {name!r}{did_you_mean(name, fields)}")  # fmt: skip
+                elif (
+                    name == "status" and isinstance(value, str) and "{" not in value and value not in statuses
+                ):
+                    self.problem(
+                        (*where, "set", name), f"status must be one of {', '.join(sorted(statuses))}"
+                    )
         try:
             params = compile_value(spec, where)
         except RuleError as error:

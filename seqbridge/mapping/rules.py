@@ -15,6 +15,7 @@ Nothing here can run arbitrary code, and nothing is compiled per event.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,9 @@ from seqbridge.templating import TemplateError as CompileError
 
 Context = dict[str, Any]
 Path = tuple[str | int, ...]
+
+#: Words JMESPath reads as literals rather than field names.
+_JMESPATH_WORDS = {"true", "false", "null"}
 
 #: A regex must be no longer than this (RE2 bounds the time; this bounds the memory).
 MAX_PATTERN = 2000
@@ -101,9 +105,51 @@ class Structure(Value):
         return [v.eval(ctx) for v in self.items]
 
 
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_SIMPLE_TEMPLATE = re.compile(r"\{\{\s*(" + _DOTTED.pattern + r")\s*\}\}")
+_DICT_ATTRIBUTES = set(dir(dict))
+
+
+@dataclass(frozen=True)
+class _DottedPath:
+    """``a.b.c`` over nested objects: what JMESPath answers for such a path, without its
+    interpreter (most fields are this simple, and they run for every event)."""
+
+    names: tuple[str, ...]
+
+    def search(self, value: Any) -> Any:
+        for name in self.names:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(name)
+        return value
+
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class _DottedTemplate(Value):
+    """``{{ a.b.c }}`` rendered as Jinja would (a missing name is "", anything else ``str()``),
+    without rendering a template."""
+
+    names: tuple[str, ...]
+    source: str
+
+    def eval(self, ctx: Context) -> Any:
+        value: Any = ctx
+        for name in self.names:
+            value = value.get(name, _MISSING) if isinstance(value, dict) else _MISSING
+            if value is _MISSING:
+                return ""
+        return value if isinstance(value, str) else str(value)
+
+
 def compile_path(source: Any, path: Path) -> Any:
     if not isinstance(source, str) or not source.strip():
         raise RuleError(path, "a field must be a JMESPath expression (a non-empty string)")
+    if _DOTTED.fullmatch(source.strip()) and not _JMESPATH_WORDS & set(source.strip().split(".")):
+        return _DottedPath(tuple(source.strip().split(".")))
     try:
         return jmespath.compile(source)
     except jmespath.exceptions.JMESPathError as error:
@@ -125,6 +171,9 @@ def compile_value(source: Any, path: Path) -> Value:
             return Literal([v.value for v in values])
         return Structure(values)
     if isinstance(source, str) and ("{{" in source or "{%" in source):
+        simple = _SIMPLE_TEMPLATE.fullmatch(source)
+        if simple and not _DICT_ATTRIBUTES & set(simple.group(1).split(".")):
+            return _DottedTemplate(tuple(simple.group(1).split(".")), source)
         try:
             return Template(compile_template(source), source)
         except CompileError as error:
