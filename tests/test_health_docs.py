@@ -47,3 +47,19 @@ def test_docs_page_uses_only_local_assets(client):
     assert "SwaggerUIBundle" in bundle
     missing = client.get("/docs/assets/nope.js")
     assert missing.status_code == 404 and missing.json["error"]["code"] == "not_found"
+
+
+def test_the_mapping_schema_is_published_and_validates_the_shipped_examples(client):
+    from pathlib import Path
+
+    import yaml
+    from jsonschema import Draft202012Validator
+
+    answer = client.get("/docs/mapping-schema.json")
+    assert answer.status_code == 200 and answer.mimetype == "application/schema+json"
+    schema = answer.get_json()
+    Draft202012Validator.check_schema(schema)
+    validator = Draft202012Validator(schema)
+    for path in sorted((Path(__file__).parent.parent / "mappings").glob("*.yaml")):
+        assert list(validator.iter_errors(yaml.safe_load(path.read_text()))) == [], path
+    assert list(validator.iter_errors({"hooks": {"h": {"organisation": "x"}}}))

@@ -548,3 +548,26 @@ def test_standard_webhooks_replay_outside_the_window_and_another_hooks_secret_ar
     audit = api.get("/api/v1/audit-events", query_string={"tag": "hook:delivery:rejected"}).json["data"]
     assert sorted(e["data"]["reason"] for e in audit) == ["signature_mismatch", "timestamp_out_of_window"]
     assert all(secret_a not in json.dumps(e) and secret_b not in json.dumps(e) for e in audit)
+
+
+def test_the_cli_replays_dead_deliveries_in_bulk(app_config, api, services):
+    import os
+    import subprocess
+    import sys
+
+    org = factories.org_id(api)
+    dead = [factories.delivery(services, org, status="dead") for _ in range(2)]
+    processed = factories.delivery(services, org, status="processed")
+    env = {**os.environ, "SEQBRIDGE_DATABASE_URL": app_config["DATABASE_URL"],
+           "SEQBRIDGE_MAPPINGS_DIR": app_config["MAPPINGS_DIR"]}  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "seqbridge", "deliveries", "replay", "--status", "dead",
+                             "--since", "2026-01-01"], capture_output=True, text=True, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "queued 2 deliveries again" in result.stdout
+    statuses = {d["id"]: d["status"] for d in api.get("/api/v1/deliveries").json["data"]}
+    assert statuses == {dead[0]: "queued", dead[1]: "queued", processed: "processed"}
+    tags = [
+        e["tag"]
+        for e in api.get("/api/v1/audit-events", query_string={"subject_type": "delivery"}).json["data"]
+    ]
+    assert tags.count("cli:delivery:replayed") == 2

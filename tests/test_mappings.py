@@ -321,6 +321,30 @@ def test_shipped_examples_end_to_end(app_config, api, client, services, monkeypa
     enrolled = api.get(f"/api/v1/sequences/{welcome['id']}/enrollments").json["data"]
     assert [(e["status"], e["exit_reason"]) for e in enrolled] == [("exited", "converted")]
 
+    # WhatsApp STOP through the shipped whatsapp hook, signed with the app secret.
+    from tests.test_hooks import meta_body, meta_headers
+
+    kim = factories.contact(api, phone="+15551234567")
+    api.post(f"/api/v1/sequences/{welcome['id']}/enroll", json={"customer_id": kim["id"]})
+    body = meta_body(" Stop ")
+    assert client.post("/hooks/whatsapp", data=body, headers=meta_headers(body, "s3cret")).status_code == 202
+    # ActiveCampaign "tag added" (vip) through the shipped hook: upsert, then enroll into VIP onboarding.
+    vip = factories.active_sequence(api, name="VIP onboarding")
+    form = (ROOT / "mappings" / "fixtures" / "activecampaign_tag_added.form").read_bytes()
+    tagged = client.post("/hooks/activecampaign?token=s3cret", data=form,
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert tagged.status_code == 202, tagged.json
+    drain(services)
+    assert api.get(f"/api/v1/contacts/{kim['id']}").json["data"]["status"] == "unsubscribed"
+    kim_enrollments = [e for e in api.get(f"/api/v1/sequences/{welcome['id']}/enrollments").json["data"]
+                       if e["contact_id"] == kim["id"]]  # fmt: skip
+    assert [(e["status"], e["exit_reason"]) for e in kim_enrollments] == [("exited", "unsubscribed")]
+    [ada] = api.get("/api/v1/contacts", query_string={"email": "ada@example.com"}).json["data"]
+    assert "vip" in ada["tags"]
+    assert [e["contact_id"] for e in api.get(f"/api/v1/sequences/{vip['id']}/enrollments").json["data"]] == [
+        ada["id"]
+    ]
+
 
 @pytest.mark.parametrize("value", ["text", 5, 1.5, True, None, [1, "a"], {"k": "v"}, "", "ünï"])
 def test_the_fast_paths_answer_exactly_what_jinja_and_jmespath_answer(value):

@@ -176,6 +176,10 @@ class DeliveryService:
                     )
         return self._registry
 
+    def load_mappings(self) -> None:
+        """Load and validate the mappings now (a server does it at start, logging any problem)."""
+        _ = self.registry
+
     def hook(self, name: str) -> Hook:
         """The hook, or :class:`NotFound` ``hook_not_found`` / :class:`HookMisconfigured`."""
         try:

@@ -29,6 +29,14 @@ def spec():
     return Response(contract().text, mimetype="application/yaml")
 
 
+@bp.get("/docs/mapping-schema.json")
+def mapping_schema():
+    """The JSON Schema of mapping files (editors can validate YAML against it)."""
+    from seqbridge.mapping.registry import SCHEMA_PATH
+
+    return Response(SCHEMA_PATH.read_text(), mimetype="application/schema+json")
+
+
 @bp.get("/docs")
 def page():
     return render_template("docs.html")

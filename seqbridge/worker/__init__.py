@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from seqbridge.clock import Clock, SystemClock
@@ -58,10 +59,17 @@ class Worker:
         self.clock = clock or SystemClock()
         self.id = f"{socket.gethostname()}:{os.getpid()}"
         self.stopping = StopFlag()
+        #: Called in the loop (never in the signal handler) after a SIGHUP: e.g. reload mappings.
+        self.on_reload: list[Callable[[], object]] = []
+        self._reload_requested = False
 
     def install_signal_handlers(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_hangup)
+
+    def _on_hangup(self, _signum, _frame) -> None:
+        self._reload_requested = True  # a plain store: safe in a signal handler, unlike a lock
 
     def _on_signal(self, signum, _frame) -> None:
         log.info(
@@ -84,6 +92,11 @@ class Worker:
         """Loop until stopped."""
         log.info("worker %s: started with jobs: %s", self.id, ", ".join(j.name for j in self.jobs) or "none")
         while not self.stopping.is_set():
+            if self._reload_requested:
+                self._reload_requested = False
+                log.info("worker %s: SIGHUP, reloading", self.id)
+                for reload in self.on_reload:
+                    reload()
             if self.run_pending() == 0:
                 self.stopping.wait(self.poll_interval)
         log.info("worker %s: stopped", self.id)
