@@ -147,31 +147,43 @@ def record_many(
     now: datetime,
 ) -> None:
     """Append several events (``(tag, subject_type, subject_id, data)``) with one insert."""
-    if not entries:
-        return
-    head = tx.audit.lock_chain_head(caller.org_id)
-    prev_hash = head["last_hash"]
-    rows = []
-    for tag, subject_type, subject_id, data in entries:
-        row = {
-            "org_id": caller.org_id,
-            "occurred_at": now,
-            "actor_type": caller.actor.type.value,
-            "actor_id": caller.actor.id,
-            "tag": tag.value,
-            "subject_type": subject_type,
-            "subject_id": subject_id,
-            "request_id": caller.request_id,
-            "prev_hash": prev_hash,
-        }
-        if caller.via:
-            data = {**(data or {}), "via": caller.via}
-        data_json = _dumps(redact(data or {}))
-        # Stored as the exact canonical text that was hashed, so verification recomputes it.
-        row["data"] = RawJSON(data_json)
-        row["hash"] = prev_hash = event_hash(row, data_json)
-        rows.append(row)
-    tx.audit.append_events(caller.org_id, rows)
+    record_each(tx, [(caller, *entry) for entry in entries], now)
+
+
+def record_each(
+    tx: Tx,
+    entries: list[tuple[Caller, AuditTag, str, str, dict[str, Any] | None]],
+    now: datetime,
+) -> None:
+    """Append events of possibly different callers (and organizations): one chain lock and one
+    insert per organization, in the order given (the inbox's group commit writes its batch so)."""
+    by_org: dict[str, list[tuple]] = {}
+    for entry in entries:
+        by_org.setdefault(entry[0].org_id, []).append(entry)
+    for org_id, org_entries in by_org.items():
+        head = tx.audit.lock_chain_head(org_id)
+        prev_hash = head["last_hash"]
+        rows = []
+        for caller, tag, subject_type, subject_id, data in org_entries:
+            row = {
+                "org_id": org_id,
+                "occurred_at": now,
+                "actor_type": caller.actor.type.value,
+                "actor_id": caller.actor.id,
+                "tag": tag.value,
+                "subject_type": subject_type,
+                "subject_id": subject_id,
+                "request_id": caller.request_id,
+                "prev_hash": prev_hash,
+            }
+            if caller.via:
+                data = {**(data or {}), "via": caller.via}
+            data_json = _dumps(redact(data or {}))
+            # Stored as the exact canonical text that was hashed, so verification recomputes it.
+            row["data"] = RawJSON(data_json)
+            row["hash"] = prev_hash = event_hash(row, data_json)
+            rows.append(row)
+        tx.audit.append_events(org_id, rows)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.base import InboundEvent, InboundRequest, MalformedPayload, VerificationError
-from seqbridge.audit import record, redact
+from seqbridge.audit import record, record_each, redact
 from seqbridge.audit import tag_for as _tag_for
 from seqbridge.clock import Clock
 from seqbridge.context import Actor, ActorType, Caller
@@ -35,6 +35,7 @@ from seqbridge.mapping.registry import BrokenHook, HookRegistry, UnknownHook
 from seqbridge.mapping.rules import EvaluationError
 from seqbridge.services.actions import LocalTarget
 from seqbridge.services.common import CursorPage, decode_cursor, encode_cursor, format_time, new_id
+from seqbridge.services.group_commit import GroupCommit
 from seqbridge.storage.db import Database
 
 log = logging.getLogger("seqbridge.deliveries")
@@ -70,6 +71,16 @@ class Received:
     @property
     def http_status(self) -> int:
         return 202 if self.status == "queued" else 200
+
+
+@dataclass(frozen=True)
+class _Arrival:
+    """One request's delivery on its way into the inbox."""
+
+    caller: Caller
+    hook: str
+    row: dict[str, Any]
+    keys: list[str]
 
 
 class _Retry(Exception):
@@ -162,6 +173,7 @@ class DeliveryService:
         self._registry: HookRegistry | None = None
         self._orgs: dict[str, tuple[str, float]] = {}
         self._buckets: dict[str, TokenBucket] = {}
+        self._inbox: GroupCommit[_Arrival] = GroupCommit(self._write_arrivals)
         self._lock = threading.Lock()
 
     # The hooks ---------------------------------------------------------------------------------
@@ -287,41 +299,59 @@ class DeliveryService:
 
     def _store(self, caller: Caller, hook: Hook, request: InboundRequest, events: list[InboundEvent],
                now: datetime) -> Received:  # fmt: skip
-        if not events:
-            row = self._row(caller, hook, request, DeliveryStatus.IGNORED, now, request.body, [])
-            row["processed_at"] = now
-            row["results"] = []
-            with self.db.transaction() as tx:
-                tx.deliveries.insert_delivery(row)
-                record(tx, caller, _tag(caller, "received"), "delivery", row["id"],
-                       {"hook": hook.name, "events": 0, "status": "ignored"}, now)  # fmt: skip
-            return Received(row["id"], "ignored")
-        inline = hook.respond == "after_actions"
-        status = DeliveryStatus.PROCESSING if inline else DeliveryStatus.QUEUED
+        inline = bool(events) and hook.respond == "after_actions"
+        status = DeliveryStatus.IGNORED if not events else (
+            DeliveryStatus.PROCESSING if inline else DeliveryStatus.QUEUED)  # fmt: skip
         payload = [{"dedupe_key": e.dedupe_key, "kind": e.kind, "data": e.data} for e in events]
         row = self._row(caller, hook, request, status, now, request.body, payload)
+        if not events:
+            row.update(processed_at=now, results=[])
         if inline:
-            row.update(lease_owner=f"inline:{row['id']}", lease_expires_at=now + self.lease, attempts=1,
-                       next_attempt_at=now)  # fmt: skip
-        keys = [e.dedupe_key for e in events]
+            row.update(lease_owner=f"inline:{row['id']}", lease_expires_at=now + self.lease, attempts=1)
+        received = self._inbox.submit(_Arrival(caller, hook.name, row, [e.dedupe_key for e in events]))
+        if inline and received.status == "queued":
+            return self._respond_after_actions(hook, received.delivery_id, received.events)
+        return received
+
+    def _write_arrivals(self, arrivals: list[_Arrival]) -> list[Received]:
+        """Store a batch of deliveries in one transaction (the group commit's writer).
+
+        Dedupe keys are claimed in arrival order, so of two arrivals in one batch with the same
+        key the first is stored and the second is its duplicate, exactly as if they came apart.
+        """
+        now = self.clock.now()
         with self.db.transaction() as tx:
-            tx.deliveries.insert_delivery(row)
-            fresh = tx.deliveries.claim_keys(caller.org_id, hook.name, keys, row["id"], now)
-            if not fresh:
-                tx.deliveries.delete_delivery(row["id"])
-                original = tx.deliveries.key_owner(caller.org_id, hook.name, keys[0])
-                record(tx, caller, _tag(caller, "duplicate"), "delivery", original,
-                       {"hook": hook.name, "dedupe_keys": keys[:20]}, now)  # fmt: skip
-                return Received(original, "duplicate", events=len(events))
-            if len(fresh) < len(keys):  # some events were seen before: keep only the new ones
-                payload = [e for e in payload if e["dedupe_key"] in fresh]
-                tx.deliveries.set_events(row["id"], payload)
-            record(tx, caller, _tag(caller, "received"), "delivery", row["id"],
-                   {"hook": hook.name, "events": len(payload), "dedupe_keys": [e["dedupe_key"] for e in payload][:20]},
-                   now)  # fmt: skip
-        if inline:
-            return self._respond_after_actions(hook, row["id"], len(payload))
-        return Received(row["id"], "queued", events=len(payload))
+            store = tx.deliveries
+            store.insert_deliveries([a.row for a in arrivals])
+            claimed = store.claim_keys([(a.caller.org_id, a.hook, key, a.row["id"]) for a in arrivals for key in a.keys],
+                                       now)  # fmt: skip
+            results: list[Received] = []
+            audit: list[tuple] = []
+            duplicates: list[str] = []
+            for arrival in arrivals:
+                caller, row, keys = arrival.caller, arrival.row, arrival.keys
+                if not keys:
+                    results.append(Received(row["id"], "ignored"))
+                    audit.append((caller, _tag(caller, "received"), "delivery", row["id"],
+                                  {"hook": arrival.hook, "events": 0, "status": "ignored"}))  # fmt: skip
+                    continue
+                owners = [claimed.get((caller.org_id, arrival.hook, key)) for key in keys]
+                fresh = [key for key, owner in zip(keys, owners, strict=True) if owner == row["id"]]
+                if not fresh:
+                    duplicates.append(row["id"])
+                    original = owners[0] or store.key_owner(caller.org_id, arrival.hook, keys[0])
+                    results.append(Received(original, "duplicate", events=len(keys)))
+                    audit.append((caller, _tag(caller, "duplicate"), "delivery", original,
+                                  {"hook": arrival.hook, "dedupe_keys": keys[:20]}))  # fmt: skip
+                    continue
+                if len(fresh) < len(keys):  # some events were seen before: keep only the new ones
+                    store.set_events(row["id"], [e for e in row["events"] if e["dedupe_key"] in fresh])
+                results.append(Received(row["id"], "queued", events=len(fresh)))
+                audit.append((caller, _tag(caller, "received"), "delivery", row["id"],
+                              {"hook": arrival.hook, "events": len(fresh), "dedupe_keys": fresh[:20]}))  # fmt: skip
+            store.delete_deliveries(duplicates)
+            record_each(tx, audit, now)
+        return results
 
     def _respond_after_actions(self, hook: Hook, delivery_id: str, events: int) -> Received:
         """Process at once, in a thread, and wait up to the hook's timeout for the results."""

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
 from seqbridge.storage.bulk import bulk_insert
@@ -21,19 +21,22 @@ class AuditStore:
         """Create the chain head for a new organization (before its first event)."""
         self.conn.execute(insert(audit_heads).values(org_id=org_id, last_event_id=0, last_hash=""))
 
+    def _sql(self, statement: str) -> str:
+        # These run for every audited change: plain SQL skips SQLAlchemy's statement building.
+        return statement if self.conn.dialect.paramstyle == "qmark" else statement.replace("?", "%s")
+
     def lock_chain_head(self, org_id: str) -> dict[str, Any]:
         """Read the chain head and hold it until commit, so appends never fork the chain.
 
         PostgreSQL takes a row lock; SQLite is already serialised by BEGIN IMMEDIATE.
         """
-        row = (
-            self.conn.execute(select(audit_heads).where(audit_heads.c.org_id == org_id).with_for_update())
-            .mappings()
-            .first()
-        )
+        lock = " FOR UPDATE" if self.conn.dialect.name == "postgresql" else ""
+        row = self.conn.exec_driver_sql(
+            self._sql("SELECT last_event_id, last_hash FROM audit_heads WHERE org_id = ?" + lock), (org_id,)
+        ).first()
         if row is None:
             raise LookupError(f"organization {org_id} has no audit chain")
-        return dict(row)
+        return {"org_id": org_id, "last_event_id": row[0], "last_hash": row[1]}
 
     def append_events(self, org_id: str, rows: list[dict[str, Any]]) -> None:
         """Insert events (already chained, in order) and move the chain head to the last one.
@@ -42,16 +45,12 @@ class AuditStore:
         event after the insert is the last row given.
         """
         bulk_insert(self.conn, audit_events, rows)
-        last_id = self.conn.execute(
-            select(audit_events.c.id)
-            .where(audit_events.c.org_id == org_id)
-            .order_by(audit_events.c.id.desc())
-            .limit(1)
+        last_id = self.conn.exec_driver_sql(
+            self._sql("SELECT id FROM audit_events WHERE org_id = ? ORDER BY id DESC LIMIT 1"), (org_id,)
         ).scalar_one()
-        self.conn.execute(
-            update(audit_heads)
-            .where(audit_heads.c.org_id == org_id)
-            .values(last_event_id=last_id, last_hash=rows[-1]["hash"])
+        self.conn.exec_driver_sql(
+            self._sql("UPDATE audit_heads SET last_event_id = ?, last_hash = ? WHERE org_id = ?"),
+            (last_id, rows[-1]["hash"], org_id),
         )
 
     def list_events(

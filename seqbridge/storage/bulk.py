@@ -62,11 +62,7 @@ def _converter(processor: Callable[[Any], Any] | None) -> Callable[[Any], Any] |
     return convert
 
 
-def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert ``rows`` (dicts with the same keys) into ``table`` in as few statements as the
-    parameter limit allows."""
-    if not rows:
-        return
+def _prepare(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]):
     columns = tuple(rows[0])
     head, row_marks, processors = _plan(table, columns, conn.dialect)
     converters = [(index, _converter(proc)) for index, proc in enumerate(processors) if proc is not None]
@@ -77,7 +73,16 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
         for index, convert in converters:
             values[index] = convert(values[index])
         prepared.append(values)
-    if conn.dialect.name == "postgresql":
+    return columns, head, row_marks, prepared
+
+
+def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``rows`` (dicts with the same keys) into ``table`` in as few statements as the
+    parameter limit allows."""
+    if not rows:
+        return
+    columns, head, row_marks, prepared = _prepare(conn, table, rows)
+    if conn.dialect.name == "postgresql" and len(prepared) > 1:
         _copy(conn, table, columns, prepared)
         return
     per_statement = max(1, min(MAX_ROWS, MAX_PARAMS // len(columns)))
@@ -85,6 +90,24 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
         chunk = prepared[start : start + per_statement]
         sql = head + ", ".join([row_marks] * len(chunk))
         conn.exec_driver_sql(sql, tuple(chain.from_iterable(chunk)))
+
+
+def insert_returning(
+    conn: Connection, table: Table, rows: Sequence[dict[str, Any]], returning: tuple[str, ...],
+    *, skip_conflicts: bool = False,
+) -> list[tuple]:  # fmt: skip
+    """Insert a few ``rows`` in one statement and return ``returning`` of each row inserted.
+    With ``skip_conflicts``, rows that hit a unique constraint (also one with an earlier row of
+    the same call) are left out, and so are missing from the result."""
+    if not rows:
+        return []
+    _, head, row_marks, prepared = _prepare(conn, table, rows)
+    quote = conn.dialect.identifier_preparer.quote
+    sql = head + ", ".join([row_marks] * len(prepared))
+    if skip_conflicts:
+        sql += " ON CONFLICT DO NOTHING"
+    sql += " RETURNING " + ", ".join(quote(c) for c in returning)
+    return [tuple(r) for r in conn.exec_driver_sql(sql, tuple(chain.from_iterable(prepared)))]
 
 
 def _copy(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[list[Any]]) -> None:

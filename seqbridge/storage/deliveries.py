@@ -7,11 +7,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.engine import Connection
 
+from seqbridge.storage.bulk import bulk_insert, insert_returning
 from seqbridge.storage.schema import deliveries, delivery_keys
 
 #: What the list view shows (the body and events are for the detail view).
@@ -25,22 +24,24 @@ class DeliveryStore:
     # Ingest ------------------------------------------------------------------------------------
 
     def insert_delivery(self, row: dict[str, Any]) -> None:
-        self.conn.execute(insert(deliveries), row)
+        self.insert_deliveries([row])
+
+    def insert_deliveries(self, rows: list[dict[str, Any]]) -> None:
+        bulk_insert(self.conn, deliveries, rows)
 
     def claim_keys(
-        self, org_id: str, hook: str, keys: list[str], delivery_id: str, now: datetime
-    ) -> set[str]:
-        """Record the dedupe keys for ``delivery_id``; return the ones that were new (the rest
-        belong to an earlier delivery). Concurrent claims of one key: exactly one wins."""
-        build = pg_insert if self.conn.dialect.name == "postgresql" else sqlite_insert
-        statement = (
-            build(delivery_keys)
-            .values([{"org_id": org_id, "hook": hook, "dedupe_key": k, "delivery_id": delivery_id,
-                      "created_at": now} for k in keys])
-            .on_conflict_do_nothing()
-            .returning(delivery_keys.c.dedupe_key)
-        )  # fmt: skip
-        return set(self.conn.execute(statement).scalars())
+        self, claims: list[tuple[str, str, str, str]], now: datetime
+    ) -> dict[tuple[str, str, str], str]:
+        """Record dedupe keys, ``(org_id, hook, key, delivery_id)`` in order; return the owner of
+        each key that was new. A key seen before (or earlier in ``claims``) is left to its first
+        owner: concurrent claims of one key, exactly one wins."""
+        rows = [
+            {"org_id": o, "hook": h, "dedupe_key": k, "delivery_id": d, "created_at": now}
+            for o, h, k, d in claims
+        ]
+        inserted = insert_returning(self.conn, delivery_keys, rows, ("org_id", "hook", "dedupe_key", "delivery_id"),
+                                    skip_conflicts=True)  # fmt: skip
+        return {(o, h, k): d for o, h, k, d in inserted}
 
     def key_owner(self, org_id: str, hook: str, key: str) -> str | None:
         """The delivery that first carried this dedupe key."""
@@ -52,8 +53,9 @@ class DeliveryStore:
             )
         ).scalar()
 
-    def delete_delivery(self, delivery_id: str) -> None:
-        self.conn.execute(delete(deliveries).where(deliveries.c.id == delivery_id))
+    def delete_deliveries(self, ids: list[str]) -> None:
+        if ids:
+            self.conn.execute(delete(deliveries).where(deliveries.c.id.in_(ids)))
 
     def set_events(self, delivery_id: str, events: list[dict[str, Any]]) -> None:
         self.conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(events=events))

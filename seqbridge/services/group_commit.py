@@ -1,0 +1,85 @@
+"""Group commit: many requests, one transaction, one fsync.
+
+Every acknowledged webhook must be committed before its 2xx, and a durable commit costs a disk
+flush. When requests arrive together, the first one to find no write in progress becomes the
+*leader*: it takes everything waiting (its own item included), writes it in one transaction and
+wakes the others, each with its own result. A request that arrives while a write is in progress
+waits for the next batch. Alone, a request writes its own batch of one in its own thread: there
+is no extra thread and no hand-off.
+
+If a batch fails, its items are written again one by one, so one bad item fails only itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+Item = TypeVar("Item")
+
+
+class _Ticket:
+    __slots__ = ("done", "error", "item", "result")
+
+    def __init__(self, item: Any) -> None:
+        self.item = item
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class GroupCommit(Generic[Item]):
+    def __init__(self, write: Callable[[list[Item]], list[Any]], *, max_batch: int = 64) -> None:
+        """``write(items)`` stores them in one transaction and returns one result per item."""
+        self._write = write
+        self._max_batch = max_batch
+        self._cond = threading.Condition()
+        self._pending: list[_Ticket] = []
+        self._writing = False
+
+    def submit(self, item: Item) -> Any:
+        """Store ``item`` (with whatever else is waiting); return its result once committed, or
+        raise what writing it raised."""
+        ticket = _Ticket(item)
+        with self._cond:
+            self._pending.append(ticket)
+        while True:
+            with self._cond:
+                while not ticket.done and self._writing:
+                    self._cond.wait()
+                if ticket.done:
+                    return self._outcome(ticket)
+                self._writing = True  # this thread leads the next batch (oldest items first)
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+            try:
+                self._write_batch(batch)
+            finally:
+                with self._cond:
+                    for written in batch:
+                        written.done = True
+                    self._writing = False
+                    self._cond.notify_all()
+
+    def _write_batch(self, batch: list[_Ticket]) -> None:
+        try:
+            results = self._write([t.item for t in batch])
+        except BaseException as error:
+            if len(batch) == 1:
+                batch[0].error = error
+                return
+            for ticket in batch:  # one bad item must not fail the others
+                try:
+                    ticket.result = self._write([ticket.item])[0]
+                except BaseException as single:
+                    ticket.error = single
+            return
+        for ticket, result in zip(batch, results, strict=True):
+            ticket.result = result
+
+    @staticmethod
+    def _outcome(ticket: _Ticket) -> Any:
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.result
