@@ -13,6 +13,7 @@ The promises:
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -36,6 +37,7 @@ from seqbridge.mapping.rules import EvaluationError
 from seqbridge.services.actions import LocalTarget
 from seqbridge.services.common import CursorPage, decode_cursor, encode_cursor, format_time, new_id
 from seqbridge.services.group_commit import GroupCommit
+from seqbridge.storage.bulk import RawJSON
 from seqbridge.storage.db import Database
 
 log = logging.getLogger("seqbridge.deliveries")
@@ -81,6 +83,7 @@ class _Arrival:
     hook: str
     row: dict[str, Any]
     keys: list[str]
+    events: list[dict[str, Any]]
 
 
 class _Retry(Exception):
@@ -173,7 +176,7 @@ class DeliveryService:
         self._registry: HookRegistry | None = None
         self._orgs: dict[str, tuple[str, float]] = {}
         self._buckets: dict[str, TokenBucket] = {}
-        self._inbox: GroupCommit[_Arrival] = GroupCommit(self._write_arrivals)
+        self._inbox: GroupCommit[_Arrival] = GroupCommit(self._write_arrivals, lock=db.write_lock)
         self._lock = threading.Lock()
 
     # The hooks ---------------------------------------------------------------------------------
@@ -268,18 +271,19 @@ class DeliveryService:
             "request_id": caller.request_id,
             "method": request.method,
             "content_type": request.content_type or None,
-            "headers": stored_headers(request.headers, header),
-            "query": redact(request.query),
+            # JSON made here, before the write lock is taken: the lock is the bottleneck.
+            "headers": RawJSON(json.dumps(stored_headers(request.headers, header))),
+            "query": RawJSON(json.dumps(redact(request.query))),
             "body": body,
             "body_size": len(request.body),
-            "events": events,
+            "events": RawJSON(json.dumps(events)),
             "reject_reason": None,
             "attempts": 0,
             "next_attempt_at": now if status == DeliveryStatus.QUEUED else None,
             "lease_owner": None,
             "lease_expires_at": None,
             "results": None,
-            "errors": [],
+            "errors": RawJSON("[]"),
             "replays": 0,
             "processed_at": None,
             "updated_at": now,
@@ -305,10 +309,12 @@ class DeliveryService:
         payload = [{"dedupe_key": e.dedupe_key, "kind": e.kind, "data": e.data} for e in events]
         row = self._row(caller, hook, request, status, now, request.body, payload)
         if not events:
-            row.update(processed_at=now, results=[])
+            row.update(processed_at=now, results=RawJSON("[]"))
         if inline:
             row.update(lease_owner=f"inline:{row['id']}", lease_expires_at=now + self.lease, attempts=1)
-        received = self._inbox.submit(_Arrival(caller, hook.name, row, [e.dedupe_key for e in events]))
+        received = self._inbox.submit(
+            _Arrival(caller, hook.name, row, [e.dedupe_key for e in events], payload)
+        )
         if inline and received.status == "queued":
             return self._respond_after_actions(hook, received.delivery_id, received.events)
         return received
@@ -345,7 +351,7 @@ class DeliveryService:
                                   {"hook": arrival.hook, "dedupe_keys": keys[:20]}))  # fmt: skip
                     continue
                 if len(fresh) < len(keys):  # some events were seen before: keep only the new ones
-                    store.set_events(row["id"], [e for e in row["events"] if e["dedupe_key"] in fresh])
+                    store.set_events(row["id"], [e for e in arrival.events if e["dedupe_key"] in fresh])
                 results.append(Received(row["id"], "queued", events=len(fresh)))
                 audit.append((caller, _tag(caller, "received"), "delivery", row["id"],
                               {"hook": arrival.hook, "events": len(fresh), "dedupe_keys": fresh[:20]}))  # fmt: skip

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -30,9 +31,20 @@ class _Ticket:
 
 
 class GroupCommit(Generic[Item]):
-    def __init__(self, write: Callable[[list[Item]], list[Any]], *, max_batch: int = 64) -> None:
-        """``write(items)`` stores them in one transaction and returns one result per item."""
+    def __init__(
+        self,
+        write: Callable[[list[Item]], list[Any]],
+        *,
+        max_batch: int = 64,
+        lock: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    ) -> None:
+        """``write(items)`` stores them in one transaction and returns one result per item.
+
+        ``lock()`` is taken by the leader *before* it collects its batch: while it waits for the
+        database (another process may be writing), more items join the batch it will write.
+        """
         self._write = write
+        self._lock = lock
         self._max_batch = max_batch
         self._cond = threading.Condition()
         self._pending: list[_Ticket] = []
@@ -51,10 +63,20 @@ class GroupCommit(Generic[Item]):
                 if ticket.done:
                     return self._outcome(ticket)
                 self._writing = True  # this thread leads the next batch (oldest items first)
-                batch = self._pending[: self._max_batch]
-                del self._pending[: self._max_batch]
+            batch: list[_Ticket] = []
             try:
-                self._write_batch(batch)
+                with self._lock():
+                    with self._cond:
+                        batch = self._pending[: self._max_batch]
+                        del self._pending[: self._max_batch]
+                    self._write_batch(batch)  # never raises: errors are kept per item
+            except BaseException as error:  # the lock could not be had: the leader's item fails
+                if not batch:
+                    with self._cond:
+                        if ticket in self._pending:
+                            self._pending.remove(ticket)
+                    ticket.error = error
+                    batch = [ticket]
             finally:
                 with self._cond:
                     for written in batch:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
-from seqbridge.storage.bulk import bulk_insert
+from seqbridge.storage.bulk import execute_raw, insert_returning
 from seqbridge.storage.schema import audit_events, audit_heads
 
 
@@ -31,9 +31,9 @@ class AuditStore:
         PostgreSQL takes a row lock; SQLite is already serialised by BEGIN IMMEDIATE.
         """
         lock = " FOR UPDATE" if self.conn.dialect.name == "postgresql" else ""
-        row = self.conn.exec_driver_sql(
-            self._sql("SELECT last_event_id, last_hash FROM audit_heads WHERE org_id = ?" + lock), (org_id,)
-        ).first()
+        rows = execute_raw(self.conn, self._sql("SELECT last_event_id, last_hash FROM audit_heads WHERE org_id = ?" + lock),
+                           (org_id,))  # fmt: skip
+        row = rows[0] if rows else None
         if row is None:
             raise LookupError(f"organization {org_id} has no audit chain")
         return {"org_id": org_id, "last_event_id": row[0], "last_hash": row[1]}
@@ -44,14 +44,9 @@ class AuditStore:
         The caller holds the chain head (:meth:`lock_chain_head`), so this organization's newest
         event after the insert is the last row given.
         """
-        bulk_insert(self.conn, audit_events, rows)
-        last_id = self.conn.exec_driver_sql(
-            self._sql("SELECT id FROM audit_events WHERE org_id = ? ORDER BY id DESC LIMIT 1"), (org_id,)
-        ).scalar_one()
-        self.conn.exec_driver_sql(
-            self._sql("UPDATE audit_heads SET last_event_id = ?, last_hash = ? WHERE org_id = ?"),
-            (last_id, rows[-1]["hash"], org_id),
-        )
+        last_id = max(r[0] for r in insert_returning(self.conn, audit_events, rows, ("id",)))
+        execute_raw(self.conn, self._sql("UPDATE audit_heads SET last_event_id = ?, last_hash = ? WHERE org_id = ?"),
+                    (last_id, rows[-1]["hash"], org_id))  # fmt: skip
 
     def list_events(
         self,

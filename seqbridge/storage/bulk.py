@@ -62,6 +62,27 @@ def _converter(processor: Callable[[Any], Any] | None) -> Callable[[Any], Any] |
     return convert
 
 
+def execute_raw(conn: Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    """Run one statement on the transaction's DBAPI connection and return its rows.
+
+    For the few statements that run for every webhook: SQLAlchemy's per-statement bookkeeping
+    costs several times the statement itself there. Errors come out as SQLAlchemy's would
+    (``OperationalError`` and so on), so callers handle them the same way.
+    """
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    cursor = conn.connection.driver_connection.cursor()
+    params = tuple(params)
+    if conn._has_events or conn.engine._has_events:  # listeners (statement counters, tracing) still see it
+        conn.dispatch.before_cursor_execute(conn, cursor, sql, params, None, False)
+    try:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description is not None else []
+    except dbapi_error as error:
+        raise DBAPIError.instance(sql, params, error, dbapi_error) from error
+    finally:
+        cursor.close()
+
+
 def _prepare(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]):
     columns = tuple(rows[0])
     head, row_marks, processors = _plan(table, columns, conn.dialect)
@@ -89,25 +110,32 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     for start in range(0, len(prepared), per_statement):
         chunk = prepared[start : start + per_statement]
         sql = head + ", ".join([row_marks] * len(chunk))
-        conn.exec_driver_sql(sql, tuple(chain.from_iterable(chunk)))
+        execute_raw(conn, sql, tuple(chain.from_iterable(chunk)))
 
 
 def insert_returning(
     conn: Connection, table: Table, rows: Sequence[dict[str, Any]], returning: tuple[str, ...],
     *, skip_conflicts: bool = False,
 ) -> list[tuple]:  # fmt: skip
-    """Insert a few ``rows`` in one statement and return ``returning`` of each row inserted.
+    """Insert ``rows`` (one statement per chunk) and return ``returning`` of each row inserted.
     With ``skip_conflicts``, rows that hit a unique constraint (also one with an earlier row of
     the same call) are left out, and so are missing from the result."""
     if not rows:
         return []
-    _, head, row_marks, prepared = _prepare(conn, table, rows)
+    columns, head, row_marks, prepared = _prepare(conn, table, rows)
     quote = conn.dialect.identifier_preparer.quote
-    sql = head + ", ".join([row_marks] * len(prepared))
-    if skip_conflicts:
-        sql += " ON CONFLICT DO NOTHING"
-    sql += " RETURNING " + ", ".join(quote(c) for c in returning)
-    return [tuple(r) for r in conn.exec_driver_sql(sql, tuple(chain.from_iterable(prepared)))]
+    tail = (
+        (" ON CONFLICT DO NOTHING" if skip_conflicts else "")
+        + " RETURNING "
+        + ", ".join(quote(c) for c in returning)
+    )
+    per_statement = max(1, min(MAX_ROWS, MAX_PARAMS // len(columns)))
+    out: list[tuple] = []
+    for start in range(0, len(prepared), per_statement):
+        chunk = prepared[start : start + per_statement]
+        sql = head + ", ".join([row_marks] * len(chunk)) + tail
+        out.extend(tuple(r) for r in execute_raw(conn, sql, tuple(chain.from_iterable(chunk))))
+    return out
 
 
 def _copy(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[list[Any]]) -> None:
