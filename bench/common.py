@@ -82,3 +82,9 @@ def summary(samples: list[float]) -> str:
     return (
         f"median {statistics.median(samples) * 1000:.1f} ms (min {min(samples) * 1000:.1f}, n={len(samples)})"
     )
+
+
+def no_mappings() -> str:
+    """An empty mappings directory: these benchmarks need no hooks (and the shipped examples
+    would log their missing secrets)."""
+    return tempfile.mkdtemp(prefix="seqbridge-bench-mappings-")

@@ -14,7 +14,7 @@ import uuid
 
 from sqlalchemy import insert
 
-from bench.common import database, paired_ratio, raw_transaction, summary, timed
+from bench.common import database, no_mappings, paired_ratio, raw_transaction, summary, timed
 from seqbridge import create_app
 from seqbridge.storage.schema import contacts
 
@@ -23,7 +23,7 @@ SIZE = 1000
 
 def run(engine: str, rounds: int) -> dict:
     with database(engine) as url:
-        app = create_app({"DATABASE_URL": url, "LOG_LEVEL": "WARNING"})
+        app = create_app({"DATABASE_URL": url, "MAPPINGS_DIR": no_mappings(), "LOG_LEVEL": "WARNING"})
         services = app.extensions["seqbridge"]
         key = services.keys.create_key("bench", ["*"]).raw_key
         client = app.test_client()

@@ -23,14 +23,14 @@ from pathlib import Path
 
 from sqlalchemy import func, select, text
 
-from bench.common import begin, database
+from bench.common import begin, database, no_mappings
 from seqbridge import create_app
 from seqbridge.storage.bulk import bulk_insert
 from seqbridge.storage.schema import contacts, outbox, step_tasks
 
 
 def prepare(url: str, steps: int):
-    app = create_app({"DATABASE_URL": url, "LOG_LEVEL": "WARNING"})
+    app = create_app({"DATABASE_URL": url, "MAPPINGS_DIR": no_mappings(), "LOG_LEVEL": "WARNING"})
     services = app.extensions["seqbridge"]
     key = services.keys.create_key("bench", ["*"]).raw_key
     client = app.test_client()

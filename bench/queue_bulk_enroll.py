@@ -15,7 +15,7 @@ import random
 import time
 import uuid
 
-from bench.common import database, paired_ratio, raw_transaction, summary, timed
+from bench.common import database, no_mappings, paired_ratio, raw_transaction, summary, timed
 from seqbridge import create_app
 from seqbridge.storage.bulk import bulk_insert
 from seqbridge.storage.schema import companies, contacts
@@ -57,7 +57,7 @@ def populate(services, org_id: str) -> None:
 
 def run(engine: str, rounds: int) -> dict:
     with database(engine) as url:
-        app = create_app({"DATABASE_URL": url, "LOG_LEVEL": "WARNING"})
+        app = create_app({"DATABASE_URL": url, "MAPPINGS_DIR": no_mappings(), "LOG_LEVEL": "WARNING"})
         services = app.extensions["seqbridge"]
         key = services.keys.create_key("bench", ["*"]).raw_key
         client = app.test_client()

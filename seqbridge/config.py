@@ -56,7 +56,7 @@ DEFAULTS: dict[str, Any] = {
     # Seconds between checks of the mappings directory for changes; 0 turns watching off.
     "MAPPINGS_WATCH_SECONDS": 2,
     "DB_POOL_SIZE": 5,
-    "DB_MAX_OVERFLOW": 10,
+    "DB_MAX_OVERFLOW": 15,
 }
 
 _INT_SETTINGS = {

@@ -8,7 +8,9 @@ import os
 bind = os.environ.get("SEQBRIDGE_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("SEQBRIDGE_WEB_WORKERS", "2"))
 worker_class = "gthread"
-threads = int(os.environ.get("SEQBRIDGE_WEB_THREADS", "4"))
+# Webhook requests spend most of their time waiting for a shared commit (the inbox's group
+# commit): more threads make bigger batches. 16 doubled accepted webhooks/s over 4 (BENCHMARKS.md).
+threads = int(os.environ.get("SEQBRIDGE_WEB_THREADS", "16"))
 # Webhook senders give up after ~10-30 s; never hold a request longer than that.
 timeout = 30
 graceful_timeout = 20

@@ -67,3 +67,28 @@ def test_a_bad_item_fails_alone_and_a_failed_batch_is_retried_item_by_item():
     for thread in threads:
         thread.join(10)
     assert outcomes["a"] == "A" and outcomes["b"] == "B" and isinstance(outcomes["bad"], ValueError)
+
+
+def test_items_that_arrive_while_the_leader_waits_for_the_lock_join_its_batch():
+    """The leader collects its batch only once it holds the lock (another process may be
+    writing): whatever queued meanwhile goes into the same commit."""
+    import contextlib
+
+    database = threading.Lock()
+    database.acquire()  # "another process" is writing
+    batches: list[list[int]] = []
+
+    @contextlib.contextmanager
+    def lock():
+        with database:
+            yield
+
+    commit = GroupCommit(lambda items: batches.append(list(items)) or items, lock=lock)
+    threads = [threading.Thread(target=commit.submit, args=(n,)) for n in range(5)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    database.release()
+    for thread in threads:
+        thread.join(10)
+    assert [sorted(b) for b in batches] == [[0, 1, 2, 3, 4]]

@@ -127,7 +127,7 @@ def test_the_validate_command_prints_file_line_col_and_exits_non_zero(tmp_path):
     assert f"{path}:3:5: unknown key 'organisation' (did you mean 'organization'?)" in result.stdout
     ok = subprocess.run([sys.executable, "-m", "seqbridge", "mappings", "validate", str(ROOT / "mappings")],
                         capture_output=True, text=True, env={**os.environ, "WHATSAPP_APP_SECRET": "s",
-                        "WHATSAPP_VERIFY_TOKEN": "t", "TWILIO_AUTH_TOKEN": "t", "TYPEFORM_SECRET": "t",
+                        "WHATSAPP_VERIFY_TOKEN": "t", "TWILIO_AUTH_TOKEN": "t", "TYPEFORM_SECRET": "t", "HUBSPOT_CLIENT_SECRET": "t",
                         "ACTIVECAMPAIGN_HOOK_TOKEN": "t", "ZAPIER_HOOK_TOKEN": "t"})  # fmt: skip
     assert ok.returncode == 0, ok.stdout + ok.stderr
 
@@ -270,7 +270,7 @@ def test_mapping_tests_report_expected_and_received_with_the_line(tmp_path):
 def test_every_shipped_mapping_passes_its_tests():
     outcomes, problems = run_tests([str(ROOT / "mappings")])
     assert problems == []
-    assert len(outcomes) >= 15 and all(o.passed for o in outcomes), [o for o in outcomes if not o.passed]
+    assert len(outcomes) >= 18 and all(o.passed for o in outcomes), [o for o in outcomes if not o.passed]
 
 
 # The API --------------------------------------------------------------------------------------------------
@@ -292,7 +292,7 @@ def test_dry_run_plans_without_acting_and_mappings_are_per_organization(app_conf
     assert hidden.status_code == 404 and hidden.json["error"]["code"] == "hook_not_found"
 
 
-def test_shipped_examples_end_to_end(app_config, api, client, services, monkeypatch):
+def test_shipped_examples_end_to_end(app_config, api, client, services, monkeypatch, clock):
     """The shipped forms mapping, served for real: a browser form post creates the lead and enrolls
     it into Welcome."""
     import shutil
@@ -302,7 +302,7 @@ def test_shipped_examples_end_to_end(app_config, api, client, services, monkeypa
     target = Path(app_config["MAPPINGS_DIR"])
     shutil.copytree(ROOT / "mappings", target, dirs_exist_ok=True)
     for name in ("WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN", "TWILIO_AUTH_TOKEN", "TYPEFORM_SECRET",
-                 "ACTIVECAMPAIGN_HOOK_TOKEN", "ZAPIER_HOOK_TOKEN"):  # fmt: skip
+                 "ACTIVECAMPAIGN_HOOK_TOKEN", "ZAPIER_HOOK_TOKEN", "HUBSPOT_CLIENT_SECRET"):  # fmt: skip
         monkeypatch.setenv(name, "s3cret")
     monkeypatch.setenv("SEQBRIDGE_DEMO_ORG", "acme")
     welcome = factories.active_sequence(api, name="Welcome")

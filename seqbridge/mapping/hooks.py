@@ -172,8 +172,8 @@ class _Compiler:
         if kind == "bulk_enroll" and ("contacts" in spec) == ("filter" in spec):
             self.problem(where, "bulk_enroll needs exactly one of contacts or filter")
         if kind == "upsert_contact":
-            if not any(k in spec for k in ("email", "phone", "id")):
-                self.problem(where, "upsert_contact needs email, phone or id to find the contact")
+            if not any(k in spec for k in ("email", "phone", "id", "attribute")):
+                self.problem(where, "upsert_contact needs email, phone, id or attribute to find the contact")
             fields, statuses = _contact_fields()
             for name, value in (spec.get("set") or {}).items():
                 if name not in fields:

@@ -68,6 +68,11 @@ class LocalTarget:
     def _contact_ref(self, given: Any) -> ContactRef:
         if not isinstance(given, dict) or not given:
             raise ActionFailed("missing_contact", "no contact identifier (email, phone or id) for this event")
+        attribute = given.get("attribute")
+        if isinstance(attribute, dict) and len(attribute) == 1:
+            [(name, value)] = attribute.items()
+            if value not in (None, ""):
+                return ContactRef(f"attribute:{name}", str(value))
         for field in ("id", "email", "phone"):
             value = given.get(field)
             if value in (None, ""):
@@ -166,15 +171,24 @@ class LocalTarget:
             tags = [t.strip() for t in tags.split(",") if t.strip()]
         if not isinstance(tags, list):
             raise ActionFailed("invalid_tags", "tags must be a list or a comma-separated string")
-        identity = {k: action[k] for k in ("id", "email", "phone") if action.get(k) not in (None, "")}
+        identity = {
+            k: action[k] for k in ("id", "email", "phone", "attribute") if action.get(k) not in (None, "", {})
+        }
         if not identity:
             raise ActionFailed("missing_contact", "no contact identifier (email, phone or id) for this event")
         existing = self._find(caller, identity)
         if existing is None:
-            if "id" in identity and not ({"email", "phone"} & set(identity)):
-                raise ActionFailed("contact_not_found", f"no contact with id {identity['id']}")
-            created = contacts.create_contact(caller, {**fields, **{k: v for k, v in identity.items() if k != "id"},
-                                                       "tags": tags})  # fmt: skip
+            if not ({"email", "phone"} & set(identity)):  # an id or attribute alone cannot create one
+                raise ActionFailed("contact_not_found", f"no contact with {_describe(identity)}")
+            attributes = {**(fields.pop("attributes", None) or {}), **(identity.get("attribute") or {})}
+            values = {
+                **fields,
+                **{k: v for k, v in identity.items() if k in ("email", "phone")},
+                "tags": tags,
+            }
+            if attributes:
+                values["attributes"] = attributes
+            created = contacts.create_contact(caller, values)
             return _outcome("done", operation="created", contact_id=created["id"])
         changes = {k: v for k, v in fields.items() if existing.get(k) != v}
         for name in ("email", "phone"):  # fill in an identifier the contact did not have yet
@@ -199,6 +213,11 @@ class LocalTarget:
                 return contacts.get_contact(caller, str(identity["id"]))
             except NotFound:
                 return None
+        if isinstance(identity.get("attribute"), dict) and len(identity["attribute"]) == 1:
+            [(name, value)] = identity["attribute"].items()
+            found = contacts.find_by_attribute(caller, name, str(value))
+            if found is not None:
+                return found
         if identity.get("email"):
             found = contacts.find_by_email(caller, str(identity["email"]))
             if found is not None:
@@ -208,3 +227,7 @@ class LocalTarget:
             if matches:
                 return matches[0]
         return None
+
+
+def _describe(identity: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in identity.items())

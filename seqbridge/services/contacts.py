@@ -85,6 +85,16 @@ class ContactService:
             row = tx.contacts.find_contact_by_email(caller.org_id, email.strip().lower())
             return contact_to_api(row, tx.contacts.tags_for([row["id"]]).get(row["id"], [])) if row else None
 
+    def find_by_attribute(self, caller: Caller, name: str, value: str) -> dict[str, Any] | None:
+        """The oldest contact whose custom attribute ``name`` equals ``value``, or None."""
+        with self.db.transaction(write=False) as tx:
+            rows = tx.contacts.find_contacts_by_attribute(caller.org_id, name, value)
+            return (
+                contact_to_api(rows[0], tx.contacts.tags_for([rows[0]["id"]]).get(rows[0]["id"], []))
+                if rows
+                else None
+            )
+
     def find_by_phone(self, caller: Caller, phone: str) -> list[dict[str, Any]]:
         """Every contact with this phone number (normalised to E.164 first), oldest first."""
         e164 = normalize_phone(phone, self.default_region)

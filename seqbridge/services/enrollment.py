@@ -601,6 +601,11 @@ class EnrollmentService:
             contact = tx.contacts.find_contact_by_email(caller.org_id, ref.value.lower())
         elif ref.kind == "phone":  # already E.164; the oldest contact with the number
             contact = next(iter(tx.contacts.find_contacts_by_phone(caller.org_id, ref.value)), None)
+        elif ref.kind.startswith("attribute:"):  # a custom attribute, e.g. a CRM's id for the contact
+            matches = tx.contacts.find_contacts_by_attribute(
+                caller.org_id, ref.kind.partition(":")[2], ref.value
+            )
+            contact = next(iter(matches), None)
         else:
             contact = tx.contacts.get_contact(caller.org_id, ref.value)
         if contact is None:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
-from seqbridge.storage.bulk import execute_raw, insert_returning
+from seqbridge.storage.bulk import bulk_insert, execute_raw, insert_returning
 from seqbridge.storage.schema import audit_events, audit_heads
 
 
@@ -44,7 +44,12 @@ class AuditStore:
         The caller holds the chain head (:meth:`lock_chain_head`), so this organization's newest
         event after the insert is the last row given.
         """
-        last_id = max(r[0] for r in insert_returning(self.conn, audit_events, rows, ("id",)))
+        if self.conn.dialect.name == "postgresql" and len(rows) > 50:  # COPY wins for bulk batches
+            bulk_insert(self.conn, audit_events, rows)
+            last_id = execute_raw(self.conn, self._sql("SELECT id FROM audit_events WHERE org_id = ? ORDER BY id DESC LIMIT 1"),
+                                  (org_id,))[0][0]  # fmt: skip
+        else:  # the new ids come back with the insert
+            last_id = max(r[0] for r in insert_returning(self.conn, audit_events, rows, ("id",)))
         execute_raw(self.conn, self._sql("UPDATE audit_heads SET last_event_id = ?, last_hash = ? WHERE org_id = ?"),
                     (last_id, rows[-1]["hash"], org_id))  # fmt: skip
 

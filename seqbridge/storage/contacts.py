@@ -104,6 +104,15 @@ class ContactStore:
         )
         return [dict(r) for r in self.conn.execute(query).mappings()]
 
+    def find_contacts_by_attribute(self, org_id: str, name: str, value: str) -> list[dict[str, Any]]:
+        """Contacts whose custom attribute ``name`` is ``value`` (e.g. a CRM's own id), oldest first."""
+        query = (
+            select(contacts)
+            .where(contacts.c.org_id == org_id, contacts.c.attributes[name].as_string() == value)
+            .order_by(contacts.c.created_at, contacts.c.id)
+        )
+        return [dict(r) for r in self.conn.execute(query).mappings()]
+
     def update_contact(self, org_id: str, contact_id: str, values: dict[str, Any]) -> bool:
         result = self.conn.execute(
             update(contacts).where(contacts.c.org_id == org_id, contacts.c.id == contact_id).values(**values)

@@ -50,7 +50,7 @@ def build_engine(url: str, settings: dict[str, Any] | None = None) -> Engine:
     return create_engine(
         parsed,
         pool_size=int(settings.get("DB_POOL_SIZE", 5)),
-        max_overflow=int(settings.get("DB_MAX_OVERFLOW", 10)),
+        max_overflow=int(settings.get("DB_MAX_OVERFLOW", 15)),
         pool_pre_ping=True,
         pool_recycle=1800,
         connect_args={"connect_timeout": 10},
@@ -66,6 +66,9 @@ def _build_sqlite_engine(parsed: URL, settings: dict[str, Any]) -> Engine:
     engine = create_engine(
         parsed,
         connect_args={"timeout": busy_ms / 1000, "check_same_thread": False},
+        # One connection per web thread at most (see gunicorn_conf.threads).
+        pool_size=int(settings.get("DB_POOL_SIZE", 5)),
+        max_overflow=int(settings.get("DB_MAX_OVERFLOW", 15)),
     )
 
     @event.listens_for(engine, "connect")
