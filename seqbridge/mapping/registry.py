@@ -271,14 +271,15 @@ class HookRegistry:
         return tuple(entries)
 
     def _maybe_reload(self) -> None:
-        if self.watch_seconds <= 0:
+        if self.watch_seconds <= 0 or time.monotonic() - self._checked < self.watch_seconds:
             return
-        now = time.monotonic()
-        if now - self._checked < self.watch_seconds:
-            return
-        self._checked = now
-        if self._current_signature() != self._signature:
-            self.reload()
+        with self._lock:  # a request that arrives during a reload waits for the new set
+            if time.monotonic() - self._checked < self.watch_seconds:
+                return  # another thread has just checked
+            signature = self._current_signature()
+            if signature != self._signature:
+                self._reload_locked(signature)
+            self._checked = time.monotonic()
 
     def reload(self) -> list[Problem]:
         """Load the directory again and swap atomically; return every problem found.
@@ -286,38 +287,41 @@ class HookRegistry:
         A file that fails keeps its previous good version (if it had one).
         """
         with self._lock:
-            signature = self._current_signature()
-            results, problems = _load_all([p for p, _, _ in signature], self.environ)
-            files: dict[str, FileResult] = {}
-            stale: dict[str, list[Problem]] = {}
-            for result in results:
-                previous = self._files.get(result.path)
-                if not result.ok and previous is not None and previous.ok:
-                    files[result.path] = previous
-                    stale[result.path] = result.problems + [p for ps in result.broken.values() for p in ps]
-                else:
-                    files[result.path] = result
-            hooks: dict[str, Hook] = {}
-            broken: dict[str, list[Problem]] = {}
-            organizations: dict[str, str] = {}
-            for result in files.values():
-                for name, org in result.organizations.items():
-                    organizations.setdefault(name, org)
-                for name, hook in result.hooks.items():
-                    hooks.setdefault(name, hook)
-                for name, hook_problems in result.broken.items():
-                    broken.setdefault(name, hook_problems)
-            for problem in problems:  # a hook defined twice: neither copy is trusted
-                for name in list(hooks):
-                    if f"hook {name!r} is also defined" in problem.message:
-                        broken[name] = [problem]
-                        hooks.pop(name)
-            self._files, self._hooks, self._broken, self._stale = files, hooks, broken, stale
-            self._organizations = organizations
-            self._signature = signature
-            self._checked = time.monotonic()
-            everything = sorted(set(problems + [p for r in results for p in r.problems]
-                                    + [p for r in results for ps in r.broken.values() for p in ps]))  # fmt: skip
+            return self._reload_locked(self._current_signature())
+
+    def _reload_locked(self, signature: tuple) -> list[Problem]:
+        """Load ``signature``'s files and swap; the caller holds the lock."""
+        results, problems = _load_all([p for p, _, _ in signature], self.environ)
+        files: dict[str, FileResult] = {}
+        stale: dict[str, list[Problem]] = {}
+        for result in results:
+            previous = self._files.get(result.path)
+            if not result.ok and previous is not None and previous.ok:
+                files[result.path] = previous
+                stale[result.path] = result.problems + [p for ps in result.broken.values() for p in ps]
+            else:
+                files[result.path] = result
+        hooks: dict[str, Hook] = {}
+        broken: dict[str, list[Problem]] = {}
+        organizations: dict[str, str] = {}
+        for result in files.values():
+            for name, org in result.organizations.items():
+                organizations.setdefault(name, org)
+            for name, hook in result.hooks.items():
+                hooks.setdefault(name, hook)
+            for name, hook_problems in result.broken.items():
+                broken.setdefault(name, hook_problems)
+        for problem in problems:  # a hook defined twice: neither copy is trusted
+            for name in list(hooks):
+                if f"hook {name!r} is also defined" in problem.message:
+                    broken[name] = [problem]
+                    hooks.pop(name)
+        self._files, self._hooks, self._broken, self._stale = files, hooks, broken, stale
+        self._organizations = organizations
+        self._signature = signature
+        self._checked = time.monotonic()
+        everything = sorted(set(problems + [p for r in results for p in r.problems]
+                                + [p for r in results for ps in r.broken.values() for p in ps]))  # fmt: skip
         for problem in everything:
             log.error("mapping problem: %s", problem)
         return everything
