@@ -53,5 +53,8 @@ class HubSpot:
         body = parse_json_body(request)
         if not isinstance(body, list) or not all(isinstance(e, dict) for e in body):
             raise MalformedPayload("HubSpot sends a JSON array of events")
-        return [InboundEvent(dedupe_key=canonical_hash(event), kind=str(event.get("subscriptionType") or "event"),
-                             data=event) for event in body]  # fmt: skip
+        # HubSpot's eventId is not unique, and attemptNumber grows on each retry: the key is a
+        # hash of everything else, so a retried event is recognised.
+        return [InboundEvent(dedupe_key=canonical_hash({k: v for k, v in event.items() if k != "attemptNumber"}),
+                             kind=str(event.get("subscriptionType") or "event"), data=event)
+                for event in body]  # fmt: skip

@@ -209,6 +209,13 @@ def test_hubspot_events_each_become_an_event_keyed_by_their_content():
     # HubSpot's eventId repeats (both are 1 here): the keys still differ.
     assert len({e.dedupe_key for e in events}) == 2
     assert events[0].kind == "contact.propertyChange"
+    # A retry carries attemptNumber 1, 2, …: it is the same event, so the same key.
+    retried = json.loads(body)
+    for event in retried:
+        event["attemptNumber"] = 3
+    raw = json.dumps(retried).encode()
+    again = connector.parse(request(raw, hubspot_signed(raw, url, NOW), url=url))
+    assert [e.dedupe_key for e in again] == [e.dedupe_key for e in events]
 
 
 def test_hubspot_stale_timestamp_tamper_and_wrong_secret():
