@@ -10,6 +10,7 @@ from seqbridge.services.companies import CompanyService
 from seqbridge.services.contacts import ContactService
 from seqbridge.services.deliveries import DeliveryService
 from seqbridge.services.enrollment import EnrollmentService
+from seqbridge.services.idempotency import IdempotencyService
 from seqbridge.services.keys import KeyService
 from seqbridge.services.outbox import OutboxService
 from seqbridge.services.scheduling import Scheduler
@@ -33,6 +34,7 @@ class Services:
         self.enrollment = EnrollmentService(db, clock, self.sequences, self.scheduler)
         self.outbox = OutboxService(db, clock)
         self.deliveries = DeliveryService(db, clock, settings, self)
+        self.idempotency = IdempotencyService(db, clock)
         # Auto-enrollment: new contacts and newly added tags start matching sequences.
         self.contacts.created_listeners.append(self.enrollment.on_contact_created)
         self.contacts.tags_added_listeners.append(self.enrollment.on_tags_added)

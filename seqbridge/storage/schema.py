@@ -335,6 +335,27 @@ delivery_keys = Table(
     Column("created_at", UTCDateTime, nullable=False),
 )
 
+# Idempotency-Key on the API's POST routes: the first answer is kept and replayed for a retry.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("org_id", ID, ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("method", String(10), nullable=False),
+    Column("path", String(500), nullable=False),
+    # SHA-256 of method, path, query and body: the same key with another request is refused.
+    Column("request_hash", String(64), nullable=False),
+    # in_progress | done
+    Column("state", String(20), nullable=False),
+    Column("response_status", Integer, nullable=True),
+    Column("response_type", String(200), nullable=True),
+    Column("response_body", LargeBinary, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    # An in-progress key whose request died is free again after this.
+    Column("locked_until", UTCDateTime, nullable=False),
+    Index("ix_idempotency_keys_created", "created_at"),
+)
+
 audit_events = Table(
     "audit_events",
     metadata,
@@ -379,6 +400,7 @@ __all__ = [
     "deliveries",
     "delivery_keys",
     "enrollments",
+    "idempotency_keys",
     "metadata",
     "organizations",
     "outbox",

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from seqbridge.storage.db import Database
     from seqbridge.storage.deliveries import DeliveryStore
     from seqbridge.storage.enrollments import EnrollmentStore
+    from seqbridge.storage.idempotency import IdempotencyStore
     from seqbridge.storage.orgs import KeyStore, OrgStore
     from seqbridge.storage.processor import ProcessorStore
     from seqbridge.storage.sequences import SequenceStore
@@ -78,3 +79,9 @@ class Tx:
         from seqbridge.storage.deliveries import DeliveryStore
 
         return DeliveryStore(self.conn)
+
+    @cached_property
+    def idempotency(self) -> IdempotencyStore:
+        from seqbridge.storage.idempotency import IdempotencyStore
+
+        return IdempotencyStore(self.conn)

@@ -11,7 +11,7 @@ from seqbridge.config import load_settings
 from seqbridge.logs import configure_logging
 from seqbridge.services import Services
 from seqbridge.storage.db import Database
-from seqbridge.web import errors, pipeline
+from seqbridge.web import errors, idempotency, pipeline
 from seqbridge.web.contract import Contract
 
 
@@ -38,6 +38,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     errors.init_app(app)
     pipeline.init_app(app)
+    idempotency.init_app(app)
 
     from seqbridge.web import (
         audit,
