@@ -19,3 +19,10 @@ SOURCES = {
     for connector in (WhatsAppCloud, Twilio, Typeform, HubSpot, StandardWebhooks, ActiveCampaign, CrmForm,
                       Zapier, N8n, Generic, Form)
 }  # fmt: skip
+
+from connectors.bot_sequences_api import BotSequencesApi  # noqa: E402
+from connectors.event_queues_api import EventQueuesApi  # noqa: E402
+from connectors.sequences_api import SequencesApi  # noqa: E402
+
+#: Outbound target connectors by the ``type`` a mapping's target names.
+TARGETS = {target.type: target for target in (SequencesApi, BotSequencesApi, EventQueuesApi)}

@@ -11,7 +11,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors import SOURCES
+from connectors import SOURCES, TARGETS
 from seqbridge.mapping.rules import (
     Condition,
     EvaluationError,
@@ -24,9 +24,12 @@ from seqbridge.mapping.rules import (
 from seqbridge.mapping.source import Document, Problem
 
 ACTIONS = ("enroll", "unenroll", "bulk_enroll", "upsert_contact")
-TARGET_TYPES = ("local",)
+TARGET_TYPES = ("local", *TARGETS)
 #: What each target type can do.
-TARGET_ACTIONS = {"local": set(ACTIONS)}
+TARGET_ACTIONS = {"local": set(ACTIONS), **{name: set(target.actions) for name, target in TARGETS.items()}}
+#: Why a dialect cannot do an action, where that needs saying.
+_CANNOT = {("event_queues_api", "unenroll"): "the event-queue dialect has no unenroll",
+           ("bot_sequences_api", "bulk_enroll"): "the bot dialect has no bulk enroll"}  # fmt: skip
 
 
 def _contact_fields() -> tuple[tuple[str, ...], set[str]]:
@@ -41,7 +44,8 @@ def _contact_fields() -> tuple[tuple[str, ...], set[str]]:
 class Target:
     name: str
     type: str
-    settings: dict[str, Any] = field(default_factory=dict)
+    #: The connector for a remote target (None for local).
+    client: Any = None
 
 
 LOCAL = Target("local", "local")
@@ -161,7 +165,17 @@ class _Compiler:
                          f"unknown target {target_name!r}{did_you_mean(target_name, sorted(self.targets))}")  # fmt: skip
             return None
         if kind not in TARGET_ACTIONS.get(target.type, set()):
-            self.problem((*path, kind), f"target {target_name!r} ({target.type}) cannot {kind}")
+            why = _CANNOT.get((target.type, kind))
+            self.problem(
+                (*path, kind),
+                f"target {target_name!r} ({target.type}) cannot {kind}" + (f": {why}" if why else ""),
+            )
+            return None
+        spec_ref = (source[kind] or {}).get("sequence", (source[kind] or {}).get("queue"))
+        if target.type != "local" and kind == "unenroll" and spec_ref == "*":
+            self.problem(
+                (*path, kind), f'unenroll from "*" works on the local target only, not {target_name!r}'
+            )
             return None
         spec = source[kind] or {}
         where = (*path, kind)
@@ -210,26 +224,42 @@ class _Compiler:
 
 
 def compile_targets(
-    doc: Document, base: tuple, source: dict[str, Any] | None
+    doc: Document, base: tuple, source: dict[str, Any] | None, allow_private: bool = False
 ) -> tuple[dict[str, Target], list[Problem]]:
-    """The ``targets:`` block at ``base``."""
+    """The ``targets:`` block at ``base``: each remote one gets its connector (settings checked now)."""
     targets: dict[str, Target] = {}
     problems: list[Problem] = []
     for name, settings in (source or {}).items():
         kind = settings.get("type")
         if kind not in TARGET_TYPES:
-            problems.append(doc.at((*base, name, "type"), f"target type {kind!r} is not supported here yet"))
+            problems.append(
+                doc.at((*base, name, "type"), f"target type {kind!r} is not one of {', '.join(TARGET_TYPES)}")
+            )
             continue
-        targets[name] = Target(name, kind, {k: v for k, v in settings.items() if k != "type"})
+        if kind == "local":
+            targets[name] = Target(name, kind)
+            continue
+        try:
+            client = TARGETS[kind](
+                name, {k: v for k, v in settings.items() if k != "type"}, allow_private=allow_private
+            )
+        except (ValueError, TypeError) as error:
+            problems.append(doc.at((*base, name), f"target {name!r}: {error}"))
+            continue
+        targets[name] = Target(name, kind, client)
     return targets, problems
 
 
 def compile_hook(
-    doc: Document, name: str, source: dict[str, Any], shared_targets: dict[str, Target]
+    doc: Document,
+    name: str,
+    source: dict[str, Any],
+    shared_targets: dict[str, Target],
+    allow_private: bool = False,
 ) -> tuple[Hook | None, list[Problem]]:
     """Compile ``hooks.<name>`` of ``doc`` (already schema-valid)."""
     base = ("hooks", name)
-    own_targets, problems = compile_targets(doc, (*base, "targets"), source.get("targets"))
+    own_targets, problems = compile_targets(doc, (*base, "targets"), source.get("targets"), allow_private)
     targets = {"local": LOCAL, **shared_targets, **own_targets}
     compiler = _Compiler(doc, base, targets)
     compiler.problems.extend(problems)

@@ -125,7 +125,9 @@ class FileResult:
         return not self.problems and not self.broken
 
 
-def load_file(path: str, environ: Mapping[str, str], shared_targets: dict[str, Target]) -> FileResult:
+def load_file(
+    path: str, environ: Mapping[str, str], shared_targets: dict[str, Target], allow_private: bool = False
+) -> FileResult:
     """Read, validate and compile one mapping file."""
     result = FileResult(path)
     try:
@@ -147,11 +149,11 @@ def load_file(path: str, environ: Mapping[str, str], shared_targets: dict[str, T
             doc.data.get("hooks"), dict) else guess_hook_names(path)  # fmt: skip
         result.broken = {name: problems for name in names}
         return result
-    result.targets, problems = compile_targets(doc, ("targets",), doc.data.get("targets"))
+    result.targets, problems = compile_targets(doc, ("targets",), doc.data.get("targets"), allow_private)
     result.problems.extend(problems)
     targets = {**shared_targets, **result.targets}
     for name, source in (doc.data.get("hooks") or {}).items():
-        hook, problems = compile_hook(doc, name, source, targets)
+        hook, problems = compile_hook(doc, name, source, targets, allow_private)
         if hook is None:
             result.broken[name] = problems
         else:
@@ -173,13 +175,15 @@ def validate_paths(paths: list[str], environ: Mapping[str, str] | None = None) -
     return sorted(set(problems))
 
 
-def _load_all(files: list[str], environ: Mapping[str, str]) -> tuple[list[FileResult], list[Problem]]:
+def _load_all(
+    files: list[str], environ: Mapping[str, str], allow_private: bool = False
+) -> tuple[list[FileResult], list[Problem]]:
     """Two passes: shared targets first (any file's top-level ``targets``), then the hooks."""
     shared: dict[str, Target] = {}
-    first = [load_file(f, environ, {}) for f in files]
+    first = [load_file(f, environ, {}, allow_private) for f in files]
     for result in first:
         shared.update(result.targets)
-    results = [load_file(f, environ, shared) for f in files] if shared else first
+    results = [load_file(f, environ, shared, allow_private) for f in files] if shared else first
     problems: list[Problem] = []
     seen: dict[str, str] = {}
     for result in results:
@@ -205,9 +209,15 @@ class HookRegistry:
     """The loaded hooks. :meth:`get` is what a request calls; it is cheap and thread-safe."""
 
     def __init__(
-        self, directory: str, environ: Mapping[str, str] | None = None, *, watch_seconds: float = 2.0
+        self,
+        directory: str,
+        environ: Mapping[str, str] | None = None,
+        *,
+        watch_seconds: float = 2.0,
+        allow_private: bool = False,
     ) -> None:
         self.directory = directory
+        self.allow_private = allow_private
         self.environ = os.environ if environ is None else environ
         self.watch_seconds = watch_seconds
         self._lock = threading.Lock()
@@ -291,7 +301,7 @@ class HookRegistry:
 
     def _reload_locked(self, signature: tuple) -> list[Problem]:
         """Load ``signature``'s files and swap; the caller holds the lock."""
-        results, problems = _load_all([p for p, _, _ in signature], self.environ)
+        results, problems = _load_all([p for p, _, _ in signature], self.environ, self.allow_private)
         files: dict[str, FileResult] = {}
         stale: dict[str, list[Problem]] = {}
         for result in results:

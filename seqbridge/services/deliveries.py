@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.base import InboundEvent, InboundRequest, MalformedPayload, VerificationError
+from connectors.remote import Transient
 from seqbridge.audit import record, record_each, redact
 from seqbridge.audit import tag_for as _tag_for
 from seqbridge.clock import Clock
@@ -87,7 +88,12 @@ class _Arrival:
 
 
 class _Retry(Exception):
-    """A transient problem: try again later."""
+    """A transient problem: try again later (not before ``retry_after`` seconds, if given)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
 
 
 def hook_caller(org_id: str, hook: str, request_id: str | None, **via: Any) -> Caller:
@@ -187,7 +193,9 @@ class DeliveryService:
             with self._lock:
                 if self._registry is None:
                     self._registry = HookRegistry(
-                        self.settings["MAPPINGS_DIR"], watch_seconds=self.settings["MAPPINGS_WATCH_SECONDS"]
+                        self.settings["MAPPINGS_DIR"],
+                        watch_seconds=self.settings["MAPPINGS_WATCH_SECONDS"],
+                        allow_private=bool(self.settings.get("ALLOW_PRIVATE_TARGETS")),
                     )
         return self._registry
 
@@ -399,61 +407,100 @@ class DeliveryService:
         except Exception as error:  # any failure is recorded and retried
             if not isinstance(error, _Retry):
                 log.exception("delivery %s: attempt failed", delivery_id)
-            return self._retry_later(delivery_id, worker_id, _describe(error))
+            return self._retry_later(
+                delivery_id, worker_id, _describe(error), getattr(error, "retry_after", None)
+            )
 
     def _process(self, delivery_id: str, worker_id: str) -> dict[str, Any] | None:
         now = self.clock.now()
+        with self.db.transaction(write=False) as tx:
+            row = tx.deliveries.get_leased(delivery_id, worker_id)
+        if row is None:
+            return None
+        try:
+            hook = self.registry.get(row["hook"])
+        except (UnknownHook, BrokenHook) as error:
+            kind = (
+                "is no longer configured"
+                if isinstance(error, UnknownHook)
+                else "has an invalid configuration"
+            )
+            raise _Retry(f"hook {row['hook']!r} {kind}") from None
+        plans = self._plan(hook, row)
+        # Remote actions first, outside any transaction: no database lock is held over the network.
+        # Their keys are the same on every automatic retry (the remote replays its first answer)
+        # and new for an operator's replay (which should act again, e.g. after a fix).
+        remote: dict[tuple[int, int], dict[str, Any]] = {}
+        for e, (_, plan, _) in enumerate(plans):
+            for a, action in enumerate(plan.actions if plan else []):
+                if action["target"] != "local":
+                    remote[(e, a)] = self._run_remote(
+                        hook, action, f"{delivery_id}:r{row['replays']}:{e}:{a}"
+                    )
         with self.db.transaction() as tx:
-            row = tx.deliveries.load_leased(delivery_id, worker_id)
-            if row is None:
-                return None
-            try:
-                hook = self.registry.get(row["hook"])
-            except (UnknownHook, BrokenHook) as error:
-                kind = (
-                    "is no longer configured"
-                    if isinstance(error, UnknownHook)
-                    else "has an invalid configuration"
-                )
-                raise _Retry(f"hook {row['hook']!r} {kind}") from None
-            body = parse_body(row["body"], row["content_type"])
+            if tx.deliveries.load_leased(delivery_id, worker_id) is None:
+                return None  # the lease was lost while the remote calls ran
             results, failed = [], False
-            for event in row["events"]:
-                ctx = event_context(hook=hook.name, event=event, body=body, headers=row["headers"],
-                                    query=row["query"], received_at=format_time(row["received_at"]))  # fmt: skip
-                entry: dict[str, Any] = {"dedupe_key": event["dedupe_key"], "kind": event["kind"]}
-                try:
-                    plan = hook.plan(ctx)
-                except EvaluationError as error:
-                    results.append({**entry, "rules": [], "error": str(error), "actions": []})
+            for e, (entry, plan, event) in enumerate(plans):
+                if plan is None:
+                    results.append(entry)
                     failed = True
                     continue
-                entry["rules"] = plan.rules
                 if not plan.matched:
                     entry["unmatched"] = True
                     failed = failed or hook.on_unmatched == "fail"
                 caller = hook_caller(row["org_id"], hook.name, row["request_id"], delivery_id=delivery_id,
                                      rule=", ".join(plan.rules) or None, event=event["dedupe_key"])  # fmt: skip
-                entry["actions"] = []
-                for action in plan.actions:
-                    outcome = self.local.run(caller, action) if action["target"] == "local" else {
-                        "status": "failed", "code": "unsupported_target",
-                        "message": f"target {action['target']!r} is not available"}  # fmt: skip
+                for a, action in enumerate(plan.actions):
+                    outcome = remote[(e, a)] if (e, a) in remote else self.local.run(caller, action)
                     entry["actions"].append({**_public(action), "outcome": outcome})
                     failed = failed or outcome["status"] == "failed"
                 results.append(entry)
             status = DeliveryStatus.FAILED if failed else DeliveryStatus.PROCESSED
             if not tx.deliveries.finish(delivery_id, worker_id, {"status": status.value, "results": results,
                                                                  "processed_at": now, "updated_at": now}):  # fmt: skip
-                raise _Retry("the lease was lost")  # roll back every action of this attempt
+                raise _Retry("the lease was lost")  # roll back every local action of this attempt
             caller = hook_caller(row["org_id"], hook.name, row["request_id"], delivery_id=delivery_id)
-            summary = _summary(results)
             record(tx, caller, _tag(caller, "failed" if failed else "processed"), "delivery", delivery_id,
-                   {"hook": hook.name, "status": status.value, **summary}, now)  # fmt: skip
+                   {"hook": hook.name, "status": status.value, **_summary(results)}, now)  # fmt: skip
             row.update(status=status.value, results=results, processed_at=now)
             return row
 
-    def _retry_later(self, delivery_id: str, worker_id: str, message: str) -> dict[str, Any] | None:
+    @staticmethod
+    def _plan(hook: Hook, row: dict[str, Any]) -> list[tuple[dict[str, Any], Any, dict[str, Any]]]:
+        """Each event with its plan (None when the rules could not be evaluated for it)."""
+        body = parse_body(row["body"], row["content_type"])
+        plans = []
+        for event in row["events"]:
+            ctx = event_context(hook=hook.name, event=event, body=body, headers=row["headers"], query=row["query"],
+                                received_at=format_time(row["received_at"]))  # fmt: skip
+            entry: dict[str, Any] = {"dedupe_key": event["dedupe_key"], "kind": event["kind"], "actions": []}
+            try:
+                plan = hook.plan(ctx)
+            except EvaluationError as error:
+                plans.append(({**entry, "rules": [], "error": str(error)}, None, event))
+                continue
+            plans.append(({**entry, "rules": plan.rules}, plan, event))
+        return plans
+
+    @staticmethod
+    def _run_remote(hook: Hook, action: dict[str, Any], key: str) -> dict[str, Any]:
+        target = hook.targets.get(action["target"])
+        if target is None or target.client is None:
+            return {
+                "status": "failed",
+                "code": "unknown_target",
+                "message": f"no remote target {action['target']!r}",
+            }
+        try:
+            return target.client.run(action, key)
+        except Transient as error:
+            raise _Retry(error.message, error.retry_after) from None
+        except ValueError as error:
+            return {"status": "failed", "code": "invalid_action", "message": str(error)}
+
+    def _retry_later(self, delivery_id: str, worker_id: str, message: str,
+                     retry_after: float | None = None) -> dict[str, Any] | None:  # fmt: skip
         now = self.clock.now()
         with self.db.transaction() as tx:
             row = tx.deliveries.load_leased(delivery_id, worker_id)
@@ -472,6 +519,7 @@ class DeliveryService:
             else:
                 delay = min(self.retry_max, self.retry_base * 2 ** (row["attempts"] - 1))
                 delay *= 0.5 + self.rng.random()  # jitter: a burst of failures does not retry in step
+                delay = max(delay, min(retry_after or 0, self.retry_max))  # the server's Retry-After
                 values = {"status": DeliveryStatus.QUEUED.value, "errors": errors, "updated_at": now,
                           "next_attempt_at": now + timedelta(seconds=delay)}  # fmt: skip
             tx.deliveries.finish(delivery_id, worker_id, values)

@@ -161,6 +161,14 @@ class DeliveryStore:
                     attempts=deliveries.c.attempts - 1, updated_at=now)
         ).rowcount  # fmt: skip
 
+    def get_leased(self, delivery_id: str, worker_id: str) -> dict[str, Any] | None:
+        """The delivery, if ``worker_id`` holds its lease (no row lock: for reading before acting)."""
+        row = self.conn.execute(
+            select(deliveries).where(deliveries.c.id == delivery_id, deliveries.c.status == "processing",
+                                     deliveries.c.lease_owner == worker_id)
+        ).mappings().first()  # fmt: skip
+        return dict(row) if row else None
+
     def load_leased(self, delivery_id: str, worker_id: str) -> dict[str, Any] | None:
         """The delivery, if ``worker_id`` still holds its lease (locked for the rest of the transaction)."""
         row = self.conn.execute(

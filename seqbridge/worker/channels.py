@@ -8,12 +8,10 @@ errors, HTTP 429 and 5xx, timeouts; with the server's Retry-After when given) an
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import secrets
 import smtplib
-import socket
 import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +23,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import requests
 from standardwebhooks.webhooks import Webhook
+
+from connectors.net import AddressRefused, check_address
 
 
 class DeliveryFailure(Exception):
@@ -181,23 +181,10 @@ def webhook_secret(configured: str, var_dir: Path) -> str:
 
 def check_target(url: str, allow_private: bool) -> None:
     """Refuse non-http(s) URLs and, unless allowed, hosts that resolve to private addresses."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise PermanentFailure(f"not an http(s) URL: {url}")
-    if allow_private:
-        return
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-    except socket.gaierror as error:
-        raise TransientFailure(f"cannot resolve {parts.hostname}: {error}") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if (address.is_private or address.is_loopback or address.is_link_local or address.is_multicast
-                or address.is_reserved or address.is_unspecified):  # fmt: skip
-            raise PermanentFailure(
-                f"{parts.hostname} resolves to {address}, a private address; set SEQBRIDGE_ALLOW_PRIVATE_TARGETS=true "
-                "to allow it"
-            )
+        check_address(url, allow_private)
+    except AddressRefused as refused:
+        raise (TransientFailure if refused.transient else PermanentFailure)(refused.message) from None
 
 
 class WebhookSender:
