@@ -62,7 +62,9 @@ class SequencesApi(RemoteTarget):
         contact_id = contact.get("id")
         if contact_id is None and "email" in contact:
             found = self.call("GET", "/api/v1/customers", params={"email": contact["email"]})
-            rows = found.json().get("data") or [] if found.status_code == 200 else []
+            if found.status_code != 200:  # e.g. 403: the key lacks contacts:read
+                return self.outcome(found, "the contact")
+            rows = found.json().get("data") or []
             if not rows:
                 return skipped("not_enrolled", f"{self.name} has no contact with email {contact['email']}")
             contact_id = rows[0]["id"]
