@@ -29,12 +29,16 @@ from connectors.net import AddressRefused, check_address
 
 
 class Transient(Exception):
-    """Worth retrying later (``retry_after`` seconds, when the server said)."""
+    """Worth retrying later (``retry_after`` seconds, when the server said); ``max_attempts`` is
+    the target's own retry limit, when it sets one."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, max_attempts: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.max_attempts = max_attempts
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -78,7 +82,7 @@ class RemoteTarget:
         if not settings.get("api_key"):
             raise ValueError("api_key is required (give it as ${ENV_VAR})")
         unknown = set(settings) - {"base_url", "api_key", "timeout_seconds", "connect_timeout_seconds",
-                                   "max_concurrency", "allow_private"}  # fmt: skip
+                                   "max_concurrency", "max_attempts", "allow_private"}  # fmt: skip
         if unknown:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         self.name = name
@@ -90,6 +94,8 @@ class RemoteTarget:
         )
         self.allow_private = bool(settings.get("allow_private", allow_private))
         self._slots = threading.BoundedSemaphore(int(settings.get("max_concurrency", 4)))
+        #: Attempts before a delivery whose action keeps failing here goes dead (None: the global one).
+        self.max_attempts = int(settings["max_attempts"]) if settings.get("max_attempts") else None
         self._session: requests.Session | None = None
 
     def __repr__(self) -> str:  # never the key
@@ -114,7 +120,11 @@ class RemoteTarget:
             if refused.transient:
                 raise Transient(refused.message) from None
             return failed("address_refused", refused.message)
-        return getattr(self, "_" + action["action"])(action, key)
+        try:
+            return getattr(self, "_" + action["action"])(action, key)
+        except Transient as transient:
+            transient.max_attempts = self.max_attempts
+            raise
 
     # HTTP ------------------------------------------------------------------------------------------
 

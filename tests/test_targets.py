@@ -211,13 +211,13 @@ def scripted():
     server.shutdown()
 
 
-def fault_mapping(app_config, base_url: str) -> None:
+def fault_mapping(app_config, base_url: str, extra: str = "") -> None:
     write_mapping(
         app_config,
         f"""
 targets:
   crm: {{type: sequences_api, base_url: "{base_url}", api_key: "crm-secret-key", allow_private: true,
-         timeout_seconds: 0.5}}
+         timeout_seconds: 0.5{extra}}}
 hooks:
   h:
     organization: acme
@@ -368,3 +368,25 @@ def test_2500_emails_are_3_enroll_bulk_calls_and_5_bulk_enroll_calls_and_a_retri
             enrollments.select().where(enrollments.c.sequence_id == sequence["id"])
         ).fetchall()
     assert len(count) == 2500
+
+
+def test_a_target_that_stays_down_makes_the_delivery_dead_after_its_own_limit_then_replay_works(
+    app_config, api, client, services, clock, scripted
+):
+    base_url, script = scripted
+    fault_mapping(app_config, base_url, ", max_attempts: 2")
+    script.answers = [(503, {}, None, 0), (503, {}, None, 0), (503, {}, None, 0)]
+    client.post("/hooks/h", json={"email": "a@example.com"})
+    for _ in range(3):
+        drain(services)
+        clock.advance(timedelta(hours=1))
+    detail = only_delivery(api)
+    assert detail["status"] == "dead" and detail["attempts"] == 2 and len(script.requests) == 2, (
+        detail["attempts"],
+        detail["errors"],
+    )
+    script.answers = [enrolled_201()]  # the target is back
+    assert api.post(f"/api/v1/deliveries/{detail['id']}/replay").status_code == 202
+    drain(services)
+    assert only_delivery(api)["status"] == "processed"
+    assert script.requests[-1][2] != script.requests[0][2]  # an operator's replay acts again: a new key

@@ -90,10 +90,13 @@ class _Arrival:
 class _Retry(Exception):
     """A transient problem: try again later (not before ``retry_after`` seconds, if given)."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, max_attempts: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.max_attempts = max_attempts
 
 
 def hook_caller(org_id: str, hook: str, request_id: str | None, **via: Any) -> Caller:
@@ -407,9 +410,8 @@ class DeliveryService:
         except Exception as error:  # any failure is recorded and retried
             if not isinstance(error, _Retry):
                 log.exception("delivery %s: attempt failed", delivery_id)
-            return self._retry_later(
-                delivery_id, worker_id, _describe(error), getattr(error, "retry_after", None)
-            )
+            return self._retry_later(delivery_id, worker_id, _describe(error), getattr(error, "retry_after", None),
+                                     getattr(error, "max_attempts", None))  # fmt: skip
 
     def _process(self, delivery_id: str, worker_id: str) -> dict[str, Any] | None:
         now = self.clock.now()
@@ -495,12 +497,12 @@ class DeliveryService:
         try:
             return target.client.run(action, key)
         except Transient as error:
-            raise _Retry(error.message, error.retry_after) from None
+            raise _Retry(error.message, error.retry_after, error.max_attempts) from None
         except ValueError as error:
             return {"status": "failed", "code": "invalid_action", "message": str(error)}
 
-    def _retry_later(self, delivery_id: str, worker_id: str, message: str,
-                     retry_after: float | None = None) -> dict[str, Any] | None:  # fmt: skip
+    def _retry_later(self, delivery_id: str, worker_id: str, message: str, retry_after: float | None = None,
+                     max_attempts: int | None = None) -> dict[str, Any] | None:  # fmt: skip
         now = self.clock.now()
         with self.db.transaction() as tx:
             row = tx.deliveries.load_leased(delivery_id, worker_id)
@@ -511,7 +513,7 @@ class DeliveryService:
                 {"at": format_time(now), "attempt": row["attempts"], "error": message},
             ]
             caller = hook_caller(row["org_id"], row["hook"], row["request_id"], delivery_id=delivery_id)
-            if row["attempts"] >= self.max_attempts:
+            if row["attempts"] >= (max_attempts or self.max_attempts):
                 values = {"status": DeliveryStatus.DEAD.value, "errors": errors, "next_attempt_at": None,
                           "updated_at": now}  # fmt: skip
                 record(tx, caller, _tag(caller, "dead"), "delivery", delivery_id,
