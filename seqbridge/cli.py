@@ -260,7 +260,7 @@ def worker() -> None:
         raise click.ClickException(str(error)) from None
     # Webhook deliveries first: they are what a sender is waiting on (a STOP must land in a second).
     runner.jobs.extend([DeliveryProcessor(services, stopping=runner.stopping), processor])
-    runner.on_reload.append(lambda: services.deliveries.registry.reload())
+    runner.on_reload.append(lambda: services.inbox.registry.reload())
     runner.install_signal_handlers()
     try:
         runner.run()

@@ -417,7 +417,7 @@ def test_transient_failures_back_off_then_die_then_replay_after_the_fix(stop_hoo
     mapping = Path(app_config["MAPPINGS_DIR"]) / "hooks.yaml"
     saved = mapping.read_text()
     mapping.unlink()  # the hook disappears between receive and process: a transient problem
-    services.deliveries.registry.reload()
+    services.inbox.registry.reload()
     attempts = services.settings["DELIVERY_MAX_ATTEMPTS"]
     waits = []
     for _ in range(attempts):
@@ -440,7 +440,7 @@ def test_transient_failures_back_off_then_die_then_replay_after_the_fix(stop_hoo
     assert api.get(f"/api/v1/contacts/{person['id']}").json["data"]["status"] == "active"
 
     mapping.write_text(saved)
-    services.deliveries.registry.reload()
+    services.inbox.registry.reload()
     replayed = api.post(f"/api/v1/deliveries/{delivery_id}/replay")
     assert replayed.status_code == 202 and replayed.json["data"]["status"] == "queued"
     assert replayed.json["data"]["replays"] == 1

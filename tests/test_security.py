@@ -144,7 +144,7 @@ def _fresh_path_params(api: Api, path: str = "") -> dict[str, str]:
         if not hook_file.exists():
             hook_file.write_text("hooks:\n  fixture-hook:\n    organization: acme\n"
                                  "    source: {connector: generic, public: true}\n    rules: []\n")  # fmt: skip
-            application.extensions["seqbridge"].deliveries.registry.reload()
+            application.extensions["seqbridge"].inbox.registry.reload()
     if "/deliveries" in path:
         services = api.client.application.extensions["seqbridge"]
         params["delivery_id"] = factories.delivery(

@@ -353,7 +353,7 @@ def test_2500_emails_are_3_enroll_bulk_calls_and_5_bulk_enroll_calls_and_a_retri
     assert all(keys) and len(set(keys)) == 8  # each chunk its own key
 
     # A retried chunk (the same key again, as after a timeout) enrolls no one twice.
-    hook = services.deliveries.registry.get("bulk")
+    hook = services.inbox.registry.get("bulk")
     action = {
         "action": "bulk_enroll",
         "target": "sequences_api",

@@ -11,6 +11,7 @@ from seqbridge.services.contacts import ContactService
 from seqbridge.services.deliveries import DeliveryService
 from seqbridge.services.enrollment import EnrollmentService
 from seqbridge.services.idempotency import IdempotencyService
+from seqbridge.services.inbox import Inbox
 from seqbridge.services.keys import KeyService
 from seqbridge.services.outbox import OutboxService
 from seqbridge.services.scheduling import Scheduler
@@ -33,7 +34,10 @@ class Services:
         self.sequences = SequenceService(db, clock, self.scheduler)
         self.enrollment = EnrollmentService(db, clock, self.sequences, self.scheduler)
         self.outbox = OutboxService(db, clock)
-        self.deliveries = DeliveryService(db, clock, settings, self)
+        # The inbox runs a delivery at once for `respond: after_actions` hooks, through processing.
+        self.inbox = Inbox(db, clock, settings, process=lambda delivery_id, owner: self.deliveries.process(
+            delivery_id, owner))  # fmt: skip
+        self.deliveries = DeliveryService(db, clock, settings, self, self.inbox)
         self.idempotency = IdempotencyService(db, clock)
         # Auto-enrollment: new contacts and newly added tags start matching sequences.
         self.contacts.created_listeners.append(self.enrollment.on_contact_created)

@@ -33,7 +33,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db = Database(settings["DATABASE_URL"], settings)
     app.extensions["seqbridge"] = Services(db, clock, settings)
     # Validate every mapping now: problems are logged at start, and a broken hook answers 503.
-    app.extensions["seqbridge"].deliveries.load_mappings()
+    app.extensions["seqbridge"].inbox.load_mappings()
     app.extensions["seqbridge.contract"] = Contract.load(settings["OPENAPI_PATH"])
 
     errors.init_app(app)

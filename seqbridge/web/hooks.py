@@ -45,9 +45,9 @@ def _inbound(body: bytes) -> InboundRequest:
 
 @bp.route("/hooks/<hook_name>", methods=["GET", "POST", "PUT"])
 def receive(hook_name: str):
-    deliveries = services().deliveries
-    hook = deliveries.hook(hook_name)
-    wait = deliveries.throttle(hook)
+    inbox = services().inbox
+    hook = inbox.hook(hook_name)
+    wait = inbox.throttle(hook)
     if wait:
         raise TooManyRequests(f"Hook {hook_name!r} is over its rate limit.",
                               headers={"Retry-After": str(max(1, math.ceil(wait)))})  # fmt: skip
@@ -63,7 +63,7 @@ def receive(hook_name: str):
     body = request.get_data(cache=False)
     if len(body) > limit:
         raise PayloadTooLarge(details={"limit_bytes": limit})
-    received = deliveries.receive(hook, _inbound(body), g.request_id)
+    received = inbox.receive(hook, _inbound(body), g.request_id)
     redirect_to = getattr(hook.connector, "redirect_to", None)
     if redirect_to:  # a browser form: land the visitor on a page, not on JSON
         return redirect(redirect_to, code=303)
