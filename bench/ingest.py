@@ -1,8 +1,8 @@
 """Webhook ingest under load: ``POST /hooks/whatsapp`` on the real app served by gunicorn, against
 a bare Flask app with the same route under the same gunicorn settings (the framework ceiling).
 
-    .venv/bin/python -m bench.ingest [--duration 15] [--connections 16] [--rounds 3]
-                                     [--workers 2] [--threads 4] [--max-requests 0]
+    .venv/bin/python -m bench.ingest [--duration 15] [--connections 32] [--rounds 3]
+                                     [--workers 2] [--threads 16] [--max-requests 0]
 
 Seqbridge runs on a fresh SQLite database (WAL, synchronous=FULL) in a temporary directory, with a
 mappings directory holding one WhatsApp Cloud hook; no ``seqbridge worker`` runs, so this measures
@@ -397,10 +397,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--duration", type=int, default=15, help="seconds per timed run")
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each target, alternating")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
+    parser.add_argument(
+        "--threads", type=int, default=16, help="gunicorn threads per worker (the shipped default)"
+    )
     parser.add_argument("--max-requests", type=int, default=0,
                         help="gunicorn max_requests for both servers; 0 never recycles workers")  # fmt: skip
     run(parser.parse_args())

@@ -27,6 +27,8 @@ WINDOW_MS = 5 * 60 * 1000
 class HubSpot:
     name = "hubspot"
     #: The body types this sender posts; anything else is answered 415.
+    #: The signature covers the URL the sender called (see SEQBRIDGE_PUBLIC_BASE_URL).
+    signs_url = True
     content_types = ("application/json",)
 
     def __init__(self, config: dict[str, Any]) -> None:

@@ -49,6 +49,8 @@ def _url_variants(url: str) -> list[str]:
 class Twilio:
     name = "twilio"
     #: The body types this sender posts; anything else is answered 415.
+    #: The signature covers the URL the sender called (see SEQBRIDGE_PUBLIC_BASE_URL).
+    signs_url = True
     content_types = ("application/json", "application/x-www-form-urlencoded")
 
     def __init__(self, config: dict[str, Any]) -> None:

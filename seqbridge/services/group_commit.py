@@ -21,13 +21,15 @@ Item = TypeVar("Item")
 
 
 class _Ticket:
-    __slots__ = ("done", "error", "item", "result")
+    __slots__ = ("done", "error", "item", "result", "wake")
 
     def __init__(self, item: Any) -> None:
         self.item = item
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
+        #: Set when the ticket is written, or when its thread is handed the lead.
+        self.wake = threading.Event()
 
 
 class GroupCommit(Generic[Item]):
@@ -46,7 +48,7 @@ class GroupCommit(Generic[Item]):
         self._write = write
         self._lock = lock
         self._max_batch = max_batch
-        self._cond = threading.Condition()
+        self._mutex = threading.Lock()
         self._pending: list[_Ticket] = []
         self._writing = False
 
@@ -54,35 +56,42 @@ class GroupCommit(Generic[Item]):
         """Store ``item`` (with whatever else is waiting); return its result once committed, or
         raise what writing it raised."""
         ticket = _Ticket(item)
-        with self._cond:
+        with self._mutex:
             self._pending.append(ticket)
+            lead = not self._writing
+            self._writing = True
         while True:
-            with self._cond:
-                while not ticket.done and self._writing:
-                    self._cond.wait()
+            if not lead:  # wait to be written, or to be handed the lead (one wake-up per thread)
+                ticket.wake.wait()
+                ticket.wake.clear()
                 if ticket.done:
                     return self._outcome(ticket)
-                self._writing = True  # this thread leads the next batch (oldest items first)
             batch: list[_Ticket] = []
             try:
                 with self._lock():
-                    with self._cond:
+                    with self._mutex:
                         batch = self._pending[: self._max_batch]
                         del self._pending[: self._max_batch]
                     self._write_batch(batch)  # never raises: errors are kept per item
             except BaseException as error:  # the lock could not be had: the leader's item fails
                 if not batch:
-                    with self._cond:
+                    with self._mutex:
                         if ticket in self._pending:
                             self._pending.remove(ticket)
                     ticket.error = error
                     batch = [ticket]
             finally:
-                with self._cond:
+                with self._mutex:
                     for written in batch:
                         written.done = True
-                    self._writing = False
-                    self._cond.notify_all()
+                        written.wake.set()
+                    if self._pending:  # hand the lead to the oldest waiting item's thread
+                        self._pending[0].wake.set()
+                    else:
+                        self._writing = False
+            if ticket.done:
+                return self._outcome(ticket)
+            lead = False  # our item did not fit in that batch: wait for the next leader
 
     def _write_batch(self, batch: list[_Ticket]) -> None:
         try:

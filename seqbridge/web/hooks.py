@@ -26,9 +26,11 @@ from seqbridge.web.pipeline import services
 bp = Blueprint("hooks", __name__)
 
 
-def _inbound(body: bytes) -> InboundRequest:
+def _inbound(body: bytes, connector) -> InboundRequest:
     base = current_app.config.get("PUBLIC_BASE_URL") or ""
-    if base:
+    if not getattr(connector, "signs_url", False):
+        url = ""  # only senders that sign the URL need it (building it costs per request)
+    elif base:
         query = request.query_string.decode("latin-1")
         url = base.rstrip("/") + request.path + (f"?{query}" if query else "")
     else:
@@ -63,7 +65,7 @@ def receive(hook_name: str):
     body = request.get_data(cache=False)
     if len(body) > limit:
         raise PayloadTooLarge(details={"limit_bytes": limit})
-    received = inbox.receive(hook, _inbound(body), g.request_id)
+    received = inbox.receive(hook, _inbound(body, hook.connector), g.request_id)
     redirect_to = getattr(hook.connector, "redirect_to", None)
     if redirect_to:  # a browser form: land the visitor on a page, not on JSON
         return redirect(redirect_to, code=303)
@@ -81,7 +83,7 @@ def _handshake(hook):
             f"Hook {hook.name!r} accepts POST; {hook.connector_name} has no GET handshake."
         )
     try:
-        challenge = handshake(_inbound(b""))
+        challenge = handshake(_inbound(b"", hook.connector))
     except VerificationError as error:
         raise Forbidden(error.message, code=error.reason) from None
     return Response(challenge, status=200, mimetype="text/plain")
