@@ -30,7 +30,7 @@ def _services(*, ensure_schema: bool = True) -> Services:
         settings = load_settings()
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
-    configure_logging(settings["LOG_LEVEL"])
+    configure_logging(settings["LOG_LEVEL"], settings["LOG_FORMAT"])
     services = Services(Database(settings["DATABASE_URL"], settings), SystemClock(), settings)
     if ensure_schema:
         _ensure_schema(services)

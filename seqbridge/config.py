@@ -20,6 +20,8 @@ DEFAULTS: dict[str, Any] = {
     # Request bodies larger than this are refused with 413.
     "MAX_BODY_BYTES": 1024 * 1024,
     "LOG_LEVEL": "INFO",
+    # auto: JSON lines, unless stderr is a terminal (then readable text); json; text.
+    "LOG_FORMAT": "auto",
     # ISO region (e.g. "US", "DE") for phone numbers written without +; empty: numbers must be
     # international, with or without the leading +.
     "DEFAULT_PHONE_REGION": "",
@@ -107,6 +109,9 @@ def load_settings(
             if text not in ("true", "false", "1", "0", "yes", "no"):
                 raise ConfigError(f"SEQBRIDGE_{name} must be true or false, got {value!r}")
             settings[name] = text in ("true", "1", "yes")
+    settings["LOG_FORMAT"] = str(settings["LOG_FORMAT"]).lower()
+    if settings["LOG_FORMAT"] not in ("auto", "json", "text"):
+        raise ConfigError("SEQBRIDGE_LOG_FORMAT must be auto, json or text")
     settings["LOG_LEVEL"] = str(settings["LOG_LEVEL"]).upper()
     if settings["LOG_LEVEL"] not in LOG_LEVELS:
         raise ConfigError(f"SEQBRIDGE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")

@@ -121,12 +121,16 @@ class DeliveryService:
         """Run one leased delivery's events through its hook's rules and act. Returns the row as
         finished, or None if the lease was lost. Never raises for a delivery's own problems."""
         try:
-            return self._process(delivery_id, worker_id)
+            row = self._process(delivery_id, worker_id)
         except Exception as error:  # any failure is recorded and retried
             if not isinstance(error, _Retry):
-                log.exception("delivery %s: attempt failed", delivery_id)
-            return self._retry_later(delivery_id, worker_id, _describe(error), getattr(error, "retry_after", None),
-                                     getattr(error, "max_attempts", None))  # fmt: skip
+                log.exception("delivery %s: attempt failed", delivery_id, extra={"delivery_id": delivery_id})
+            row = self._retry_later(delivery_id, worker_id, _describe(error), getattr(error, "retry_after", None),
+                                    getattr(error, "max_attempts", None))  # fmt: skip
+        if row is not None:  # one line per processed delivery (or attempt)
+            log.info("delivery %s", row["status"], extra={"delivery_id": delivery_id, "hook": row["hook"],
+                     "org": row["org_id"], "request_id": row["request_id"]})  # fmt: skip
+        return row
 
     def _process(self, delivery_id: str, worker_id: str) -> dict[str, Any] | None:
         now = self.clock.now()

@@ -23,7 +23,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     test_config = dict(test_config or {})
     clock = test_config.pop("CLOCK", None) or SystemClock()
     settings = load_settings(overrides=test_config)
-    configure_logging(settings["LOG_LEVEL"])
+    configure_logging(settings["LOG_LEVEL"], settings["LOG_FORMAT"])
 
     app = Flask("seqbridge", static_folder=None)
     app.config.update(settings)

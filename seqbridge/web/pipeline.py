@@ -7,7 +7,9 @@ Authentication and scopes come from the contract (``x-required-scope``), so no r
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 import uuid
 
 from flask import Flask, current_app, g, request
@@ -18,6 +20,7 @@ from seqbridge.services import Services
 from seqbridge.services.keys import scope_granted
 from seqbridge.web.contract import Contract
 
+access_log = logging.getLogger("seqbridge.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,100}")
 
 
@@ -40,6 +43,7 @@ def _bearer_token() -> str | None:
 def init_app(app: Flask) -> None:
     @app.before_request
     def _assign_request_id():
+        g.started = time.perf_counter()
         incoming = request.headers.get("X-Request-Id", "")
         g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         g.query, g.body, g.caller = {}, None, None
@@ -73,4 +77,12 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def _tag_response(response):
         response.headers["X-Request-Id"] = getattr(g, "request_id", None) or uuid.uuid4().hex
+        # One line per request: the path without its query string (a ?token= stays out of logs).
+        started = getattr(g, "started", None)
+        access_log.info(
+            "%s %s %s", request.method, request.path, response.status_code,
+            extra={"method": request.method, "path": request.path, "status": response.status_code,
+                   "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+                   "hook": (request.view_args or {}).get("hook_name")},
+        )  # fmt: skip
         return response

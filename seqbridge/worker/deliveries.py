@@ -33,8 +33,6 @@ class DeliveryProcessor:
                 released = self.deliveries.release(ids[index:], worker_id)
                 log.info("worker %s: stopping; released %d claimed deliveries", worker_id, released)
                 break
-            row = self.deliveries.process(delivery_id, worker_id)
-            if row is not None:
+            if self.deliveries.process(delivery_id, worker_id) is not None:  # it logs its outcome
                 handled += 1
-                log.info("delivery %s (%s): %s", delivery_id, row["hook"], row["status"])
         return handled
