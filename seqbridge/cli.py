@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -288,7 +290,14 @@ def serve(host: str, port: int, web_workers: int, no_worker: bool) -> None:
     This process supervises both: SIGTERM or Ctrl-C stops both gracefully, SIGHUP is passed on,
     and a worker that dies is restarted.
     """
-    _services()
+    services = _services()
+    # One metrics directory for gunicorn's workers and the background worker: /metrics adds them up.
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(
+        Path(services.settings.get("VAR_DIR") or Path.cwd() / "var") / "metrics"
+    )
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # counters start at zero with the server
+    Path(metrics_dir).mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # the children inherit it
     gunicorn_cmd = [
         sys.executable, "-m", "gunicorn",
         "-c", "python:seqbridge.gunicorn_conf",

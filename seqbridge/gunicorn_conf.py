@@ -24,3 +24,11 @@ loglevel = os.environ.get("SEQBRIDGE_LOG_LEVEL", "info").lower()
 # Gunicorn 27's control socket lives at one fixed path per user; several instances on one host
 # would fight over it, and Seqbridge does not use it.
 control_socket_disable = True
+
+
+def child_exit(server, worker):
+    """Let the metrics of a web process that ended be merged, not double-counted."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -76,6 +76,7 @@ VALID_REQUESTS: dict[str, Valid] = {
     "listAuditEvents": Valid(200),
     "getCurrentKey": Valid(200),
     "listOutbox": Valid(200),
+    "getMetrics": Valid(200),
     # Webhook deliveries and mappings.
     "listDeliveries": Valid(200),
     "getDelivery": Valid(200),
@@ -201,8 +202,10 @@ def _assert_allowed(response, operation) -> None:
     assert response.status_code == valid.status, response.get_data(as_text=True)
     if valid.status == 204:
         assert response.get_data() == b""
-    else:
+    elif response.is_json:
         assert "data" in response.get_json()
+    else:  # /metrics: Prometheus text
+        assert response.get_data(as_text=True).startswith("# HELP")
 
 
 # The scope matrix, from the spec ----------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any
 
 from connectors.base import MalformedPayload
 from connectors.remote import Transient
+from seqbridge import metrics
 from seqbridge.audit import record, redact
 from seqbridge.audit import tag_for as _tag_for
 from seqbridge.clock import Clock
@@ -127,7 +128,17 @@ class DeliveryService:
                 log.exception("delivery %s: attempt failed", delivery_id, extra={"delivery_id": delivery_id})
             row = self._retry_later(delivery_id, worker_id, _describe(error), getattr(error, "retry_after", None),
                                     getattr(error, "max_attempts", None))  # fmt: skip
-        if row is not None:  # one line per processed delivery (or attempt)
+        if row is not None:  # one line (and the counters) per processed delivery or attempt
+            metrics.PROCESSED.labels(row["hook"], row["status"]).inc()
+            if row["status"] in ("processed", "failed") and row.get("processed_at"):
+                metrics.INGEST_TO_ACTION.labels(row["hook"]).observe(
+                    max(0.0, (row["processed_at"] - row["received_at"]).total_seconds())
+                )
+                for entry in row.get("results") or []:
+                    for action in entry.get("actions", []):
+                        metrics.ACTIONS.labels(
+                            action["target"], action["action"], action["outcome"]["status"]
+                        ).inc()
             log.info("delivery %s", row["status"], extra={"delivery_id": delivery_id, "hook": row["hook"],
                      "org": row["org_id"], "request_id": row["request_id"]})  # fmt: skip
         return row
@@ -330,6 +341,14 @@ class DeliveryService:
         with self.db.transaction(write=False) as tx:
             org = tx.orgs.get_org(caller.org_id)
         return org["name"] if org else ""
+
+    def queue_counts(self) -> dict[str, dict[str, int]]:
+        """Step tasks and deliveries by state, for the metrics' gauges."""
+        with self.db.transaction(write=False) as tx:
+            return {
+                "steps": tx.processor.counts(self.clock.now()),
+                "deliveries": tx.deliveries.count_by_status(),
+            }
 
     def counts(self) -> dict[str, int]:
         with self.db.transaction(write=False) as tx:

@@ -48,3 +48,15 @@ def readyz():
         )
     counts = services().outbox.processor_counts()
     return ok({"status": "ready", "database": "ok", "schema_revision": revision, "processor": counts})
+
+
+@bp.get("/metrics")
+def prometheus_metrics():
+    """Prometheus exposition: requests, webhook deliveries and rejections, action outcomes,
+    ingest-to-action latency, and the processor's and the inbox's queues."""
+    from flask import Response
+
+    from seqbridge import metrics
+
+    body = metrics.render(services().deliveries.queue_counts)
+    return Response(body, mimetype="text/plain", content_type="text/plain; version=0.0.4; charset=utf-8")

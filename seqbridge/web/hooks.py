@@ -13,6 +13,7 @@ import math
 from flask import Blueprint, Response, current_app, g, redirect, request
 
 from connectors.base import InboundRequest, VerificationError
+from seqbridge import metrics
 from seqbridge.errors import (
     Forbidden,
     MethodNotAllowed,
@@ -66,6 +67,7 @@ def receive(hook_name: str):
     if len(body) > limit:
         raise PayloadTooLarge(details={"limit_bytes": limit})
     received = inbox.receive(hook, _inbound(body, hook.connector), g.request_id)
+    metrics.DELIVERIES.labels(hook.name, received.status).inc()
     redirect_to = getattr(hook.connector, "redirect_to", None)
     if redirect_to:  # a browser form: land the visitor on a page, not on JSON
         return redirect(redirect_to, code=303)

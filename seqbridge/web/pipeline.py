@@ -14,6 +14,7 @@ import uuid
 
 from flask import Flask, current_app, g, request
 
+from seqbridge import metrics
 from seqbridge.context import Actor, ActorType, Caller
 from seqbridge.errors import NotFound, ScopeDenied, SeqbridgeError, Unauthorized
 from seqbridge.services import Services
@@ -77,6 +78,16 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def _tag_response(response):
         response.headers["X-Request-Id"] = getattr(g, "request_id", None) or uuid.uuid4().hex
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        metrics.REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        if route == "/hooks/<hook_name>" and response.status_code >= 400 and response.is_json:
+            code = ((response.get_json(silent=True) or {}).get("error") or {}).get("code", "error")
+            hook = (
+                "unknown"
+                if code == "hook_not_found"
+                else (request.view_args or {}).get("hook_name", "unknown")
+            )
+            metrics.REJECTIONS.labels(hook, code).inc()
         # One line per request: the path without its query string (a ?token= stays out of logs).
         started = getattr(g, "started", None)
         access_log.info(

@@ -1,0 +1,77 @@
+"""Prometheus metrics (``prometheus_client``), in multiprocess mode when ``PROMETHEUS_MULTIPROC_DIR``
+is set (``seqbridge serve`` sets it for gunicorn's workers and the background worker alike).
+
+Counters are counted where things happen; queue depths (due, leased, retrying, dead, …) are
+read from the database at scrape time, so every process reports the same truth.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+REQUESTS = Counter(
+    "seqbridge_http_requests", "HTTP requests answered, by route and status", ["route", "method", "status"]
+)
+DELIVERIES = Counter("seqbridge_webhook_deliveries", "Webhook deliveries received, by hook and outcome",
+                     ["hook", "outcome"])  # fmt: skip
+REJECTIONS = Counter(
+    "seqbridge_webhook_rejections", "Webhook requests refused, by hook and reason", ["hook", "reason"]
+)
+PROCESSED = Counter(
+    "seqbridge_webhook_processed", "Delivery attempts finished, by hook and status", ["hook", "status"]
+)
+ACTIONS = Counter(
+    "seqbridge_actions", "Actions carried out, by target and outcome", ["target", "action", "outcome"]
+)
+INGEST_TO_ACTION = Histogram(
+    "seqbridge_ingest_to_action_seconds",
+    "From a webhook's receipt to its actions being done",
+    ["hook"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+)
+
+
+class _QueueCollector:
+    """Gauges read at scrape time: the step processor's and the delivery inbox's queues."""
+
+    def __init__(self, read: Callable[[], dict[str, dict[str, int]]]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        counts = self.read()
+        steps = GaugeMetricFamily("seqbridge_processor_tasks", "Step tasks by state", labels=["state"])
+        for state, value in sorted(counts.get("steps", {}).items()):
+            steps.add_metric([state], value)
+        deliveries = GaugeMetricFamily(
+            "seqbridge_deliveries", "Webhook deliveries by status", labels=["status"]
+        )
+        for status, value in sorted(counts.get("deliveries", {}).items()):
+            deliveries.add_metric([status], value)
+        yield steps
+        yield deliveries
+
+
+def render(read_queues: Callable[[], dict[str, dict[str, int]]]) -> bytes:
+    """The exposition text: this process's counters (or every process's, in multiprocess mode)
+    and the queue gauges."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY
+
+        registry = REGISTRY
+        return generate_latest(registry) + generate_latest(_single(read_queues))
+    registry.register(_QueueCollector(read_queues))
+    return generate_latest(registry)
+
+
+def _single(read_queues) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(_QueueCollector(read_queues))
+    return registry
