@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from connectors.base import InboundRequest
-from seqbridge.mapping.registry import HookRegistry, validate_paths
+from seqbridge.mapping.registry import BrokenHook, HookRegistry, validate_paths
 from seqbridge.mapping.testing import run_tests, simulate
 from tests import factories
 
@@ -359,3 +359,14 @@ def test_the_fast_paths_answer_exactly_what_jinja_and_jmespath_answer(value):
         assert not isinstance(fast, Template)
         assert fast.eval(ctx) == compile_template("{{ event.field }}").render(ctx), ctx
         assert compile_path("event.field", ()).search(ctx) == jmespath.search("event.field", ctx), ctx
+
+
+def test_a_hook_defined_in_two_files_is_trusted_in_neither(tmp_path):
+    registry = HookRegistry(str(tmp_path), {}, watch_seconds=0)
+    write(tmp_path, BASE + "      - {name: one, actions: []}\n", "a.yaml")
+    write(tmp_path, BASE + "      - {name: two, actions: []}\n", "b.yaml")
+    problems = registry.reload()
+    assert [p.message for p in problems] == [f"hook 'h' is also defined in {tmp_path / 'a.yaml'}"]
+    with pytest.raises(BrokenHook):
+        registry.get("h")
+    assert [p.message for p in validate_paths([str(tmp_path)], {})] == [problems[0].message]

@@ -161,37 +161,52 @@ def load_file(
     return result
 
 
-def validate_paths(paths: list[str], environ: Mapping[str, str] | None = None) -> list[Problem]:
-    """Every problem in these files (or directories of files), shared targets taken into account."""
+def expand(paths: list[str]) -> list[str]:
+    """The mapping files named by ``paths``: files as given, directories' mapping files."""
     files: list[str] = []
     for path in paths:
         files.extend(mapping_files(path) if os.path.isdir(path) else [path])
-    environ = os.environ if environ is None else environ
-    results, problems = _load_all(files, environ)
-    for result in results:
-        problems.extend(result.problems)
-        for hook_problems in result.broken.values():
-            problems.extend(hook_problems)
-    return sorted(set(problems))
+    return files
 
 
-def _load_all(
-    files: list[str], environ: Mapping[str, str], allow_private: bool = False
-) -> tuple[list[FileResult], list[Problem]]:
+@dataclass
+class Loaded:
+    """Every file's result, and the hooks defined in more than one file (neither copy is trusted)."""
+
+    results: list[FileResult]
+    duplicates: dict[str, Problem]
+
+    def problems(self) -> list[Problem]:
+        found = list(self.duplicates.values())
+        for result in self.results:
+            found.extend(result.problems)
+            for hook_problems in result.broken.values():
+                found.extend(hook_problems)
+        return sorted(set(found))
+
+
+def load_all(files: list[str], environ: Mapping[str, str], allow_private: bool = False) -> Loaded:
     """Two passes: shared targets first (any file's top-level ``targets``), then the hooks."""
     shared: dict[str, Target] = {}
     first = [load_file(f, environ, {}, allow_private) for f in files]
     for result in first:
         shared.update(result.targets)
     results = [load_file(f, environ, shared, allow_private) for f in files] if shared else first
-    problems: list[Problem] = []
+    duplicates: dict[str, Problem] = {}
     seen: dict[str, str] = {}
     for result in results:
         for name in [*result.hooks, *result.broken]:
             if name in seen and seen[name] != result.path:
-                problems.append(Problem(result.path, 1, 1, f"hook {name!r} is also defined in {seen[name]}"))
+                duplicates.setdefault(
+                    name, Problem(result.path, 1, 1, f"hook {name!r} is also defined in {seen[name]}")
+                )
             seen.setdefault(name, result.path)
-    return results, problems
+    return Loaded(results, duplicates)
+
+
+def validate_paths(paths: list[str], environ: Mapping[str, str] | None = None) -> list[Problem]:
+    """Every problem in these files (or directories of files), shared targets taken into account."""
+    return load_all(expand(paths), os.environ if environ is None else environ).problems()
 
 
 class UnknownHook(LookupError):
@@ -301,10 +316,10 @@ class HookRegistry:
 
     def _reload_locked(self, signature: tuple) -> list[Problem]:
         """Load ``signature``'s files and swap; the caller holds the lock."""
-        results, problems = _load_all([p for p, _, _ in signature], self.environ, self.allow_private)
+        loaded = load_all([p for p, _, _ in signature], self.environ, self.allow_private)
         files: dict[str, FileResult] = {}
         stale: dict[str, list[Problem]] = {}
-        for result in results:
+        for result in loaded.results:
             previous = self._files.get(result.path)
             if not result.ok and previous is not None and previous.ok:
                 files[result.path] = previous
@@ -321,17 +336,14 @@ class HookRegistry:
                 hooks.setdefault(name, hook)
             for name, hook_problems in result.broken.items():
                 broken.setdefault(name, hook_problems)
-        for problem in problems:  # a hook defined twice: neither copy is trusted
-            for name in list(hooks):
-                if f"hook {name!r} is also defined" in problem.message:
-                    broken[name] = [problem]
-                    hooks.pop(name)
+        for name, problem in loaded.duplicates.items():  # a hook defined twice: neither copy is trusted
+            hooks.pop(name, None)
+            broken[name] = [problem]
         self._files, self._hooks, self._broken, self._stale = files, hooks, broken, stale
         self._organizations = organizations
         self._signature = signature
         self._checked = time.monotonic()
-        everything = sorted(set(problems + [p for r in results for p in r.problems]
-                                + [p for r in results for ps in r.broken.values() for p in ps]))  # fmt: skip
+        everything = loaded.problems()
         for problem in everything:
             log.error("mapping problem: %s", problem)
         return everything

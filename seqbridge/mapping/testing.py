@@ -29,7 +29,7 @@ from jsonschema import Draft202012Validator
 from connectors.base import InboundRequest, MalformedPayload
 from seqbridge.mapping.context import event_context, parse_body
 from seqbridge.mapping.hooks import Hook
-from seqbridge.mapping.registry import _load_all, mapping_files, schema
+from seqbridge.mapping.registry import expand, load_all, schema
 from seqbridge.mapping.rules import EvaluationError
 from seqbridge.mapping.source import Document, Problem, ProblemsFound, read_file
 
@@ -177,16 +177,12 @@ class PlaceholderEnvironment(dict):
 def run_tests(paths: list[str]) -> tuple[list[TestOutcome], list[Problem]]:
     """Run every test of the mapping files under ``paths``; return the outcomes and any problems
     that kept hooks or test files from loading."""
-    files: list[str] = []
-    for path in paths:
-        files.extend(mapping_files(path) if Path(path).is_dir() else [path])
-    results, problems = _load_all(files, PlaceholderEnvironment())
+    files = expand(paths)
+    loaded = load_all(files, PlaceholderEnvironment())
+    problems = loaded.problems()
     hooks: dict[str, Hook] = {}
-    for result in results:
-        problems.extend(result.problems)
-        for hook_problems in result.broken.values():
-            problems.extend(hook_problems)
-        hooks.update(result.hooks)
+    for result in loaded.results:
+        hooks.update({n: h for n, h in result.hooks.items() if n not in loaded.duplicates})
     outcomes = []
     for hook in hooks.values():
         for line, test in hook.tests:
