@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from flask import Blueprint
 
-from seqbridge.web.envelope import caller, ok, page, query
+from seqbridge.web.envelope import caller, ok, page, query, time_param
 from seqbridge.web.pipeline import services
 
 bp = Blueprint("audit", __name__, url_prefix="/api/v1")
@@ -22,8 +20,8 @@ def list_audit_events():
             subject_type=q.get("subject_type"),
             subject_id=q.get("subject_id"),
             actor_id=q.get("actor"),
-            since=_time(q.get("since")),
-            until=_time(q.get("until")),
+            since=time_param(q.get("since")),
+            until=time_param(q.get("until")),
             order=q.get("order", "desc"),
             cursor=q.get("cursor"),
             limit=q["limit"],
@@ -44,8 +42,3 @@ def whoami():
     """The calling key's organization and scopes; a cheap way for Zapier or n8n to test a key."""
     me = caller()
     return ok({"key_id": me.actor.id, "organization_id": me.org_id, "scopes": sorted(me.scopes)})
-
-
-def _time(value: str | None) -> datetime | None:
-    # The contract has already checked the date-time format.
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from flask import Blueprint
 
-from seqbridge.web.envelope import body, caller, ok, page, query
+from seqbridge.web.envelope import body, caller, ok, page, query, time_param
 from seqbridge.web.pipeline import services
 
 bp = Blueprint("deliveries", __name__, url_prefix="/api/v1")
-
-
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
 @bp.get("/deliveries")
 def list_deliveries():
     q = query()
     return page(services().deliveries.list_deliveries(
-        caller(), hook=q.get("hook"), statuses=q.get("status"), since=_time(q.get("since")),
-        until=_time(q.get("until")), cursor=q.get("cursor"), limit=q["limit"],
+        caller(), hook=q.get("hook"), statuses=q.get("status"), since=time_param(q.get("since")),
+        until=time_param(q.get("until")), cursor=q.get("cursor"), limit=q["limit"],
     ))  # fmt: skip
 
 

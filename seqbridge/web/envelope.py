@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask import Response, g, jsonify
@@ -38,3 +39,8 @@ def body() -> Any:
 def query() -> dict[str, Any]:
     """The request's query parameters, coerced and validated against the spec."""
     return g.query
+
+
+def time_param(value: str | None) -> datetime | None:
+    """A date-time the contract has already checked (``…Z`` or an offset), or None."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None

@@ -7,7 +7,6 @@ targeting mode, the 500 cap) and shapes the answers.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from flask import Blueprint
@@ -17,7 +16,7 @@ from seqbridge.services.common import decode_cursor, encode_cursor, format_time
 from seqbridge.services.enrollment import ContactRef, check_filters
 from seqbridge.services.sequences import SequenceKind
 from seqbridge.web.definitions import add_definition_routes
-from seqbridge.web.envelope import body, caller, ok, query
+from seqbridge.web.envelope import body, caller, ok, query, time_param
 from seqbridge.web.pipeline import services
 
 bp = Blueprint("event_queues", __name__, url_prefix="/api/v1/event-queues")
@@ -161,7 +160,7 @@ def bulk_enroll(queue_id: str):
         )
     options = {
         "skip_if_already_enrolled": given.get("skip_if_already_enrolled", True),
-        "anchor": _time(given.get("enrollment_time")),
+        "anchor": time_param(given.get("enrollment_time")),
         "deal_id": given.get("deal_id"),
         "source": given.get("enrollment_source") or "api_bulk",
     }
@@ -209,7 +208,3 @@ def unenroll(queue_id: str):
         "contact_id": given["contact_id"],
         "enrollments_ended": len(ended),
     })  # fmt: skip
-
-
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
