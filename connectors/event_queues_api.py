@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from connectors.remote import RemoteTarget, chunks, contact_of, done, failed, skipped
+from connectors.remote import RemoteTarget, chunks, contact_of, done, failed, identifiers, skipped
 
 CHUNK = 500
 MAX_PAGES = 1000
@@ -55,9 +55,7 @@ class EventQueuesApi(RemoteTarget):
             items = action.get("contacts")
             if not isinstance(items, list):
                 return failed("invalid_contacts", "bulk_enroll contacts must be a list of emails or ids")
-            values = [
-                str(i.get("email") or i.get("id")) if isinstance(i, dict) else str(i) for i in items if i
-            ]
+            values = identifiers(items)
             bodies += [{"contact_ids": c} for c in chunks([v for v in values if "@" not in v], CHUNK)]
             bodies += [
                 {"contact_filter": {"email": c}} for c in chunks([v for v in values if "@" in v], CHUNK)

@@ -30,7 +30,8 @@ from connectors.net import AddressRefused, check_address
 
 class Transient(Exception):
     """Worth retrying later (``retry_after`` seconds, when the server said); ``max_attempts`` is
-    the target's own retry limit, when it sets one."""
+    the target's own retry limit, when it sets one. Delivery processing raises it too, for its
+    own passing trouble (a hook being fixed, a lost lease)."""
 
     def __init__(
         self, message: str, retry_after: float | None = None, max_attempts: int | None = None
@@ -195,6 +196,11 @@ def _error_of(response: requests.Response) -> dict[str, Any]:
 
 def chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def identifiers(items: list[Any]) -> list[str]:
+    """A bulk action's contacts (emails, ids, or ``{email|id: …}``) as strings; an email has an @."""
+    return [str(i.get("email") or i.get("id")) if isinstance(i, dict) else str(i) for i in items if i]
 
 
 def contact_of(action: dict[str, Any]) -> dict[str, str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from connectors.remote import RemoteTarget, chunks, contact_of, done, failed, skipped
+from connectors.remote import RemoteTarget, chunks, contact_of, done, failed, identifiers, skipped
 
 BULK_CHUNK = 1000
 PAGE = 100
@@ -38,7 +38,7 @@ class SequencesApi(RemoteTarget):
         items = action.get("contacts")
         if not isinstance(items, list):
             return failed("invalid_contacts", "bulk_enroll contacts must be a list of emails or ids")
-        values = [str(i.get("email") or i.get("id")) if isinstance(i, dict) else str(i) for i in items if i]
+        values = identifiers(items)
         enrolled = skipped_count = 0
         for n, chunk in enumerate(chunks(values, BULK_CHUNK)):
             body = {

@@ -252,7 +252,7 @@ def test_503_twice_then_201_is_retried_with_the_same_key_and_done(
     assert detail["results"][0]["actions"][0]["outcome"] == {"status": "done", "enrollment_id": "enr_1"}
     assert [r[2] for r in script.requests] == [script.requests[0][2]] * 3 and script.requests[0][2]
     assert [e["error"] for e in detail["errors"]] == [
-        "_Retry: crm: POST /api/v1/sequences/seq_1/enroll answered 503"
+        "crm: POST /api/v1/sequences/seq_1/enroll answered 503"
     ] * 2
 
 

@@ -37,18 +37,6 @@ from seqbridge.storage.db import Database
 log = logging.getLogger("seqbridge.deliveries")
 
 
-class _Retry(Exception):
-    """A transient problem: try again later (not before ``retry_after`` seconds, if given)."""
-
-    def __init__(
-        self, message: str, retry_after: float | None = None, max_attempts: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
-        self.max_attempts = max_attempts
-
-
 def delivery_to_api(row: dict[str, Any], *, detail: bool = False) -> dict[str, Any]:
     out = {
         "id": row["id"],
@@ -107,8 +95,12 @@ class DeliveryService:
     # Processing --------------------------------------------------------------------------------
 
     def claim(self, worker_id: str, limit: int) -> list[str]:
-        """Reclaim expired leases, then lease up to ``limit`` due deliveries."""
+        """Reclaim expired leases, then lease up to ``limit`` due deliveries. An idle poll only
+        reads: it must not take the write lock that webhook ingest is queueing on."""
         now = self.clock.now()
+        with self.db.transaction(write=False) as tx:
+            if not tx.deliveries.any_work(now):
+                return []
         with self.db.transaction() as tx:
             tx.deliveries.reclaim_expired_leases(now)
             return tx.deliveries.claim_due(now, worker_id, now + self.lease, limit)
@@ -123,11 +115,13 @@ class DeliveryService:
         finished, or None if the lease was lost. Never raises for a delivery's own problems."""
         try:
             row = self._process(delivery_id, worker_id)
-        except Exception as error:  # any failure is recorded and retried
-            if not isinstance(error, _Retry):
-                log.exception("delivery %s: attempt failed", delivery_id, extra={"delivery_id": delivery_id})
-            row = self._retry_later(delivery_id, worker_id, _describe(error), getattr(error, "retry_after", None),
-                                    getattr(error, "max_attempts", None))  # fmt: skip
+        except Transient as error:  # expected trouble that may pass: a hook being fixed, a target down
+            row = self._retry_later(
+                delivery_id, worker_id, error.message, error.retry_after, error.max_attempts
+            )
+        except Exception as error:  # anything else is a bug or the database: logged, and retried too
+            log.exception("delivery %s: attempt failed", delivery_id, extra={"delivery_id": delivery_id})
+            row = self._retry_later(delivery_id, worker_id, _describe(error))
         if row is not None:  # one line (and the counters) per processed delivery or attempt
             metrics.PROCESSED.labels(row["hook"], row["status"]).inc()
             if row["status"] in ("processed", "failed") and row.get("processed_at"):
@@ -157,7 +151,7 @@ class DeliveryService:
                 if isinstance(error, UnknownHook)
                 else "has an invalid configuration"
             )
-            raise _Retry(f"hook {row['hook']!r} {kind}") from None
+            raise Transient(f"hook {row['hook']!r} {kind}") from None
         plans = self._plan(hook, row)
         # Remote actions first, outside any transaction: no database lock is held over the network.
         # Their keys are the same on every automatic retry (the remote replays its first answer)
@@ -191,7 +185,7 @@ class DeliveryService:
             status = DeliveryStatus.FAILED if failed else DeliveryStatus.PROCESSED
             if not tx.deliveries.finish(delivery_id, worker_id, {"status": status.value, "results": results,
                                                                  "processed_at": now, "updated_at": now}):  # fmt: skip
-                raise _Retry("the lease was lost")  # roll back every local action of this attempt
+                raise Transient("the lease was lost")  # roll back every local action of this attempt
             caller = hook_caller(row["org_id"], hook.name, row["request_id"], delivery_id=delivery_id)
             record(tx, caller, delivery_tag(caller, "failed" if failed else "processed"), "delivery", delivery_id,
                    {"hook": hook.name, "status": status.value, **_summary(results)}, now)  # fmt: skip
@@ -225,9 +219,7 @@ class DeliveryService:
                 "message": f"no remote target {action['target']!r}",
             }
         try:
-            return target.client.run(action, key)
-        except Transient as error:
-            raise _Retry(error.message, error.retry_after, error.max_attempts) from None
+            return target.client.run(action, key)  # Transient propagates: the delivery retries
         except ValueError as error:
             return {"status": "failed", "code": "invalid_action", "message": str(error)}
 
@@ -349,10 +341,6 @@ class DeliveryService:
                 "steps": tx.processor.counts(self.clock.now()),
                 "deliveries": tx.deliveries.count_by_status(),
             }
-
-    def counts(self) -> dict[str, int]:
-        with self.db.transaction(write=False) as tx:
-            return tx.deliveries.count_by_status()
 
 
 def _public(action: dict[str, Any]) -> dict[str, Any]:

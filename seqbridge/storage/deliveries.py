@@ -119,6 +119,16 @@ class DeliveryStore:
 
     # Processing ----------------------------------------------------------------------------------
 
+    def any_work(self, now: datetime) -> bool:
+        """Is a delivery due, or a lease expired? (Two index probes on ix_deliveries_due.)"""
+        due = select(deliveries.c.id).where(
+            deliveries.c.status == "queued", deliveries.c.next_attempt_at <= now
+        )
+        expired = select(deliveries.c.id).where(
+            deliveries.c.status == "processing", deliveries.c.lease_expires_at < now
+        )
+        return any(self.conn.execute(q.limit(1)).first() is not None for q in (due, expired))
+
     def reclaim_expired_leases(self, now: datetime) -> int:
         """Deliveries whose worker stopped mid-way go back in the queue."""
         return self.conn.execute(
