@@ -117,7 +117,7 @@ class LocalTarget:
                 kind, sequence_id = self._kind_and_id(caller, action)
                 ended = self.services.enrollment.unenroll(caller, kind, sequence_id, ref, reason=reason)
         except NotFound as error:
-            if error.code == "not_enrolled" or error.message.startswith("No contact with"):
+            if error.code == "not_enrolled":
                 return _outcome("skipped", code="not_enrolled", message=error.message)
             raise
         if not ended:

@@ -497,10 +497,13 @@ class EnrollmentService:
 
     def unenroll_everywhere(self, caller: Caller, ref: ContactRef, *, reason: str) -> list[dict[str, Any]]:
         """Exit every live enrollment the contact has, in sequences and queues alike, with
-        ``reason``; return them. Raises :class:`NotFound` for an unknown contact."""
+        ``reason``; return them (none for an unknown contact, as :meth:`unenroll` treats one)."""
         now = self.clock.now()
         with self.db.transaction() as tx:
-            contact = self._resolve(tx, caller, ref)
+            try:
+                contact = self._resolve(tx, caller, ref)
+            except NotFound:
+                return []
             live = tx.enrollments.live_enrollments_for_contact(caller.org_id, contact["id"])
             for enrollment in live:
                 self.end_in_tx(tx, caller, enrollment, "exited", reason, now)

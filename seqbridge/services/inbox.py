@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from connectors.base import InboundEvent, InboundRequest, MalformedPayload, VerificationError
-from seqbridge.audit import record, record_each, redact
+from seqbridge.audit import REDACTED, record, record_each, redact
 from seqbridge.audit import tag_for as _tag_for
 from seqbridge.clock import Clock
 from seqbridge.context import Actor, ActorType, Caller
@@ -33,11 +33,6 @@ from seqbridge.storage.bulk import RawJSON
 from seqbridge.storage.db import Database
 
 log = logging.getLogger("seqbridge.deliveries")
-
-#: Headers that prove identity; never stored (the audit redaction catches most by name too).
-_SECRET_HEADERS = {"authorization", "cookie", "proxy-authorization", "x-hub-signature", "x-hub-signature-256",
-                   "x-twilio-signature", "typeform-signature", "x-hubspot-signature", "x-hubspot-signature-v3",
-                   "webhook-signature", "svix-signature", "x-seqbridge-token"}  # fmt: skip
 
 
 class DeliveryStatus(StrEnum):
@@ -88,9 +83,10 @@ def delivery_tag(caller: Caller, action: str):
 
 
 def stored_headers(headers: dict[str, str], extra_secret: str | None = None) -> dict[str, str]:
-    """The headers worth keeping, secrets redacted."""
-    secret = {*_SECRET_HEADERS, *([extra_secret.lower()] if extra_secret else [])}
-    return redact({k: ("[REDACTED]" if k in secret else v) for k, v in headers.items()})
+    """The headers with secrets redacted: the audit log's rule (authorization, cookies, signatures,
+    tokens, keys …) plus the hook's own token header, whatever it is called."""
+    secret = extra_secret.lower() if extra_secret else None
+    return redact({k: (REDACTED if k == secret else v) for k, v in headers.items()})
 
 
 class TokenBucket:
