@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -57,21 +57,13 @@ class _QueueCollector:
 
 
 def render(read_queues: Callable[[], dict[str, dict[str, int]]]) -> bytes:
-    """The exposition text: this process's counters (or every process's, in multiprocess mode)
-    and the queue gauges."""
-    registry = CollectorRegistry()
+    """The exposition text: the counters (every process's, in multiprocess mode; else this
+    process's) and the queue gauges."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        MultiProcessCollector(registry)
+        counters = CollectorRegistry()
+        MultiProcessCollector(counters)
     else:
-        from prometheus_client import REGISTRY
-
-        registry = REGISTRY
-        return generate_latest(registry) + generate_latest(_single(read_queues))
-    registry.register(_QueueCollector(read_queues))
-    return generate_latest(registry)
-
-
-def _single(read_queues) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    registry.register(_QueueCollector(read_queues))
-    return registry
+        counters = REGISTRY
+    queues = CollectorRegistry()
+    queues.register(_QueueCollector(read_queues))
+    return generate_latest(counters) + generate_latest(queues)
