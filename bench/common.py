@@ -73,6 +73,21 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def alternate(
+    rounds: int, subject: Callable[[str], object], baseline: Callable[[str], object], fresh: Callable[[], str]
+) -> tuple[list[float], list[float]]:
+    """Time ``subject`` and ``baseline`` back to back for ``rounds`` rounds, each on a ``fresh()``
+    input (a new sequence or queue), after one warm-up of each (imports, caches, prepared plans)."""
+    subject(fresh())
+    baseline(fresh())
+    subject_times, baseline_times = [], []
+    for _ in range(rounds):
+        a, b = fresh(), fresh()
+        subject_times.append(timed(lambda a=a: subject(a)))
+        baseline_times.append(timed(lambda b=b: baseline(b)))
+    return subject_times, baseline_times
+
+
 def paired_ratio(subject: list[float], baseline: list[float]) -> float:
     """The median of per-round ratios: each pair ran back to back, so drift hits both alike."""
     return statistics.median(s / b for s, b in zip(subject, baseline, strict=True))

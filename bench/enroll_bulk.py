@@ -14,7 +14,7 @@ import uuid
 
 from sqlalchemy import insert
 
-from bench.common import database, no_mappings, paired_ratio, raw_transaction, summary, timed
+from bench.common import alternate, database, no_mappings, paired_ratio, raw_transaction, summary
 from seqbridge import create_app
 from seqbridge.storage.schema import contacts
 
@@ -65,14 +65,7 @@ def run(engine: str, rounds: int) -> dict:
                                    headers=auth)  # fmt: skip
             assert response.status_code == 200 and response.json["data"]["enrolled"] == SIZE, response.json
 
-        # Warm up both paths once (imports, caches, prepared plans).
-        api_bulk(new_sequence())
-        raw_insert(new_sequence())
-        bulk_times, raw_times = [], []
-        for _ in range(rounds):
-            sid_a, sid_b = new_sequence(), new_sequence()
-            bulk_times.append(timed(lambda sid=sid_a: api_bulk(sid)))
-            raw_times.append(timed(lambda sid=sid_b: raw_insert(sid)))
+        bulk_times, raw_times = alternate(rounds, api_bulk, raw_insert, new_sequence)
         services.db.dispose()
     ratio = paired_ratio(bulk_times, raw_times)
     return {"engine": engine, "enroll_bulk": summary(bulk_times), "raw_executemany": summary(raw_times),

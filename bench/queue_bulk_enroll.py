@@ -15,7 +15,7 @@ import random
 import time
 import uuid
 
-from bench.common import database, no_mappings, paired_ratio, raw_transaction, summary, timed
+from bench.common import alternate, database, no_mappings, paired_ratio, raw_transaction, summary
 from seqbridge import create_app
 from seqbridge.storage.bulk import bulk_insert
 from seqbridge.storage.schema import companies, contacts
@@ -107,13 +107,7 @@ def run(engine: str, rounds: int) -> dict:
             assert response.status_code == 200 and response.json["data"]["enrolled"] == 500, response.json
             assert response.json["data"]["has_more"] is True
 
-        api(new_queue())
-        bare(new_queue())
-        api_times, bare_times = [], []
-        for _ in range(rounds):
-            qa, qb = new_queue(), new_queue()
-            api_times.append(timed(lambda q=qa: api(q)))
-            bare_times.append(timed(lambda q=qb: bare(q)))
+        api_times, bare_times = alternate(rounds, api, bare, new_queue)
         services.db.dispose()
     ratio = paired_ratio(api_times, bare_times)
     return {"engine": engine, "bulk_enroll": summary(api_times), "bare_sql": summary(bare_times),
