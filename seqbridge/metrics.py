@@ -28,6 +28,11 @@ PROCESSED = Counter(
 ACTIONS = Counter(
     "seqbridge_actions", "Actions carried out, by target and outcome", ["target", "action", "outcome"]
 )
+REST_HOOKS = Counter(
+    "seqbridge_rest_hook_sends",
+    "REST hook notifications sent to subscribers, by event and outcome",
+    ["event", "outcome"],
+)
 INGEST_TO_ACTION = Histogram(
     "seqbridge_ingest_to_action_seconds",
     "From a webhook's receipt to its actions being done",

@@ -82,6 +82,14 @@ VALID_REQUESTS: dict[str, Valid] = {
     "getDelivery": Valid(200),
     "replayDelivery": Valid(202),
     "listMappings": Valid(200),
+    # A public address literal: the SSRF guard needs no DNS and nothing is ever sent in these tests.
+    "createHookSubscription": Valid(
+        201, lambda n, p: {"target_url": f"https://93.184.215.14/hook/{n}", "event": "enrollment.created"}
+    ),
+    "listHookSubscriptions": Valid(200),
+    "getHookSubscription": Valid(200),
+    "deleteHookSubscription": Valid(204),
+    "listHookSamples": Valid(200),
     "dryRunMapping": Valid(200, lambda n, p: {"hook": "fixture-hook", "body": {"n": n}}),
     # The sequences and bot dialects.
     "listSequences": Valid(200),
@@ -151,6 +159,15 @@ def _fresh_path_params(api: Api, path: str = "") -> dict[str, str]:
         params["delivery_id"] = factories.delivery(
             services, api.get("/api/v1/me").get_json()["data"]["organization_id"]
         )
+    if "/hooks/subscriptions/" in path:
+        subscribed = api.post(
+            "/api/v1/hooks/subscriptions",
+            json={"target_url": f"https://93.184.215.14/fixture/{n}", "event": "delivery.dead"},
+        )
+        assert subscribed.status_code == 201, subscribed.get_json()
+        params["subscription_id"] = subscribed.get_json()["data"]["id"]
+    if "/hooks/samples/" in path:
+        params["event"] = "enrollment.exited"
     if "/sequences" in path or "/event-queues" in path:
         spare = api.post("/api/v1/contacts", json={"email": f"spare-{n}@example.com"}).get_json()["data"]
         params["spare_contact_id"] = spare["id"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import socket
 import time
@@ -26,6 +27,16 @@ class Job(Protocol):
 
     def run_once(self, worker_id: str) -> int:
         """Do at most one batch of due work; return how many items were handled."""
+
+
+def backoff(
+    attempt: int, base: float, cap: float, rng: random.Random, retry_after: float | None = None
+) -> float:
+    """Seconds before retry ``attempt`` + 1: the server's Retry-After when given (at least 1 s,
+    at most a day), else exponential from ``base`` with ±20% jitter, capped at ``cap``."""
+    if retry_after is not None:
+        return min(max(retry_after, 1.0), 86400.0)
+    return min(cap, base * 2 ** max(0, attempt - 1)) * rng.uniform(0.8, 1.2)
 
 
 class StopFlag:

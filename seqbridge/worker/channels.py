@@ -41,6 +41,10 @@ class PermanentFailure(DeliveryFailure):
     pass
 
 
+class Gone(PermanentFailure):
+    """The receiver answered 410 Gone: it wants no more (REST hooks: unsubscribe)."""
+
+
 @dataclass
 class Delivered:
     status: str  # sent | captured
@@ -188,27 +192,32 @@ def check_target(url: str, allow_private: bool) -> None:
 
 
 class WebhookSender:
-    def __init__(self, secret: str, timeout: float, allow_private: bool) -> None:
-        self.signer = Webhook(secret)
+    def __init__(self, secret: str | None, timeout: float, allow_private: bool, *,
+                 user_agent: str = "Seqbridge/0.1 (+webhook step)") -> None:  # fmt: skip
+        self.signer = Webhook(secret) if secret else None
         self.timeout = timeout
         self.allow_private = allow_private
         self.session = requests.Session()
-        self.session.headers["User-Agent"] = "Seqbridge/0.1 (+webhook step)"
+        self.session.headers["User-Agent"] = user_agent
 
-    def post(self, url: str, key: str, event: dict[str, Any]) -> str:
-        """POST the signed event; return "HTTP <status>". Redirects are not followed.
+    def post(self, url: str, key: str, event: dict[str, Any], *, secret: str | None = None) -> str:
+        """POST the event signed with ``secret`` (default: the sender's); return "HTTP <status>".
+        Redirects are not followed; 410 raises :class:`Gone`.
 
         The signature's timestamp is wall-clock time (never the scheduling clock): receivers
         check it against their own clock.
         """
         check_target(url, self.allow_private)
+        signer = Webhook(secret) if secret else self.signer
+        if signer is None:
+            raise PermanentFailure("no signing secret")
         now = datetime.now(UTC)
         payload = json.dumps(event, separators=(",", ":"), default=str)
         headers = {
             "Content-Type": "application/json",
             "webhook-id": key,
             "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": self.signer.sign(key, now, payload),
+            "webhook-signature": signer.sign(key, now, payload),
         }
         try:
             response = self.session.post(url, data=payload.encode(), headers=headers, timeout=self.timeout,
@@ -224,6 +233,8 @@ class WebhookSender:
             raise TransientFailure(
                 f"HTTP {status}", retry_after=_retry_after(response.headers.get("Retry-After"), now)
             )
+        if status == 410:
+            raise Gone("HTTP 410")
         raise PermanentFailure(
             f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
         )
@@ -242,4 +253,12 @@ def _retry_after(value: str | None, now: datetime) -> float | None:
         return None
 
 
-__all__ = ["Delivered", "PermanentFailure", "SmtpSettings", "TransientFailure", "WebhookSender", "make_msgid"]
+__all__ = [
+    "Delivered",
+    "Gone",
+    "PermanentFailure",
+    "SmtpSettings",
+    "TransientFailure",
+    "WebhookSender",
+    "make_msgid",
+]

@@ -26,7 +26,7 @@ from seqbridge.services.enrollment import ineligibility
 from seqbridge.services.scheduling import step_delay, task_idempotency_key, task_row
 from seqbridge.storage.tx import Tx
 from seqbridge.templating import render
-from seqbridge.worker import StopFlag
+from seqbridge.worker import StopFlag, backoff
 from seqbridge.worker.channels import (
     Delivered,
     DeliveryFailure,
@@ -239,12 +239,7 @@ class StepProcessor:
         return None
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds before retry ``attempt`` + 1: the server's Retry-After when given, else
-        exponential from RETRY_BASE_SECONDS with ±20% jitter, capped at RETRY_MAX_SECONDS."""
-        if retry_after is not None:
-            return min(max(retry_after, 1.0), 86400.0)
-        exponential = min(self.retry_max, self.retry_base * 2 ** max(0, attempt - 1))
-        return exponential * self.rng.uniform(0.8, 1.2)
+        return backoff(attempt, self.retry_base, self.retry_max, self.rng, retry_after)
 
 
 @dataclass
