@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from standardwebhooks.webhooks import Webhook
 
 from seqbridge.worker.notifications import HookNotifier
@@ -141,7 +142,15 @@ def test_stop_reaches_the_subscriber_signed_and_410_unsubscribes(app_config, api
     assert len(receiver.received) == sent
 
 
-def test_enrollment_created_and_completed_carry_the_sequence_and_contact(api, services, receiver):
+def _sends(event: str, outcome: str) -> float:
+    return (
+        REGISTRY.get_sample_value("seqbridge_rest_hook_sends_total", {"event": event, "outcome": outcome})
+        or 0
+    )
+
+
+def test_enrollment_created_and_completed_carry_the_sequence_and_contact(api, client, services, receiver):
+    sent_before = _sends("enrollment.created", "sent")
     receiver.subscribe(api, "enrollment.created", "/created")
     receiver.subscribe(api, "enrollment.completed", "/completed")
     sequence = factories.active_sequence(api, name="Welcome", steps=({"delay_days": 0},))
@@ -163,6 +172,10 @@ def test_enrollment_created_and_completed_carry_the_sequence_and_contact(api, se
     # Two events, two ids; the webhook-ids differ from each other too.
     assert created["id"] != completed["id"]
     assert len({h["webhook-id"] for h, _ in receiver.received}) == 2
+    # /metrics counts the sends, and shows the queue by status.
+    assert _sends("enrollment.created", "sent") == sent_before + 1
+    scraped = api.get("/metrics").get_data(as_text=True)
+    assert 'seqbridge_rest_hook_notifications{status="sent"} 2.0' in scraped
 
 
 def test_only_new_events_of_the_own_organization_are_sent(api, other_api, services, receiver):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from seqbridge.storage.bulk import insert_returning
@@ -181,3 +181,7 @@ class SubscriptionStore:
             .order_by(hook_notifications.c.audit_event_id)
         )
         return [dict(r) for r in self.conn.execute(query).mappings()]
+
+    def count_by_status(self) -> dict[str, int]:
+        query = select(hook_notifications.c.status, func.count()).group_by(hook_notifications.c.status)
+        return {status: int(count) for status, count in self.conn.execute(query)}
