@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from seqbridge.clock import Clock, SystemClock
+from seqbridge.errors import ServiceUnavailable
 
 log = logging.getLogger("seqbridge.worker")
 
@@ -94,6 +95,10 @@ class Worker:
         for job in self.jobs:
             try:
                 handled += job.run_once(self.id)
+            except ServiceUnavailable as error:
+                # The database is down or restarting: one line per poll, not a traceback; every
+                # claim is leased, so whatever was in hand is picked up again when it is back.
+                log.warning("worker %s: job %s: %s", self.id, job.name, error.message)
             except Exception:
                 # One failing job must not stop the others; the job's own retry logic owns recovery.
                 log.exception("worker %s: job %s failed", self.id, job.name)
