@@ -285,6 +285,38 @@ def test_scope_matrix(spec_key, app, client, api, make_key, services):
     _assert_allowed(_request(client, api, operation, make_key("acme", [ALL_SCOPES], "star")), operation)
 
 
+#: Operations that name one of the organization's objects in their path. (The samples route's
+#: path names an event type, not an object: its isolation is tested with REST hooks.)
+OBJECT_OPERATIONS = [
+    key
+    for key in SCOPED_OPERATIONS
+    if "{" in _SPEC.operations[key].path and "{event}" not in _SPEC.operations[key].path
+]
+
+
+@pytest.mark.parametrize("spec_key", OBJECT_OPERATIONS, ids=_op_id)
+def test_another_organization_with_the_right_scope_gets_404_for_every_object_route(
+    spec_key, app, client, api, make_key, services
+):
+    """Every route x the other organization, holding exactly the scope the route needs (and,
+    separately, every scope): acme's objects do not exist for it, and nothing changes."""
+    operation = app.extensions["seqbridge.contract"].operations[spec_key]
+    params = _fresh_path_params(api, operation.path)
+    url = _url(operation.path, params)
+    valid = VALID_REQUESTS.get(operation.operation_id)
+    body = valid.body(next(_serial), params) if valid and valid.body else None
+    keys = (make_key("globex", [operation.scope], "exact"), make_key("globex", [ALL_SCOPES], "star"))
+    before = _audit_count(services)
+    for key in keys:
+        response = _call(client, operation.method, url, key, body)
+        assert response.status_code == 404, response.get_data(as_text=True)
+        error = response.get_json()["error"]
+        assert error["code"].endswith("not_found") and error["message"]
+    assert _audit_count(services) == before, "another organization's request must change nothing"
+    # The owner still gets the documented answer on the same objects.
+    _assert_allowed(_request(client, api, operation, api.key), operation)
+
+
 @pytest.mark.parametrize("spec_key", SCOPED_OPERATIONS, ids=_op_id)
 def test_a_write_scope_of_another_area_never_satisfies(spec_key, app, client, api, make_key):
     operation = app.extensions["seqbridge.contract"].operations[spec_key]
