@@ -19,6 +19,7 @@ from seqbridge.errors import SeqbridgeError
 from seqbridge.logs import configure_logging
 from seqbridge.services import Services
 from seqbridge.services.keys import ALL_SCOPES, SCOPES
+from seqbridge.signing import var_dir
 from seqbridge.storage.db import Database
 
 
@@ -294,9 +295,7 @@ def serve(host: str, port: int, web_workers: int, no_worker: bool) -> None:
     """
     services = _services()
     # One metrics directory for gunicorn's workers and the background worker: /metrics adds them up.
-    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(
-        Path(services.settings.get("VAR_DIR") or Path.cwd() / "var") / "metrics"
-    )
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(var_dir(services.settings) / "metrics")
     shutil.rmtree(metrics_dir, ignore_errors=True)  # counters start at zero with the server
     Path(metrics_dir).mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # the children inherit it

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
+from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
+from seqbridge.storage.schema import hook_subscriptions
 from seqbridge.worker.notifications import HookNotifier
 from seqbridge.worker.processor import StepProcessor
 from tests import factories
@@ -22,7 +24,10 @@ from tests.test_hooks import WHATSAPP_STOP, drain, meta_body, post_meta, write_m
 @pytest.fixture
 def app_config(app_config):
     # The receiver listens on loopback: the SSRF guard has to be told to allow it.
-    return {**app_config, "ALLOW_PRIVATE_TARGETS": "true"}
+    return {**app_config, "ALLOW_PRIVATE_TARGETS": "true", "WEBHOOK_SECRET": MASTER}
+
+
+MASTER = "whsec_bWFzdGVyLXNlY3JldC1mb3ItdGhlLXJlc3QtaG9va3MtdGVzdHM="
 
 
 class Receiver:
@@ -293,10 +298,15 @@ def test_subscribe_refuses_bad_events_urls_and_secrets(api, services, make_key):
     unknown = subscribe(event="contact.created")
     assert unknown.status_code == 400 and "contact.created" in unknown.json["error"]["message"]
     assert subscribe(target_url="ftp://example.com/x").status_code == 400
-    bad_secret = subscribe(secret="whsec_" + "!" * 30)
-    assert bad_secret.status_code == 400
-    own = subscribe(secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-    assert own.status_code == 201 and own.json["data"]["secret"] == "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    unknown_field = subscribe(secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")  # secrets are never chosen
+    assert unknown_field.status_code == 400 and unknown_field.json["error"]["code"] == "validation_failed"
+    one, two = subscribe().json["data"], subscribe().json["data"]
+    assert one["secret"].startswith("whsec_") and one["secret"] != two["secret"]
+    # Derived from the master secret, never stored: no column of any row holds it.
+    with services.db.engine.connect() as conn:
+        rows = [str(tuple(r)) for r in conn.execute(select(hook_subscriptions))]
+    assert len(rows) == 2 and not any(one["secret"] in r or two["secret"] in r for r in rows)
+    assert services.subscriptions.secret_of(one["id"]) == one["secret"]
     services.subscriptions.allow_private = False
     refused = subscribe()
     assert refused.status_code == 400 and refused.json["error"]["code"] == "target_refused"
@@ -306,4 +316,6 @@ def test_subscribe_refuses_bad_events_urls_and_secrets(api, services, make_key):
         "/api/v1/hooks/subscriptions", json={"target_url": "http://x.example/", "event": "delivery.dead"}
     )
     assert denied.status_code == 403 and denied.json["error"]["code"] == "hooks_write_denied"
-    assert [s["event"] for s in reader.get("/api/v1/hooks/subscriptions").json["data"]] == ["delivery.dead"]
+    assert [s["event"] for s in reader.get("/api/v1/hooks/subscriptions").json["data"]] == [
+        "delivery.dead"
+    ] * 2

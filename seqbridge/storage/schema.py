@@ -365,9 +365,6 @@ hook_subscriptions = Table(
     Column("org_id", ID, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
     Column("event", String(50), nullable=False),
     Column("target_url", Text, nullable=False),
-    # The Standard Webhooks signing secret (whsec_...). It must be readable to sign; it is never
-    # logged, audited or shown again after the subscription is created.
-    Column("secret", String(200), nullable=False),
     Column("status", String(20), nullable=False),  # active | disabled
     Column("audit_cursor", SerialId, nullable=False),
     Column("created_by", String(100), nullable=True),

@@ -15,9 +15,6 @@ from sqlalchemy.engine import Connection
 from seqbridge.storage.bulk import insert_returning
 from seqbridge.storage.schema import audit_heads, hook_notifications, hook_subscriptions
 
-#: What a subscriber may see of a subscription (never the secret).
-_PUBLIC = [c for c in hook_subscriptions.c if c.name != "secret"]
-
 
 class SubscriptionStore:
     def __init__(self, conn: Connection) -> None:
@@ -30,14 +27,14 @@ class SubscriptionStore:
 
     def get_subscription(self, org_id: str, subscription_id: str) -> dict[str, Any] | None:
         row = self.conn.execute(
-            select(*_PUBLIC).where(hook_subscriptions.c.org_id == org_id, hook_subscriptions.c.id == subscription_id)
+            select(hook_subscriptions).where(hook_subscriptions.c.org_id == org_id, hook_subscriptions.c.id == subscription_id)
         ).mappings().first()  # fmt: skip
         return dict(row) if row else None
 
     def list_subscriptions(self, org_id: str, *, event: str | None, after: tuple[datetime, str] | None,
                            limit: int) -> list[dict[str, Any]]:  # fmt: skip
         """Oldest first; ``after`` is the (created_at, id) of the last row of the previous page."""
-        query = select(*_PUBLIC).where(hook_subscriptions.c.org_id == org_id)
+        query = select(hook_subscriptions).where(hook_subscriptions.c.org_id == org_id)
         if event is not None:
             query = query.where(hook_subscriptions.c.event == event)
         if after is not None:
@@ -120,7 +117,7 @@ class SubscriptionStore:
         self, now: datetime, worker_id: str, lease_until: datetime, limit: int
     ) -> list[dict[str, Any]]:
         """Lease up to ``limit`` due notifications (and ones whose sender died), oldest first; each
-        comes with its subscription's URL and secret."""
+        comes with its subscription's URL."""
         due = (
             select(hook_notifications.c.id)
             .where(self._due(now))
@@ -138,8 +135,7 @@ class SubscriptionStore:
                     attempts=hook_notifications.c.attempts + 1, updated_at=now)
         )  # fmt: skip
         query = (
-            select(hook_notifications, hook_subscriptions.c.target_url, hook_subscriptions.c.secret,
-                   hook_subscriptions.c.failing_since)
+            select(hook_notifications, hook_subscriptions.c.target_url)
             .join(hook_subscriptions, hook_subscriptions.c.id == hook_notifications.c.subscription_id)
             .where(hook_notifications.c.id.in_(ids))
             .order_by(hook_notifications.c.next_attempt_at, hook_notifications.c.audit_event_id)

@@ -14,8 +14,7 @@ bp = Blueprint("subscriptions", __name__, url_prefix="/api/v1/hooks")
 @bp.post("/subscriptions")
 def subscribe():
     given = body()
-    return ok(services().subscriptions.subscribe(caller(), given["target_url"], given["event"],
-                                                 given.get("secret")), 201)  # fmt: skip
+    return ok(services().subscriptions.subscribe(caller(), given["target_url"], given["event"]), 201)
 
 
 @bp.get("/subscriptions")

@@ -9,15 +9,12 @@ errors, HTTP 429 and 5xx, timeouts; with the server's Retry-After when given) an
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import smtplib
 import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -166,21 +163,6 @@ def _smtp_failure(code: int, reason: bytes | str) -> DeliveryFailure:
 
 
 # Webhooks -------------------------------------------------------------------------------------
-
-
-def webhook_secret(configured: str, var_dir: Path) -> str:
-    """The signing secret: the configured one, else one generated once into ``var_dir``."""
-    if configured:
-        return configured
-    path = var_dir / "webhook-secret"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            import base64
-
-            handle.write("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
-    return path.read_text().strip()
 
 
 def check_target(url: str, allow_private: bool) -> None:

@@ -60,7 +60,7 @@ class HookNotifier:
     def _send(self, notification: dict) -> Outcome:
         try:
             answer = self.sender.post(notification["target_url"], notification["id"], notification["payload"],
-                                      secret=notification["secret"])  # fmt: skip
+                                      secret=self.subscriptions.secret_of(notification["subscription_id"]))  # fmt: skip
         except Gone as gone:
             return Outcome("gone", str(gone))
         except TransientFailure as failure:

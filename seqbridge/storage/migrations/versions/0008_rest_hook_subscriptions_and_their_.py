@@ -27,7 +27,6 @@ def upgrade() -> None:
         sa.Column("org_id", sa.String(length=36), nullable=False),
         sa.Column("event", sa.String(length=50), nullable=False),
         sa.Column("target_url", sa.Text(), nullable=False),
-        sa.Column("secret", sa.String(length=200), nullable=False),
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("audit_cursor", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("created_by", sa.String(length=100), nullable=True),
