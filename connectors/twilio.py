@@ -39,9 +39,13 @@ def _url_variants(url: str) -> list[str]:
     default = {"https": 443, "http": 80}.get(parts.scheme)
     host = parts.hostname or ""
     variants = [url]
-    if parts.port is None and default:
+    try:
+        port = parts.port
+    except ValueError:  # a Host header such as "example.com:x": no variant of it can match
+        return variants
+    if port is None and default:
         variants.append(urlunsplit(parts._replace(netloc=f"{host}:{default}")))
-    elif parts.port == default:
+    elif port == default:
         variants.append(urlunsplit(parts._replace(netloc=host)))
     return variants
 
