@@ -39,13 +39,9 @@ def _url_variants(url: str) -> list[str]:
     default = {"https": 443, "http": 80}.get(parts.scheme)
     host = parts.hostname or ""
     variants = [url]
-    try:
-        port = parts.port
-    except ValueError:  # a Host header such as "example.com:x": no variant of it can match
-        return variants
-    if port is None and default:
+    if parts.port is None and default:
         variants.append(urlunsplit(parts._replace(netloc=f"{host}:{default}")))
-    elif port == default:
+    elif parts.port == default:
         variants.append(urlunsplit(parts._replace(netloc=host)))
     return variants
 
