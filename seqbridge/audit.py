@@ -39,6 +39,8 @@ SUBJECT_ACTIONS: dict[str, tuple[str, ...]] = {
     # of a stored one), processed (its actions ran), failed (an attempt failed; it will retry),
     # dead (out of attempts), replayed (queued again by an operator).
     "delivery": ("received", "rejected", "duplicate", "processed", "failed", "dead", "replayed"),
+    # Old deliveries, keys and outbox rows deleted by `seqbridge deliveries prune` (one per organization).
+    "retention": ("pruned",),
 }
 SOURCES = ("api", "cli", "hook", "worker")
 
