@@ -42,6 +42,8 @@ SUBJECT_ACTIONS: dict[str, tuple[str, ...]] = {
     # A REST hook subscription: deleted by its owner, or by the worker when the target answered
     # 410 Gone; disabled by the worker when every send failed for HOOK_DISABLE_AFTER_SECONDS.
     "hook_subscription": ("created", "deleted", "disabled"),
+    # Old deliveries, keys and outbox rows deleted by `seqbridge deliveries prune` (one per organization).
+    "retention": ("pruned",),
 }
 SOURCES = ("api", "cli", "hook", "worker")
 
