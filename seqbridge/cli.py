@@ -235,7 +235,7 @@ class OlderThan(click.ParamType):
               help="Rows per transaction; each batch holds the write lock only briefly.")  # fmt: skip
 def deliveries_prune(older_than, batch_size: int) -> None:
     """Delete finished webhook deliveries (processed, failed, dead, rejected, ignored) older than
-    DURATION, with their dedupe keys; expired idempotency keys; old outbox rows. Queued and
+    DURATION, with their dedupe keys; expired idempotency keys; old outbox rows and sent REST hook notifications. Queued and
     processing deliveries are never deleted, and deliveries that own dedupe keys are kept for the
     7-day dedupe window whatever DURATION says. Audited per organization."""
     from datetime import timedelta
@@ -255,7 +255,8 @@ def deliveries_prune(older_than, batch_size: int) -> None:
     click.echo(f"older than {cutoff.isoformat()} (deliveries with dedupe keys: older than "
                f"{pruned.keyed_cutoff.isoformat()}, the {DEDUPE_WINDOW.days}-day dedupe window)")  # fmt: skip
     click.echo(f"deleted {totals['deliveries']} deliveries, {totals['delivery_keys']} dedupe keys, "
-               f"{totals['idempotency_keys']} idempotency keys, {totals['outbox']} outbox rows")  # fmt: skip
+               f"{totals['idempotency_keys']} idempotency keys, {totals['outbox']} outbox rows, "
+               f"{totals['rest_hook_notifications']} REST hook notifications")  # fmt: skip
 
 
 @main.group()

@@ -47,7 +47,13 @@ def test_finished_deliveries_past_the_cutoff_go_with_their_keys_and_nothing_else
     pruned = services.retention.prune(clock.now() - timedelta(days=3), cli)
 
     assert delivery_ids(api) == {old["queued"], old["processing"], *recent.values()}
-    assert pruned.totals == {"deliveries": 5, "delivery_keys": 3, "idempotency_keys": 0, "outbox": 0}
+    assert pruned.totals == {
+        "deliveries": 5,
+        "delivery_keys": 3,
+        "idempotency_keys": 0,
+        "outbox": 0,
+        "rest_hook_notifications": 0,
+    }
     with services.db.transaction(write=False) as tx:
         kept = set(tx.conn.execute(select(delivery_keys.c.dedupe_key)).scalars())
     assert kept == {"old-queued", "old-processing", "new-processed"}
@@ -80,7 +86,8 @@ def test_deliveries_that_own_dedupe_keys_outlive_a_short_cutoff_and_retries_stay
 
     clock.advance(DEDUPE_WINDOW)  # past the window, the delivery and its key go
     assert services.retention.prune(clock.now() - timedelta(hours=12), cli).totals == {
-        "deliveries": 1, "delivery_keys": 1, "idempotency_keys": 0, "outbox": 0}  # fmt: skip
+        "deliveries": 1, "delivery_keys": 1, "idempotency_keys": 0, "outbox": 0,
+        "rest_hook_notifications": 0}  # fmt: skip
     assert delivery_ids(api) == set()
     assert post_meta(client, body).status_code == 202  # beyond the window a repeat is new
 
@@ -165,7 +172,8 @@ def test_each_organization_gets_one_audit_event_and_the_chain_holds(api, other_a
     assert event["actor"] == {"type": "cli", "id": "cli"}
     assert event["subject"] == {"type": "retention", "id": "2026-01-12T09:00:00Z"}
     assert event["data"] == {"older_than": "2026-01-12T09:00:00Z", "keyed_older_than": "2026-01-06T09:00:00Z",
-                             "deliveries": 2, "delivery_keys": 1, "idempotency_keys": 0, "outbox": 0}  # fmt: skip
+                             "deliveries": 2, "delivery_keys": 1, "idempotency_keys": 0, "outbox": 0,
+        "rest_hook_notifications": 0}  # fmt: skip
     assert other_api.get("/api/v1/audit-events?tag=cli:retention:pruned").get_json()["data"] == []
     assert globex not in pruned.by_org
     checked, problems = verify_chain(services.db)
@@ -184,7 +192,7 @@ def test_the_command_prints_what_it_deleted_and_refuses_what_it_cannot_read(
     assert result.output.splitlines() == [
         "older than 2026-01-06T00:00:00+00:00 (deliveries with dedupe keys: older than "
         "2026-01-06T00:00:00+00:00, the 7-day dedupe window)",
-        "deleted 1 deliveries, 0 dedupe keys, 0 idempotency keys, 0 outbox rows",
+        "deleted 1 deliveries, 0 dedupe keys, 0 idempotency keys, 0 outbox rows, 0 REST hook notifications",
     ]
     assert len(api.get("/api/v1/audit-events?tag=cli:retention:pruned").get_json()["data"]) == 1
     for value, message in (
@@ -205,6 +213,6 @@ def test_durations(value, days):
 
 def test_nothing_to_delete_reports_zeros_and_writes_no_event(api, services):
     assert services.retention.prune(services.clock.now(), cli).totals == dict.fromkeys(
-        ("deliveries", "delivery_keys", "idempotency_keys", "outbox"), 0
+        ("deliveries", "delivery_keys", "idempotency_keys", "outbox", "rest_hook_notifications"), 0
     )
     assert api.get("/api/v1/audit-events?tag=cli:retention:pruned").get_json()["data"] == []

@@ -9,6 +9,7 @@ What goes, in short transactions of at most ``batch_size`` rows (no long write l
 - API idempotency keys past the 24 hours their answers are kept for.
 - outbox rows (the record of each send) made before the cutoff, unless their step task is still
   open: a task that may run again looks its send up there.
+- REST hook notifications that are sent, failed or dropped and unchanged since the cutoff.
 
 **The dedupe window.** A delivery's dedupe keys are what make a sender's retry a duplicate, so a
 delivery that owns keys (processed, failed, dead) is kept for :data:`DEDUPE_WINDOW` whatever the
@@ -63,7 +64,7 @@ class Pruned:
             counts[kind] += count
 
 
-_KINDS = ("deliveries", "delivery_keys", "idempotency_keys", "outbox")
+_KINDS = ("deliveries", "delivery_keys", "idempotency_keys", "outbox", "rest_hook_notifications")
 
 
 class RetentionService:
@@ -87,6 +88,7 @@ class RetentionService:
         for org_id in orgs:
             self._deliveries(org_id, pruned, batch_size)
             self._outbox(org_id, pruned, batch_size)
+            self._notifications(org_id, pruned, batch_size)
         self._idempotency_keys(now, pruned, batch_size)
         for org_id, counts in pruned.by_org.items():
             caller = caller_for_org(org_id)
@@ -122,6 +124,16 @@ class RetentionService:
                 after = ids[-1]
                 deleted = tx.processor.delete_outbox(ids)
             pruned.add(org_id, "outbox", deleted)
+
+    def _notifications(self, org_id: str, pruned: Pruned, batch_size: int) -> None:
+        while True:
+            with self.db.transaction() as tx:
+                deleted = tx.subscriptions.delete_notifications(
+                    tx.subscriptions.old_notification_ids(org_id, pruned.cutoff, batch_size)
+                )
+            pruned.add(org_id, "rest_hook_notifications", deleted)
+            if deleted < batch_size:
+                return
 
     def _idempotency_keys(self, now: datetime, pruned: Pruned, batch_size: int) -> None:
         expired_before = now - IDEMPOTENCY_KEEP
