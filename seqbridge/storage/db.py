@@ -183,8 +183,13 @@ class Database:
             if not write:  # a read inside a transaction has nothing to undo: no SAVEPOINT round trips
                 yield outer
                 return
-            with outer.conn.begin_nested():
-                yield outer
+            recorded = len(outer.pending_audit)
+            try:
+                with outer.conn.begin_nested():
+                    yield outer
+            except BaseException:
+                del outer.pending_audit[recorded:]  # the events of what was rolled back go too
+                raise
             return
         try:
             with (self._write_lock.held() if write and self._write_lock else contextlib.nullcontext()), \
@@ -195,6 +200,10 @@ class Database:
                     token = _OPEN.set(tx)
                     try:
                         yield tx
+                        if tx.pending_audit:
+                            from seqbridge.audit import write_pending
+
+                            write_pending(tx)
                     finally:
                         _OPEN.reset(token)
         except OperationalError as exc:
