@@ -341,3 +341,18 @@ def _cli(org_id: str):
     from seqbridge.services.keys import CLI_ACTOR
 
     return Caller(org_id, CLI_ACTOR)
+
+
+def test_subscriptions_page_with_a_cursor_and_filter_by_event(api, receiver, clock):
+    made = []
+    for n, event in enumerate(["delivery.dead", "enrollment.created", "delivery.dead"]):
+        made.append(receiver.subscribe(api, event, f"/p{n}")["id"])
+        clock.advance(timedelta(seconds=1))  # listed oldest first
+    first = api.get("/api/v1/hooks/subscriptions?limit=2").json
+    assert [s["id"] for s in first["data"]] == made[:2] and first["meta"]["next_cursor"]
+    second = api.get(f"/api/v1/hooks/subscriptions?limit=2&cursor={first['meta']['next_cursor']}").json
+    assert [s["id"] for s in second["data"]] == made[2:] and second["meta"]["next_cursor"] is None
+    dead = api.get("/api/v1/hooks/subscriptions?event=delivery.dead").json["data"]
+    assert [s["id"] for s in dead] == [made[0], made[2]]
+    bad = api.get("/api/v1/hooks/subscriptions?cursor=nonsense")
+    assert bad.status_code == 400 and bad.json["error"]["code"] == "invalid_cursor"
