@@ -218,6 +218,15 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--ceiling-seconds", type=int, default=20)
     parser.add_argument("--share", type=float, default=0.5, help="of the ingest ceiling, for webhooks")
+    parser.add_argument(
+        "--webhooks", type=float, default=None, help="webhooks per second instead of a share of the ceiling"
+    )
+    parser.add_argument(
+        "--catch-up-minutes",
+        type=float,
+        default=15,
+        help="how long to wait for the worker after the load stops",
+    )
     parser.add_argument("--reads", type=float, default=20, help="API reads per second")
     parser.add_argument("--writes", type=float, default=5, help="API writes per second")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
@@ -307,7 +316,7 @@ def soak(args, base, key, url, web, worker, sink, wrk_path, work) -> dict:
         if time.monotonic() > drain_deadline:
             break
         time.sleep(2)
-    hooks_rate = ceiling_rps * args.share
+    hooks_rate = args.webhooks if args.webhooks is not None else ceiling_rps * args.share
     rates = {"POST /hooks/whatsapp": hooks_rate / 2, "POST /hooks/typeform": hooks_rate / 2,
              "GET /api/v1/contacts": args.reads / 3, "GET /api/v1/deliveries": args.reads / 3,
              "GET /api/v1/audit-events": args.reads / 3, "POST /api/v1/contacts": args.writes / 2,
@@ -320,11 +329,13 @@ def soak(args, base, key, url, web, worker, sink, wrk_path, work) -> dict:
     def sample() -> None:
         started = time.monotonic()
         while not stop.wait(10):
-            pids = [web.pid, *children(web.pid), worker.pid]
+            web_workers = children(web.pid)  # gunicorn recycles them (max_requests): by role, not pid
             with generator.lock:
                 done = len(generator.results)
+            rss = {"gunicorn master": rss_kb(web.pid), "gunicorn workers": sum(rss_kb(p) for p in web_workers),
+                   "seqbridge worker": rss_kb(worker.pid)}  # fmt: skip
             samples.append({"t": round(time.monotonic() - started), "requests": done, **counts(url),
-                            "rss_kb": {str(p): rss_kb(p) for p in pids}, "emails_smtp": sink.count})  # fmt: skip
+                            "rss_kb": rss, "emails_smtp": sink.count})  # fmt: skip
             last = samples[-1]
             print(f"t={last['t']:4}s requests {done:7,}  deliveries {last['deliveries'] - before['deliveries']:7,} "
                   f"processed {last['processed'] - before['processed']:7,}  emails {last['emails_sent']:6,}  "
@@ -340,10 +351,11 @@ def soak(args, base, key, url, web, worker, sink, wrk_path, work) -> dict:
     # Let the worker catch up (time to drain is part of the result).
     catch_up_started = time.monotonic()
     end_sent = counts(url)
+    processed_during_load = end_sent["processed"] - before["processed"]
     while (c := counts(url))["processed"] < end_sent["deliveries"] - before["deliveries"] + before[
         "processed"
     ]:
-        if time.monotonic() - catch_up_started > 900:
+        if time.monotonic() - catch_up_started > args.catch_up_minutes * 60:
             break
         time.sleep(2)
     catch_up = time.monotonic() - catch_up_started
@@ -368,9 +380,10 @@ def soak(args, base, key, url, web, worker, sink, wrk_path, work) -> dict:
     last = samples[-1] if samples else None
     memory = {}
     if warm and last:
-        for pid in warm["rss_kb"]:
-            memory[pid] = {"after_warmup_mb": round(warm["rss_kb"][pid] / 1024, 1),
-                           "end_mb": round(last["rss_kb"].get(pid, 0) / 1024, 1)}  # fmt: skip
+        for role in warm["rss_kb"]:
+            memory[role] = {"after_warmup_mb": round(warm["rss_kb"][role] / 1024, 1),
+                            "end_mb": round(last["rss_kb"].get(role, 0) / 1024, 1),
+                            "max_mb": round(max(s["rss_kb"][role] for s in samples) / 1024, 1)}  # fmt: skip
     received = after["deliveries"] - before["deliveries"]
     return {
         "ceiling_webhooks_per_s": round(ceiling_rps),
@@ -381,6 +394,8 @@ def soak(args, base, key, url, web, worker, sink, wrk_path, work) -> dict:
         "deliveries_received": received,
         "deliveries_processed": after["processed"] - before["processed"],
         "worker_catch_up_s": round(catch_up, 1),
+        "processed_during_load": processed_during_load,
+        "backlog_at_end": after["deliveries"] - after["processed"] - after.get("status_failed", 0),
         "emails_sent": after["emails_sent"] - before["emails_sent"],
         "routes": routes,
         "errors": {k: dict(v) for k, v in errors.items()},
@@ -392,8 +407,9 @@ def soak(args, base, key, url, web, worker, sink, wrk_path, work) -> dict:
 
 
 def prune(url: str, env: dict[str, str]) -> dict:
-    """What the retention command leaves: prune everything finished, then VACUUM FULL to measure."""
-    answer = subprocess.run([sys.executable, "-m", "seqbridge", "deliveries", "prune", "--older-than", "0s"],
+    """What the retention command leaves: prune what is over a minute old (deliveries that own
+    dedupe keys stay for the 7-day dedupe window), then VACUUM FULL to measure."""
+    answer = subprocess.run([sys.executable, "-m", "seqbridge", "deliveries", "prune", "--older-than", "1m"],
                             env={**env, "SEQBRIDGE_DATABASE_URL": url}, capture_output=True, text=True)  # fmt: skip
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -407,8 +423,9 @@ def prune(url: str, env: dict[str, str]) -> dict:
 def report(results: dict) -> None:
     print(f"\nceiling {results['ceiling_webhooks_per_s']:,} webhooks/s; offered {results['offered_webhooks_per_s']:,}/s;"
           f" held {results['held_webhooks_per_s']:,}/s over {results['minutes']} min")  # fmt: skip
-    print(f"deliveries: {results['deliveries_received']:,} received, {results['deliveries_processed']:,} processed "
-          f"(worker caught up {results['worker_catch_up_s']} s after the load stopped); "
+    print(f"deliveries: {results['deliveries_received']:,} received, {results['processed_during_load']:,} processed "
+          f"during the load, {results['deliveries_processed']:,} by the end; backlog {results['backlog_at_end']:,} "
+          f"{results['worker_catch_up_s']} s after the load stopped; "
           f"emails sent {results['emails_sent']:,}")  # fmt: skip
     print(f"{'route':32} {'requests':>9} {'/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for route, r in results["routes"].items():
@@ -416,8 +433,10 @@ def report(results: dict) -> None:
             f"{route:32} {r['requests']:9,} {r['rate_per_s']:7} {r['p50_ms']:8} {r['p99_ms']:8} {r['max_ms']:8}"
         )
     print(f"errors: {results['errors'] or 'none'}")
-    for pid, m in results["memory"].items():
-        print(f"rss pid {pid}: {m['after_warmup_mb']} MB after 1 min -> {m['end_mb']} MB at the end")
+    for role, m in results["memory"].items():
+        print(
+            f"rss {role}: {m['after_warmup_mb']} MB after 1 min -> {m['end_mb']} MB at the end (max {m['max_mb']})"
+        )
     print(f"database {results['db_bytes'] / 1e6:,.0f} MB; {results['db_bytes_per_100k_deliveries'] / 1e6:,.0f} MB "
           f"per 100,000 deliveries (everything they caused included)")  # fmt: skip
     print(f"prune: {results['prune']}")
