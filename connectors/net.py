@@ -30,9 +30,12 @@ def check_address(url: str, allow_private: bool) -> None:
     except socket.gaierror as error:
         raise AddressRefused(f"cannot resolve {parts.hostname}: {error}", transient=True) from None
     for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if (address.is_private or address.is_loopback or address.is_link_local or address.is_multicast
-                or address.is_reserved or address.is_unspecified):  # fmt: skip
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+        # Only globally routable unicast addresses: not private, loopback, link-local, shared
+        # (100.64/10), documentation, benchmarking, reserved or unspecified ones, nor multicast.
+        if not address.is_global or address.is_multicast:
             raise AddressRefused(
                 f"{parts.hostname} resolves to {address}, a private address; set SEQBRIDGE_ALLOW_PRIVATE_TARGETS=true "
                 "to allow it"

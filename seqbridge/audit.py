@@ -39,6 +39,9 @@ SUBJECT_ACTIONS: dict[str, tuple[str, ...]] = {
     # of a stored one), processed (its actions ran), failed (an attempt failed; it will retry),
     # dead (out of attempts), replayed (queued again by an operator).
     "delivery": ("received", "rejected", "duplicate", "processed", "failed", "dead", "replayed"),
+    # A REST hook subscription: deleted by its owner, or by the worker when the target answered
+    # 410 Gone; disabled by the worker when every send failed for HOOK_DISABLE_AFTER_SECONDS.
+    "hook_subscription": ("created", "deleted", "disabled"),
 }
 SOURCES = ("api", "cli", "hook", "worker")
 

@@ -19,6 +19,7 @@ from seqbridge.errors import SeqbridgeError
 from seqbridge.logs import configure_logging
 from seqbridge.services import Services
 from seqbridge.services.keys import ALL_SCOPES, SCOPES
+from seqbridge.signing import var_dir
 from seqbridge.storage.db import Database
 
 
@@ -252,6 +253,7 @@ def worker() -> None:
     """Run the background worker alone (any number may run against PostgreSQL)."""
     from seqbridge.worker import Worker
     from seqbridge.worker.deliveries import DeliveryProcessor
+    from seqbridge.worker.notifications import HookNotifier
     from seqbridge.worker.processor import StepProcessor
 
     services = _services()
@@ -261,7 +263,8 @@ def worker() -> None:
     except ValueError as error:  # e.g. a malformed SEQBRIDGE_SMTP_URL
         raise click.ClickException(str(error)) from None
     # Webhook deliveries first: they are what a sender is waiting on (a STOP must land in a second).
-    runner.jobs.extend([DeliveryProcessor(services, stopping=runner.stopping), processor])
+    runner.jobs.extend([DeliveryProcessor(services, stopping=runner.stopping), processor,
+                        HookNotifier(services, stopping=runner.stopping)])  # fmt: skip
     runner.on_reload.append(lambda: services.inbox.registry.reload())
     runner.install_signal_handlers()
     try:
@@ -292,9 +295,7 @@ def serve(host: str, port: int, web_workers: int, no_worker: bool) -> None:
     """
     services = _services()
     # One metrics directory for gunicorn's workers and the background worker: /metrics adds them up.
-    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(
-        Path(services.settings.get("VAR_DIR") or Path.cwd() / "var") / "metrics"
-    )
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(var_dir(services.settings) / "metrics")
     shutil.rmtree(metrics_dir, ignore_errors=True)  # counters start at zero with the server
     Path(metrics_dir).mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # the children inherit it

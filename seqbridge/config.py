@@ -47,7 +47,9 @@ DEFAULTS: dict[str, Any] = {
     "PROCESSOR_POLL_SECONDS": 0.5,
     "RETRY_BASE_SECONDS": 30,
     "RETRY_MAX_SECONDS": 3600,
-    # Connection pool for PostgreSQL.
+    # REST hook subscriptions (sent by the processor, with its attempts and backoff): one whose
+    # every send has failed for this long is disabled.
+    "HOOK_DISABLE_AFTER_SECONDS": 86400,
     # Webhook deliveries: attempts before a delivery is dead, and the backoff between them.
     "DELIVERY_MAX_ATTEMPTS": 8,
     "DELIVERY_RETRY_BASE_SECONDS": 5,
@@ -57,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "PUBLIC_BASE_URL": "",
     # Seconds between checks of the mappings directory for changes; 0 turns watching off.
     "MAPPINGS_WATCH_SECONDS": 2,
+    # Connection pool for PostgreSQL.
     "DB_POOL_SIZE": 5,
     "DB_MAX_OVERFLOW": 15,
 }
@@ -65,7 +68,7 @@ _INT_SETTINGS = {
     "MAX_BODY_BYTES", "SQLITE_BUSY_TIMEOUT_MS", "DB_POOL_SIZE", "DB_MAX_OVERFLOW", "SMTP_TIMEOUT_SECONDS",
     "WEBHOOK_TIMEOUT_SECONDS", "PROCESSOR_BATCH", "PROCESSOR_LEASE_SECONDS", "PROCESSOR_MAX_ATTEMPTS",
     "RETRY_BASE_SECONDS", "RETRY_MAX_SECONDS", "DELIVERY_MAX_ATTEMPTS", "DELIVERY_RETRY_BASE_SECONDS",
-    "DELIVERY_RETRY_MAX_SECONDS",
+    "DELIVERY_RETRY_MAX_SECONDS", "HOOK_DISABLE_AFTER_SECONDS",
 }  # fmt: skip
 _FLOAT_SETTINGS = {"PROCESSOR_POLL_SECONDS", "MAPPINGS_WATCH_SECONDS"}
 _BOOL_SETTINGS = {"ALLOW_PRIVATE_TARGETS"}

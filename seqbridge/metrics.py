@@ -28,6 +28,11 @@ PROCESSED = Counter(
 ACTIONS = Counter(
     "seqbridge_actions", "Actions carried out, by target and outcome", ["target", "action", "outcome"]
 )
+REST_HOOKS = Counter(
+    "seqbridge_rest_hook_sends",
+    "REST hook notifications sent to subscribers, by event and outcome",
+    ["event", "outcome"],
+)
 INGEST_TO_ACTION = Histogram(
     "seqbridge_ingest_to_action_seconds",
     "From a webhook's receipt to its actions being done",
@@ -37,7 +42,7 @@ INGEST_TO_ACTION = Histogram(
 
 
 class _QueueCollector:
-    """Gauges read at scrape time: the step processor's and the delivery inbox's queues."""
+    """Gauges read at scrape time: the step processor's, the delivery inbox's and the REST hooks' queues."""
 
     def __init__(self, read: Callable[[], dict[str, dict[str, int]]]) -> None:
         self.read = read
@@ -52,8 +57,14 @@ class _QueueCollector:
         )
         for status, value in sorted(counts.get("deliveries", {}).items()):
             deliveries.add_metric([status], value)
+        notifications = GaugeMetricFamily(
+            "seqbridge_rest_hook_notifications", "REST hook notifications by status", labels=["status"]
+        )
+        for status, value in sorted(counts.get("rest_hooks", {}).items()):
+            notifications.add_metric([status], value)
         yield steps
         yield deliveries
+        yield notifications
 
 
 def render(read_queues: Callable[[], dict[str, dict[str, int]]]) -> bytes:

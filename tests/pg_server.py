@@ -24,6 +24,8 @@ class PgServer:
     data_dir: Path | None = None
     _prefix: tuple[str, ...] = ()
     _pg_ctl: str | None = None
+    _options: str = ""
+    _log: Path | None = None
 
     def url(self, dbname: str) -> str:
         auth = self.user + (f":{self.password}" if self.password else "")
@@ -36,6 +38,12 @@ class PgServer:
                 capture_output=True,
                 check=False,
             )
+
+    def start_again(self) -> None:
+        """Start a cluster this module started (and :meth:`stop` stopped) on the same port."""
+        assert self.data_dir and self._pg_ctl, "only a cluster started by start() can be restarted"
+        subprocess.run([*self._prefix, self._pg_ctl, "-D", str(self.data_dir), "-o", self._options, "-l",
+                        str(self._log), "-w", "-t", "60", "start"], capture_output=True, check=True)  # fmt: skip
 
 
 def _find_bin(name: str) -> str:
@@ -57,8 +65,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(base_dir: Path) -> PgServer:
-    """Initialise and start a cluster under ``base_dir`` on a free loopback port."""
+def start(base_dir: Path, *, durable: bool = False) -> PgServer:
+    """Initialise and start a cluster under ``base_dir`` on a free loopback port.
+
+    The suite's cluster trades durability for speed (no fsync, asynchronous commit): a crash may
+    lose commits it acknowledged. ``durable`` keeps PostgreSQL's defaults, for tests that crash
+    the server and count what survived."""
     initdb, pg_ctl = _find_bin("initdb"), _find_bin("pg_ctl")
     prefix: tuple[str, ...] = ()
     if os.geteuid() == 0:
@@ -88,12 +100,11 @@ def start(base_dir: Path) -> PgServer:
         "--no-sync",
     )
     port = _free_port()
-    options = (
-        f"-p {port} -k {base_dir} -c listen_addresses=127.0.0.1 -c max_connections=200 "
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    )
+    options = f"-p {port} -k {base_dir} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    if not durable:
+        options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     run(pg_ctl, "-D", str(data_dir), "-o", options, "-l", str(log_file), "-w", "-t", "60", "start")
-    return PgServer("127.0.0.1", port, "postgres", None, data_dir, prefix, pg_ctl)
+    return PgServer("127.0.0.1", port, "postgres", None, data_dir, prefix, pg_ctl, options, log_file)
 
 
 def from_url(url: str) -> PgServer:

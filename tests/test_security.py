@@ -82,6 +82,14 @@ VALID_REQUESTS: dict[str, Valid] = {
     "getDelivery": Valid(200),
     "replayDelivery": Valid(202),
     "listMappings": Valid(200),
+    # A public address literal: the SSRF guard needs no DNS and nothing is ever sent in these tests.
+    "createHookSubscription": Valid(
+        201, lambda n, p: {"target_url": f"https://93.184.215.14/hook/{n}", "event": "enrollment.created"}
+    ),
+    "listHookSubscriptions": Valid(200),
+    "getHookSubscription": Valid(200),
+    "deleteHookSubscription": Valid(204),
+    "listHookSamples": Valid(200),
     "dryRunMapping": Valid(200, lambda n, p: {"hook": "fixture-hook", "body": {"n": n}}),
     # The sequences and bot dialects.
     "listSequences": Valid(200),
@@ -151,6 +159,15 @@ def _fresh_path_params(api: Api, path: str = "") -> dict[str, str]:
         params["delivery_id"] = factories.delivery(
             services, api.get("/api/v1/me").get_json()["data"]["organization_id"]
         )
+    if "/hooks/subscriptions/" in path:
+        subscribed = api.post(
+            "/api/v1/hooks/subscriptions",
+            json={"target_url": f"https://93.184.215.14/fixture/{n}", "event": "delivery.dead"},
+        )
+        assert subscribed.status_code == 201, subscribed.get_json()
+        params["subscription_id"] = subscribed.get_json()["data"]["id"]
+    if "/hooks/samples/" in path:
+        params["event"] = "enrollment.exited"
     if "/sequences" in path or "/event-queues" in path:
         spare = api.post("/api/v1/contacts", json={"email": f"spare-{n}@example.com"}).get_json()["data"]
         params["spare_contact_id"] = spare["id"]
@@ -266,6 +283,38 @@ def test_scope_matrix(spec_key, app, client, api, make_key, services):
 
     # (d) * grants everything.
     _assert_allowed(_request(client, api, operation, make_key("acme", [ALL_SCOPES], "star")), operation)
+
+
+#: Operations that name one of the organization's objects in their path. (The samples route's
+#: path names an event type, not an object: its isolation is tested with REST hooks.)
+OBJECT_OPERATIONS = [
+    key
+    for key in SCOPED_OPERATIONS
+    if "{" in _SPEC.operations[key].path and "{event}" not in _SPEC.operations[key].path
+]
+
+
+@pytest.mark.parametrize("spec_key", OBJECT_OPERATIONS, ids=_op_id)
+def test_another_organization_with_the_right_scope_gets_404_for_every_object_route(
+    spec_key, app, client, api, make_key, services
+):
+    """Every route x the other organization, holding exactly the scope the route needs (and,
+    separately, every scope): acme's objects do not exist for it, and nothing changes."""
+    operation = app.extensions["seqbridge.contract"].operations[spec_key]
+    params = _fresh_path_params(api, operation.path)
+    url = _url(operation.path, params)
+    valid = VALID_REQUESTS.get(operation.operation_id)
+    body = valid.body(next(_serial), params) if valid and valid.body else None
+    keys = (make_key("globex", [operation.scope], "exact"), make_key("globex", [ALL_SCOPES], "star"))
+    before = _audit_count(services)
+    for key in keys:
+        response = _call(client, operation.method, url, key, body)
+        assert response.status_code == 404, response.get_data(as_text=True)
+        error = response.get_json()["error"]
+        assert error["code"].endswith("not_found") and error["message"]
+    assert _audit_count(services) == before, "another organization's request must change nothing"
+    # The owner still gets the documented answer on the same objects.
+    _assert_allowed(_request(client, api, operation, api.key), operation)
 
 
 @pytest.mark.parametrize("spec_key", SCOPED_OPERATIONS, ids=_op_id)

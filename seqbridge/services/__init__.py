@@ -16,6 +16,7 @@ from seqbridge.services.keys import KeyService
 from seqbridge.services.outbox import OutboxService
 from seqbridge.services.scheduling import Scheduler
 from seqbridge.services.sequences import SequenceService
+from seqbridge.services.subscriptions import SubscriptionService
 from seqbridge.storage.db import Database
 
 
@@ -39,6 +40,7 @@ class Services:
             delivery_id, owner))  # fmt: skip
         self.deliveries = DeliveryService(db, clock, settings, self, self.inbox)
         self.idempotency = IdempotencyService(db, clock)
+        self.subscriptions = SubscriptionService(db, clock, settings)
         # Auto-enrollment: new contacts and newly added tags start matching sequences.
         self.contacts.created_listeners.append(self.enrollment.on_contact_created)
         self.contacts.tags_added_listeners.append(self.enrollment.on_tags_added)

@@ -335,11 +335,12 @@ class DeliveryService:
         return org["name"] if org else ""
 
     def queue_counts(self) -> dict[str, dict[str, int]]:
-        """Step tasks and deliveries by state, for the metrics' gauges."""
+        """Step tasks, deliveries and REST hook notifications by state, for the metrics' gauges."""
         with self.db.transaction(write=False) as tx:
             return {
                 "steps": tx.processor.counts(self.clock.now()),
                 "deliveries": tx.deliveries.count_by_status(),
+                "rest_hooks": tx.subscriptions.count_by_status(),
             }
 
 

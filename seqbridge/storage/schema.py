@@ -356,6 +356,56 @@ idempotency_keys = Table(
     Index("ix_idempotency_keys_created", "created_at"),
 )
 
+# REST hooks: a subscriber's URL for one event type ("enrollment.created", ...). Events come from
+# the audit log: ``audit_cursor`` is the last audit event id of the organization already relayed.
+hook_subscriptions = Table(
+    "hook_subscriptions",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("org_id", ID, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("event", String(50), nullable=False),
+    Column("target_url", Text, nullable=False),
+    Column("status", String(20), nullable=False),  # active | disabled
+    Column("audit_cursor", SerialId, nullable=False),
+    Column("created_by", String(100), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    # Since when every send has failed (cleared by a success); the subscription is disabled when
+    # this is older than HOOK_DISABLE_AFTER_SECONDS.
+    Column("failing_since", UTCDateTime, nullable=True),
+    Column("last_success_at", UTCDateTime, nullable=True),
+    Column("last_failure_at", UTCDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("disabled_at", UTCDateTime, nullable=True),
+    Column("disabled_reason", Text, nullable=True),
+    Index("ix_hook_subscriptions_org_created", "org_id", "created_at", "id"),
+    Index("ix_hook_subscriptions_status", "status", "org_id"),
+)
+
+# One event for one subscription, on its way out (signed, retried with backoff).
+hook_notifications = Table(
+    "hook_notifications",
+    metadata,
+    Column("id", ID, primary_key=True),  # also the webhook-id the receiver dedupes on
+    Column("org_id", ID, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("subscription_id", ID, ForeignKey("hook_subscriptions.id", ondelete="CASCADE"), nullable=False),
+    Column("event", String(50), nullable=False),
+    Column("audit_event_id", SerialId, nullable=False),
+    Column("payload", JSONDoc, nullable=False),
+    # pending | sending | sent | failed | dropped
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("lease_owner", String(200), nullable=True),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("subscription_id", "audit_event_id"),
+    Index("ix_hook_notifications_due", "status", "next_attempt_at"),
+)
+
 audit_events = Table(
     "audit_events",
     metadata,

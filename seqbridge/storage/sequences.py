@@ -29,6 +29,13 @@ class SequenceStore:
         row = self.conn.execute(query).mappings().first()
         return dict(row) if row else None
 
+    def names(self, org_id: str, sequence_ids: list[str]) -> dict[str, str]:
+        """Each sequence's (or event queue's) name by id, deleted ones included."""
+        query = select(sequences.c.id, sequences.c.name).where(
+            sequences.c.org_id == org_id, sequences.c.id.in_(sequence_ids)
+        )
+        return {r.id: r.name for r in self.conn.execute(query)}
+
     def find_sequence_ids_by_name(self, org_id: str, name: str, kind: str) -> list[str]:
         """Ids of the live sequences of this kind called ``name`` (names need not be unique)."""
         query = select(sequences.c.id).where(

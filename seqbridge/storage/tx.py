@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from seqbridge.storage.orgs import KeyStore, OrgStore
     from seqbridge.storage.processor import ProcessorStore
     from seqbridge.storage.sequences import SequenceStore
+    from seqbridge.storage.subscriptions import SubscriptionStore
 
 
 class Tx:
@@ -85,3 +86,9 @@ class Tx:
         from seqbridge.storage.idempotency import IdempotencyStore
 
         return IdempotencyStore(self.conn)
+
+    @cached_property
+    def subscriptions(self) -> SubscriptionStore:
+        from seqbridge.storage.subscriptions import SubscriptionStore
+
+        return SubscriptionStore(self.conn)

@@ -50,6 +50,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         health,
         hooks,
         sequences,
+        subscriptions,
     )
 
     app.register_blueprint(health.bp)
@@ -62,4 +63,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(event_queues.bp)
     app.register_blueprint(hooks.bp)
     app.register_blueprint(deliveries.bp)
+    app.register_blueprint(subscriptions.bp)
     return app

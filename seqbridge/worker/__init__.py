@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import socket
 import time
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from seqbridge.clock import Clock, SystemClock
+from seqbridge.errors import ServiceUnavailable
 
 log = logging.getLogger("seqbridge.worker")
 
@@ -26,6 +28,16 @@ class Job(Protocol):
 
     def run_once(self, worker_id: str) -> int:
         """Do at most one batch of due work; return how many items were handled."""
+
+
+def backoff(
+    attempt: int, base: float, cap: float, rng: random.Random, retry_after: float | None = None
+) -> float:
+    """Seconds before retry ``attempt`` + 1: the server's Retry-After when given (at least 1 s,
+    at most a day), else exponential from ``base`` with ±20% jitter, capped at ``cap``."""
+    if retry_after is not None:
+        return min(max(retry_after, 1.0), 86400.0)
+    return min(cap, base * 2 ** max(0, attempt - 1)) * rng.uniform(0.8, 1.2)
 
 
 class StopFlag:
@@ -83,6 +95,10 @@ class Worker:
         for job in self.jobs:
             try:
                 handled += job.run_once(self.id)
+            except ServiceUnavailable as error:
+                # The database is down or restarting: one line per poll, not a traceback; every
+                # claim is leased, so whatever was in hand is picked up again when it is back.
+                log.warning("worker %s: job %s: %s", self.id, job.name, error.message)
             except Exception:
                 # One failing job must not stop the others; the job's own retry logic owns recovery.
                 log.exception("worker %s: job %s failed", self.id, job.name)

@@ -9,15 +9,12 @@ errors, HTTP 429 and 5xx, timeouts; with the server's Retry-After when given) an
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import smtplib
 import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -39,6 +36,10 @@ class TransientFailure(DeliveryFailure):
 
 class PermanentFailure(DeliveryFailure):
     pass
+
+
+class Gone(PermanentFailure):
+    """The receiver answered 410 Gone: it wants no more (REST hooks: unsubscribe)."""
 
 
 @dataclass
@@ -164,21 +165,6 @@ def _smtp_failure(code: int, reason: bytes | str) -> DeliveryFailure:
 # Webhooks -------------------------------------------------------------------------------------
 
 
-def webhook_secret(configured: str, var_dir: Path) -> str:
-    """The signing secret: the configured one, else one generated once into ``var_dir``."""
-    if configured:
-        return configured
-    path = var_dir / "webhook-secret"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            import base64
-
-            handle.write("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
-    return path.read_text().strip()
-
-
 def check_target(url: str, allow_private: bool) -> None:
     """Refuse non-http(s) URLs and, unless allowed, hosts that resolve to private addresses."""
     try:
@@ -188,27 +174,32 @@ def check_target(url: str, allow_private: bool) -> None:
 
 
 class WebhookSender:
-    def __init__(self, secret: str, timeout: float, allow_private: bool) -> None:
-        self.signer = Webhook(secret)
+    def __init__(self, secret: str | None, timeout: float, allow_private: bool, *,
+                 user_agent: str = "Seqbridge/0.1 (+webhook step)") -> None:  # fmt: skip
+        self.signer = Webhook(secret) if secret else None
         self.timeout = timeout
         self.allow_private = allow_private
         self.session = requests.Session()
-        self.session.headers["User-Agent"] = "Seqbridge/0.1 (+webhook step)"
+        self.session.headers["User-Agent"] = user_agent
 
-    def post(self, url: str, key: str, event: dict[str, Any]) -> str:
-        """POST the signed event; return "HTTP <status>". Redirects are not followed.
+    def post(self, url: str, key: str, event: dict[str, Any], *, secret: str | None = None) -> str:
+        """POST the event signed with ``secret`` (default: the sender's); return "HTTP <status>".
+        Redirects are not followed; 410 raises :class:`Gone`.
 
         The signature's timestamp is wall-clock time (never the scheduling clock): receivers
         check it against their own clock.
         """
         check_target(url, self.allow_private)
+        signer = Webhook(secret) if secret else self.signer
+        if signer is None:
+            raise PermanentFailure("no signing secret")
         now = datetime.now(UTC)
         payload = json.dumps(event, separators=(",", ":"), default=str)
         headers = {
             "Content-Type": "application/json",
             "webhook-id": key,
             "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": self.signer.sign(key, now, payload),
+            "webhook-signature": signer.sign(key, now, payload),
         }
         try:
             response = self.session.post(url, data=payload.encode(), headers=headers, timeout=self.timeout,
@@ -224,6 +215,8 @@ class WebhookSender:
             raise TransientFailure(
                 f"HTTP {status}", retry_after=_retry_after(response.headers.get("Retry-After"), now)
             )
+        if status == 410:
+            raise Gone("HTTP 410")
         raise PermanentFailure(
             f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
         )
@@ -242,4 +235,12 @@ def _retry_after(value: str | None, now: datetime) -> float | None:
         return None
 
 
-__all__ = ["Delivered", "PermanentFailure", "SmtpSettings", "TransientFailure", "WebhookSender", "make_msgid"]
+__all__ = [
+    "Delivered",
+    "Gone",
+    "PermanentFailure",
+    "SmtpSettings",
+    "TransientFailure",
+    "WebhookSender",
+    "make_msgid",
+]

@@ -14,7 +14,6 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from seqbridge.audit import record, record_many, tag_for
@@ -24,9 +23,10 @@ from seqbridge.services.common import format_time
 from seqbridge.services.contacts import TEXT_FIELDS
 from seqbridge.services.enrollment import ineligibility
 from seqbridge.services.scheduling import step_delay, task_idempotency_key, task_row
+from seqbridge.signing import master_secret
 from seqbridge.storage.tx import Tx
 from seqbridge.templating import render
-from seqbridge.worker import StopFlag
+from seqbridge.worker import StopFlag, backoff
 from seqbridge.worker.channels import (
     Delivered,
     DeliveryFailure,
@@ -38,7 +38,6 @@ from seqbridge.worker.channels import (
     email_headers,
     send_email,
     sender_of,
-    webhook_secret,
 )
 from seqbridge.worker.windows import next_opening
 
@@ -74,13 +73,12 @@ class StepProcessor:
         self.mail_from = settings["MAIL_FROM"]
         self._webhooks: WebhookSender | None = None
         self._last_heartbeat: datetime | None = None
-        self._var_dir = Path(settings.get("VAR_DIR") or Path.cwd() / "var")
 
     @property
     def webhooks(self) -> WebhookSender:
         if self._webhooks is None:
             settings = self.services.settings
-            secret = webhook_secret(settings["WEBHOOK_SECRET"], self._var_dir)
+            secret = master_secret(settings)
             self._webhooks = WebhookSender(
                 secret, settings["WEBHOOK_TIMEOUT_SECONDS"], settings["ALLOW_PRIVATE_TARGETS"]
             )
@@ -239,12 +237,7 @@ class StepProcessor:
         return None
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds before retry ``attempt`` + 1: the server's Retry-After when given, else
-        exponential from RETRY_BASE_SECONDS with ±20% jitter, capped at RETRY_MAX_SECONDS."""
-        if retry_after is not None:
-            return min(max(retry_after, 1.0), 86400.0)
-        exponential = min(self.retry_max, self.retry_base * 2 ** max(0, attempt - 1))
-        return exponential * self.rng.uniform(0.8, 1.2)
+        return backoff(attempt, self.retry_base, self.retry_max, self.rng, retry_after)
 
 
 @dataclass
