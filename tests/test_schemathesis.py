@@ -6,9 +6,10 @@ matches its schema.
 Random ids would only ever find 404s, so about half of the cases (chosen by a hash of the case,
 so a failing case replays the same way) aim at real objects instead: each operation gets its own
 small world (a company, a tagged contact, an active sequence with a step and an enrollment, an
-event queue with a step and a task, a stored delivery, and a few hooks). Path parameters and id
-fields in bodies are swapped for that world's ids by name; a parameter this file does not know
-(a new operation's) keeps its generated value, and the operation is still fuzzed.
+event queue with a step and a task, a stored delivery, a REST hook subscription) and there are six
+hooks. Path parameters and id fields in bodies are swapped for the world's ids by name; a parameter
+this file does not know (a new operation's) keeps its generated value, and the operation is still
+fuzzed.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ hooks:
 HOOK_NAMES = ["open", "zapier", "guarded", "signup", "whatsapp", "throttled"]
 #: The path parameters and body fields that can name a real object.
 REAL_NAMES = {"company_id", "contact_id", "customer_id", "contactId", "tag", "sequence_id", "step_id",
-              "enrollment_id", "queue_id", "delivery_id", "hook_name", "hook", "filename"}  # fmt: skip
+              "enrollment_id", "queue_id", "delivery_id", "subscription_id", "hook_name", "hook",
+              "filename"}  # fmt: skip
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -125,6 +127,8 @@ def build_world(api: Api, services, n: int) -> dict[str, str]:
     enrolled = api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll", json=bulk).json["data"]
     assert (enrollment["status"], enrolled["enrolled"]) == ("active", 1), (enrollment, enrolled)
     delivery = factories.delivery(services, factories.org_id(api), status="failed", hook="open")
+    hook = {"target_url": "http://127.0.0.1:9/zap", "event": "enrollment.created"}
+    subscription = api.post("/api/v1/hooks/subscriptions", json=hook).json["data"]
     return {
         "company_id": company["id"],
         "contact_id": person["id"],
@@ -137,6 +141,7 @@ def build_world(api: Api, services, n: int) -> dict[str, str]:
         "queue_id": queue["id"],
         "queue_step_id": queue_step["id"],
         "delivery_id": delivery,
+        "subscription_id": subscription["id"],
         "filename": "swagger-ui.css",
     }
 
@@ -150,8 +155,10 @@ def live(request, tmp_path_factory) -> Iterator[Live]:
     mappings.mkdir()
     (mappings / "hooks.yaml").write_text(textwrap.dedent(HOOKS))
     # Thousands of requests: log only what goes wrong, and let SQLite sync less (no power cuts here).
+    # Private targets allowed: a fuzzed REST hook target_url is then not looked up in the DNS.
     app = create_app({"DATABASE_URL": next(database), "MAPPINGS_DIR": str(mappings), "TESTING": True,
-                      "LOG_LEVEL": "WARNING", "SQLITE_SYNCHRONOUS": "NORMAL"})  # fmt: skip
+                      "LOG_LEVEL": "WARNING", "SQLITE_SYNCHRONOUS": "NORMAL",
+                      "ALLOW_PRIVATE_TARGETS": True})  # fmt: skip
     services = app.extensions["seqbridge"]
     key = services.keys.create_key("acme", ["*"], "schemathesis").raw_key
     api = Api(app.test_client(), key)
