@@ -16,8 +16,9 @@ from seqbridge.storage.migrate import upgrade
 
 
 @contextmanager
-def database(engine: str) -> Iterator[str]:
-    """Yield the URL of a fresh, migrated database on ``engine`` ("sqlite" or "postgresql")."""
+def database(engine: str, *, durable: bool = False) -> Iterator[str]:
+    """Yield the URL of a fresh, migrated database on ``engine`` ("sqlite" or "postgresql").
+    PostgreSQL runs without fsync unless ``durable`` (see ``tests.pg_server.start``)."""
     base = Path(tempfile.mkdtemp(prefix="seqbridge-bench-"))
     cleanup = [base]
     server = None
@@ -29,7 +30,7 @@ def database(engine: str) -> Iterator[str]:
 
             pg_base = Path(tempfile.mkdtemp(prefix="seqbridge-bench-pg-"))  # postgres must reach it
             cleanup.append(pg_base)
-            server = pg_server.start(pg_base)
+            server = pg_server.start(pg_base, durable=durable)
             import psycopg
 
             with psycopg.connect(f"host={server.host} port={server.port} user={server.user} dbname=postgres",

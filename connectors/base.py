@@ -16,6 +16,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+from seqbridge import strictjson
+
 
 class VerificationError(Exception):
     """The request could not be shown to come from the configured sender. ``reason`` is the
@@ -80,10 +82,30 @@ def canonical_hash(value: Any) -> str:
 
 
 def parse_json_body(request: InboundRequest) -> Any:
+    """The body as JSON, read strictly (:mod:`seqbridge.strictjson`: UTF-8, no duplicate names, no
+    unpaired surrogates, bounded nesting). Raises :class:`MalformedPayload`."""
     try:
-        return json.loads(request.body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as error:
+        return strictjson.loads(request.body)
+    except strictjson.JSONError as error:
         raise MalformedPayload(f"the body is not JSON: {error}") from None
+
+
+def dict_at(value: Any, what: str) -> dict[str, Any]:
+    """``value`` if it is an object (None reads as empty), else :class:`MalformedPayload`."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise MalformedPayload(f"{what} is not an object")
+    return value
+
+
+def dicts_at(value: Any, what: str) -> list[dict[str, Any]]:
+    """``value`` if it is a list of objects (None reads as empty), else :class:`MalformedPayload`."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise MalformedPayload(f"{what} is not a list of objects")
+    return value
 
 
 def parse_form_body(request: InboundRequest) -> dict[str, list[str]]:

@@ -10,16 +10,22 @@ from typing import Any
 
 from connectors.base import InboundEvent, InboundRequest, MalformedPayload, body_hash, parse_form_body
 from connectors.token_auth import SharedSecret
+from seqbridge.strictjson import MAX_DEPTH
 
 _PART = re.compile(r"\[([^\[\]]*)\]")
 
 
 def nest(fields: dict[str, list[str]]) -> dict[str, Any]:
-    """``{"contact[email]": ["a@b.c"]}`` → ``{"contact": {"email": "a@b.c"}}``; ``x[]`` collects a list."""
+    """``{"contact[email]": ["a@b.c"]}`` → ``{"contact": {"email": "a@b.c"}}``; ``x[]`` collects a list.
+
+    Raises :class:`MalformedPayload` for a name nested deeper than JSON may be (``a[b][b]…``).
+    """
     result: dict[str, Any] = {}
     for key, values in fields.items():
         head = key.split("[", 1)[0]
         parts = [head, *_PART.findall(key[len(head) :])]
+        if len(parts) > MAX_DEPTH:
+            raise MalformedPayload(f"the field {key[:40]!r}… is nested deeper than {MAX_DEPTH} levels")
         node = result
         for part in parts[:-1]:
             child = node.get(part)

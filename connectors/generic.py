@@ -30,7 +30,8 @@ class Generic:
 
     def parse(self, request: InboundRequest) -> list[InboundEvent]:
         if request.content_type.startswith("application/x-www-form-urlencoded"):
-            payload: Any = {k: v[-1] for k, v in parse_form_body(request).items()}
+            # A key sent more than once keeps all its values, as the form connectors do.
+            payload: Any = {k: v[0] if len(v) == 1 else v for k, v in parse_form_body(request).items()}
         else:
             payload = parse_json_body(request)
         if not isinstance(payload, dict | list):

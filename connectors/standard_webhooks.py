@@ -9,7 +9,13 @@ from typing import Any
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from connectors.base import InboundEvent, InboundRequest, VerificationError, parse_json_body
+from connectors.base import (
+    InboundEvent,
+    InboundRequest,
+    MalformedPayload,
+    VerificationError,
+    parse_json_body,
+)
 
 _REASONS = (
     ("missing required headers", "missing_signature"),
@@ -39,6 +45,12 @@ class StandardWebhooks:
             raise VerificationError(
                 "missing_signature", "webhook-id, webhook-timestamp and webhook-signature are required"
             )
+        try:
+            request.body.decode("utf-8")  # the library decodes it, and raises on anything else
+        except UnicodeDecodeError:
+            raise MalformedPayload(
+                "the body is not UTF-8 text, and a Standard Webhooks sender signs text"
+            ) from None
         problem = None
         for verifier in self.verifiers:
             try:

@@ -13,6 +13,8 @@ from connectors.base import (
     InboundRequest,
     MalformedPayload,
     VerificationError,
+    dict_at,
+    dicts_at,
     parse_json_body,
     require,
     same,
@@ -23,14 +25,15 @@ def answer_value(answer: dict[str, Any]) -> Any:
     """The plain value of one Typeform answer, whatever its type."""
     kind = answer.get("type")
     if kind == "choice":
-        choice = answer.get("choice") or {}
+        choice = dict_at(answer.get("choice"), "a choice answer")
         return choice.get("label") or choice.get("other")
     if kind == "choices":
-        choices = answer.get("choices") or {}
-        return [*(choices.get("labels") or []), *([choices["other"]] if choices.get("other") else [])]
+        choices = dict_at(answer.get("choices"), "a choices answer")
+        labels = choices.get("labels") if isinstance(choices.get("labels"), list) else []
+        return [*labels, *([choices["other"]] if choices.get("other") else [])]
     if kind == "payment":
         return answer.get("payment")
-    return answer.get(kind) if kind else None
+    return answer.get(kind) if kind and isinstance(kind, str) else None
 
 
 class Typeform:
@@ -63,9 +66,17 @@ class Typeform:
             raise MalformedPayload("not a Typeform form_response")
         response = body["form_response"]
         answers: dict[str, Any] = {}
-        for answer in response.get("answers") or []:
-            field = answer.get("field") or {}
-            answers[field.get("ref") or field.get("id") or f"field_{len(answers)}"] = answer_value(answer)
+        for answer in dicts_at(response.get("answers"), "form_response.answers"):
+            field = dict_at(answer.get("field"), "answers[].field")
+            name = field.get("ref") or field.get("id")
+            answers[name if name and isinstance(name, str) else f"field_{len(answers)}"] = answer_value(
+                answer
+            )
+        variables = {
+            v["key"]: v.get(v["type"]) if isinstance(v.get("type"), str) else None
+            for v in dicts_at(response.get("variables"), "form_response.variables")
+            if isinstance(v.get("key"), str)
+        }
         return [InboundEvent(
             dedupe_key=str(body["event_id"]),
             kind=str(body.get("event_type") or "form_response"),
@@ -75,6 +86,6 @@ class Typeform:
                 "submitted_at": response.get("submitted_at"),
                 "answers": answers,
                 "hidden": response.get("hidden") or {},
-                "variables": {v.get("key"): v.get(v.get("type", "")) for v in response.get("variables") or []},
+                "variables": variables,
             },
         )]  # fmt: skip

@@ -12,6 +12,8 @@ from connectors.base import (
     InboundRequest,
     MalformedPayload,
     VerificationError,
+    dict_at,
+    dicts_at,
     parse_json_body,
     require,
     same,
@@ -50,18 +52,21 @@ class WhatsAppCloud:
         if not isinstance(body, dict) or body.get("object") != "whatsapp_business_account":
             raise MalformedPayload("not a WhatsApp Business Account notification")
         events = []
-        for entry in body.get("entry") or []:
-            for change in entry.get("changes") or []:
-                value = change.get("value") or {}
+        for entry in dicts_at(body.get("entry"), "entry"):
+            for change in dicts_at(entry.get("changes"), "entry[].changes"):
+                value = dict_at(change.get("value"), "changes[].value")
                 names = {
-                    c.get("wa_id"): (c.get("profile") or {}).get("name") for c in value.get("contacts") or []
+                    c["wa_id"]: dict_at(c.get("profile"), "contacts[].profile").get("name")
+                    for c in dicts_at(value.get("contacts"), "value.contacts")
+                    if isinstance(c.get("wa_id"), str)
                 }
-                metadata = value.get("metadata") or {}
-                for message in value.get("messages") or []:
+                metadata = dict_at(value.get("metadata"), "value.metadata")
+                for message in dicts_at(value.get("messages"), "value.messages"):
                     sender = str(message.get("from") or "")
                     message_id = message.get("id")
-                    if not message_id:
+                    if not message_id or not isinstance(message_id, str):
                         raise MalformedPayload("a message without an id")
+                    text = dict_at(message.get("text"), "messages[].text").get("body")
                     events.append(InboundEvent(
                         dedupe_key=str(message_id),
                         kind="message",
@@ -72,7 +77,7 @@ class WhatsAppCloud:
                             "wa_id": sender,
                             "profile_name": names.get(sender),
                             "type": message.get("type"),
-                            "text": (message.get("text") or {}).get("body"),
+                            "text": text,
                             "timestamp": message.get("timestamp"),
                             "phone_number_id": metadata.get("phone_number_id"),
                             "business_account_id": entry.get("id"),

@@ -42,6 +42,8 @@ SUBJECT_ACTIONS: dict[str, tuple[str, ...]] = {
     # A REST hook subscription: deleted by its owner, or by the worker when the target answered
     # 410 Gone; disabled by the worker when every send failed for HOOK_DISABLE_AFTER_SECONDS.
     "hook_subscription": ("created", "deleted", "disabled"),
+    # Old deliveries, keys and outbox rows deleted by `seqbridge deliveries prune` (one per organization).
+    "retention": ("pruned",),
 }
 SOURCES = ("api", "cli", "hook", "worker")
 
@@ -158,16 +160,27 @@ def record_each(
     entries: list[tuple[Caller, AuditTag, str, str, dict[str, Any] | None]],
     now: datetime,
 ) -> None:
-    """Append events of possibly different callers (and organizations): one chain lock and one
-    insert per organization, in the order given (the inbox's group commit writes its batch so)."""
+    """Append events of possibly different callers (and organizations), in the order given.
+
+    They are written when the transaction commits (:func:`write_pending`): one chain lock and
+    one insert per organization for everything the transaction recorded, and the chain head is
+    locked only for that moment, not from the first change to the commit. A part of the
+    transaction that rolls back (a SAVEPOINT) takes its events with it.
+    """
+    tx.pending_audit.extend((now, entry) for entry in entries)
+
+
+def write_pending(tx: Tx) -> None:
+    """Write the events ``tx`` recorded, chained, just before it commits."""
+    pending, tx.pending_audit = tx.pending_audit, []
     by_org: dict[str, list[tuple]] = {}
-    for entry in entries:
-        by_org.setdefault(entry[0].org_id, []).append(entry)
+    for now, entry in pending:
+        by_org.setdefault(entry[0].org_id, []).append((now, *entry))
     for org_id, org_entries in by_org.items():
         head = tx.audit.lock_chain_head(org_id)
         prev_hash = head["last_hash"]
         rows = []
-        for caller, tag, subject_type, subject_id, data in org_entries:
+        for now, caller, tag, subject_type, subject_id, data in org_entries:
             row = {
                 "org_id": org_id,
                 "occurred_at": now,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -197,6 +198,65 @@ def deliveries_replay(
         limit=limit,
     )  # fmt: skip
     click.echo(f"queued {len(queued)} deliveries again")
+
+
+class OlderThan(click.ParamType):
+    """``30d``, ``12h``, ``90m``, ``2w`` (before now), or a date / time (``2026-01-01``,
+    ``2026-01-01T12:00:00Z``; UTC when no offset is given). Converts to a timedelta or a datetime."""
+
+    name = "DURATION"
+    _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+    def convert(self, value, param, ctx):
+        from datetime import UTC, datetime, timedelta
+
+        text = str(value).strip()
+        match = re.fullmatch(r"(\d{1,6})\s*([mhdw])", text)
+        if match:
+            return timedelta(**{self._UNITS[match.group(2)]: int(match.group(1))})
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(
+                f"{value!r} is neither a duration (30d, 12h, 90m, 2w) nor a date (2026-01-01)", param, ctx
+            )
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@deliveries.command("prune")
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    type=OlderThan(),
+    help="Delete what is older than this: 30d, 12h, 90m, 2w, or a date such as 2026-01-01 (UTC).",
+)
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 10_000),
+              help="Rows per transaction; each batch holds the write lock only briefly.")  # fmt: skip
+def deliveries_prune(older_than, batch_size: int) -> None:
+    """Delete finished webhook deliveries (processed, failed, dead, rejected, ignored) older than
+    DURATION, with their dedupe keys; expired idempotency keys; old outbox rows and sent REST hook notifications. Queued and
+    processing deliveries are never deleted, and deliveries that own dedupe keys are kept for the
+    7-day dedupe window whatever DURATION says. Audited per organization."""
+    from datetime import timedelta
+
+    from seqbridge.context import Actor, ActorType, Caller
+    from seqbridge.services.retention import DEDUPE_WINDOW
+
+    services = _services()
+    now = services.clock.now()
+    cutoff = now - older_than if isinstance(older_than, timedelta) else older_than
+    try:
+        pruned = services.retention.prune(cutoff, lambda org: Caller(org, Actor(ActorType.CLI, "cli")),
+                                          batch_size=batch_size)  # fmt: skip
+    except SeqbridgeError as error:
+        raise click.BadParameter(error.message, param_hint="--older-than") from None
+    totals = pruned.totals
+    click.echo(f"older than {cutoff.isoformat()} (deliveries with dedupe keys: older than "
+               f"{pruned.keyed_cutoff.isoformat()}, the {DEDUPE_WINDOW.days}-day dedupe window)")  # fmt: skip
+    click.echo(f"deleted {totals['deliveries']} deliveries, {totals['delivery_keys']} dedupe keys, "
+               f"{totals['idempotency_keys']} idempotency keys, {totals['outbox']} outbox rows, "
+               f"{totals['rest_hook_notifications']} REST hook notifications")  # fmt: skip
 
 
 @main.group()

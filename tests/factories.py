@@ -55,9 +55,11 @@ def org_id(api) -> str:
     return api.get("/api/v1/me").json["data"]["organization_id"]
 
 
-def delivery(services, org_id: str, *, status: str = "processed", hook: str = "fixture") -> str:
-    """A stored webhook delivery (as the inbox would have stored it); returns its id."""
-    now = services.clock.now()
+def delivery(services, org_id: str, *, status: str = "processed", hook: str = "fixture", received_at=None,
+             keys: tuple[str, ...] = ()) -> str:  # fmt: skip
+    """A stored webhook delivery (as the inbox would have stored it), owning the dedupe ``keys``;
+    returns its id."""
+    now = received_at or services.clock.now()
     row = {
         "id": str(uuid.uuid4()), "org_id": org_id, "hook": hook, "status": status, "received_at": now,
         "request_id": None, "method": "POST", "content_type": "application/json", "headers": {}, "query": {},
@@ -67,4 +69,6 @@ def delivery(services, org_id: str, *, status: str = "processed", hook: str = "f
     }  # fmt: skip
     with services.db.transaction() as tx:
         tx.deliveries.insert_delivery(row)
+        if keys:
+            tx.deliveries.claim_keys([(org_id, hook, key, row["id"]) for key in keys], now)
     return row["id"]

@@ -319,3 +319,40 @@ def test_subscribe_refuses_bad_events_urls_and_secrets(api, services, make_key):
     assert [s["event"] for s in reader.get("/api/v1/hooks/subscriptions").json["data"]] == [
         "delivery.dead"
     ] * 2
+
+
+def test_prune_removes_old_finished_notifications_and_keeps_pending_ones(api, services, clock, receiver):
+    receiver.answers = [(200, {}), (503, {})]
+    subscription = receiver.subscribe(api, "enrollment.created")
+    sequence = factories.active_sequence(api)
+    for n in range(2):
+        api.post(f"/api/v1/sequences/{sequence['id']}/enroll",
+                 json={"contact_id": factories.contact(api, email=f"r{n}@example.com")["id"]})  # fmt: skip
+    notify(services)  # one sent, one waiting to retry
+    clock.advance(timedelta(days=2))
+    pruned = services.retention.prune(clock.now() - timedelta(days=1), lambda org: _cli(org))
+    assert pruned.totals["rest_hook_notifications"] == 1
+    with services.db.transaction(write=False) as tx:
+        assert [n["status"] for n in tx.subscriptions.notifications(subscription["id"])] == ["pending"]
+
+
+def _cli(org_id: str):
+    from seqbridge.context import Caller
+    from seqbridge.services.keys import CLI_ACTOR
+
+    return Caller(org_id, CLI_ACTOR)
+
+
+def test_subscriptions_page_with_a_cursor_and_filter_by_event(api, receiver, clock):
+    made = []
+    for n, event in enumerate(["delivery.dead", "enrollment.created", "delivery.dead"]):
+        made.append(receiver.subscribe(api, event, f"/p{n}")["id"])
+        clock.advance(timedelta(seconds=1))  # listed oldest first
+    first = api.get("/api/v1/hooks/subscriptions?limit=2").json
+    assert [s["id"] for s in first["data"]] == made[:2] and first["meta"]["next_cursor"]
+    second = api.get(f"/api/v1/hooks/subscriptions?limit=2&cursor={first['meta']['next_cursor']}").json
+    assert [s["id"] for s in second["data"]] == made[2:] and second["meta"]["next_cursor"] is None
+    dead = api.get("/api/v1/hooks/subscriptions?event=delivery.dead").json["data"]
+    assert [s["id"] for s in dead] == [made[0], made[2]]
+    bad = api.get("/api/v1/hooks/subscriptions?cursor=nonsense")
+    assert bad.status_code == 400 and bad.json["error"]["code"] == "invalid_cursor"

@@ -3,11 +3,12 @@ a stored delivery being replayed, a dry run or a mapping test."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import parse_qs
 
+from connectors.base import MalformedPayload
 from connectors.crm_form import nest
+from seqbridge import strictjson
 
 
 def parse_body(body: bytes | None, content_type: str | None) -> Any:
@@ -19,13 +20,13 @@ def parse_body(body: bytes | None, content_type: str | None) -> Any:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if "json" in content_type:
-        try:
-            return json.loads(text)
-        except ValueError:
-            return text
-    if content_type.startswith("application/x-www-form-urlencoded"):
-        return nest(parse_qs(text, keep_blank_values=True))
+    try:
+        if "json" in content_type:
+            return strictjson.loads(text)
+        if content_type.startswith("application/x-www-form-urlencoded"):
+            return nest(parse_qs(text, keep_blank_values=True))
+    except (strictjson.JSONError, MalformedPayload):
+        pass  # not what its content type says (a connector may read it another way): the text
     return text
 
 

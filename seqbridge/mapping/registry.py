@@ -24,7 +24,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from seqbridge.mapping.hooks import Hook, Target, compile_hook, compile_targets, did_you_mean
-from seqbridge.mapping.source import Document, Problem, ProblemsFound, read_file
+from seqbridge.mapping.source import MAX_FILE_BYTES, Document, Problem, ProblemsFound, read_file
 
 log = logging.getLogger("seqbridge.mappings")
 
@@ -91,7 +91,8 @@ _HOOK_LINE = re.compile(r"^( +)([A-Za-z0-9][A-Za-z0-9_-]*)\s*:")
 def guess_hook_names(path: str) -> list[str]:
     """The hook names a file that does not even parse seems to declare (so they answer 503, not 404)."""
     try:
-        lines = Path(path).read_text(errors="replace").splitlines()[:20000]
+        with open(path, "rb") as handle:  # a prefix: the file may be enormous
+            lines = handle.read(MAX_FILE_BYTES).decode("utf-8", "replace").splitlines()[:20000]
     except OSError:
         return []
     names, inside, indent = [], False, None
@@ -323,7 +324,9 @@ class HookRegistry:
             previous = self._files.get(result.path)
             if not result.ok and previous is not None and previous.ok:
                 files[result.path] = previous
-                stale[result.path] = result.problems + [p for ps in result.broken.values() for p in ps]
+                stale[result.path] = sorted(
+                    {*result.problems, *(p for ps in result.broken.values() for p in ps)}
+                )
             else:
                 files[result.path] = result
         hooks: dict[str, Hook] = {}

@@ -36,6 +36,8 @@ _JMESPATH_WORDS = {"true", "false", "null"}
 
 #: A regex must be no longer than this (RE2 bounds the time; this bounds the memory).
 MAX_PATTERN = 2000
+#: JMESPath's parser and interpreter recurse once per level of an expression.
+MAX_EXPRESSION_DEPTH = 50
 
 
 class RuleError(Exception):
@@ -151,9 +153,26 @@ def compile_path(source: Any, path: Path) -> Any:
     if _DOTTED.fullmatch(source.strip()) and not _JMESPATH_WORDS & set(source.strip().split(".")):
         return _DottedPath(tuple(source.strip().split(".")))
     try:
-        return jmespath.compile(source)
+        compiled = jmespath.compile(source)
     except jmespath.exceptions.JMESPathError as error:
         raise RuleError(path, f"bad JMESPath expression {source!r}: {_first_line(error)}") from None
+    except RecursionError:  # the parser recurses per level: ((((…)))) could not be parsed at all
+        raise RuleError(
+            path, f"the JMESPath expression is nested deeper than {MAX_EXPRESSION_DEPTH} levels"
+        ) from None
+    if _depth(compiled.parsed) > MAX_EXPRESSION_DEPTH:  # the interpreter recurses per level too
+        raise RuleError(path, f"the JMESPath expression is nested deeper than {MAX_EXPRESSION_DEPTH} levels")
+    return compiled
+
+
+def _depth(tree: dict[str, Any]) -> int:
+    """How deep a parsed JMESPath expression nests (without recursing)."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in node.get("children", []) if isinstance(child, dict))
+    return deepest
 
 
 def compile_value(source: Any, path: Path) -> Value:
@@ -232,6 +251,11 @@ def _test(op: str, expected: Any, ignore_case: bool, path: Path) -> Callable[[An
         options = re2.Options()
         options.case_sensitive = not ignore_case
         options.max_mem = 8 << 20
+        # A test needs no groups, and without them RE2 answers with its DFA: with them it would
+        # find the submatches with its NFA, whose time is the input's length times the pattern's
+        # size ("(.*){1000}" over a 1 MB field took 30 s).
+        options.never_capture = True
+        options.log_errors = False
         try:
             pattern = re2.compile(expected, options)
         except re2.error as error:

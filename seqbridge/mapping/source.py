@@ -10,6 +10,7 @@ PyYAML's safe loader already refuses Python object tags; on top of it this reade
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -69,6 +70,8 @@ class ProblemsFound(Exception):
 
 
 _PLAIN_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
+_SCALAR_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null")}
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _ENV = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -126,10 +129,19 @@ class _Reader:
         if isinstance(node, SequenceNode):
             return [self.value(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
         assert isinstance(node, ScalarNode)
-        try:
-            scalar = self.constructor.construct_object(node)
-        except ConstructorError as error:
-            self.problem(node, f"cannot read this value: {error.problem}")
+        if node.tag == _TIMESTAMP:  # a date stays the text it was written as: mappings are JSON data
+            scalar: Any = node.value
+        elif node.tag not in _SCALAR_TAGS:  # !!binary, !!python/name:…, !custom
+            self.problem(node, f"the tag {node.tag!r} is not allowed; mappings are plain data")
+            return None
+        else:
+            try:
+                scalar = self.constructor.construct_object(node)
+            except ConstructorError as error:
+                self.problem(node, f"cannot read this value: {error.problem}")
+                return None
+        if isinstance(scalar, float) and not math.isfinite(scalar):
+            self.problem(node, f"{node.value!r} is not a number JSON can hold")
             return None
         if isinstance(scalar, str) and "${" in scalar:
             scalar = self.interpolate(node, path, scalar)
@@ -164,11 +176,19 @@ def read_document(file: str, text: str, environ: Mapping[str, str] | None = None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise ProblemsFound([Problem(file, line, col, f"YAML syntax: {error.problem or error}")]) from None
-    except yaml.YAMLError as error:  # e.g. "expected a single document"
+        message = f"YAML syntax: {error.problem or error}"
+        if "'\\t'" in message:
+            message += " (YAML indents with spaces, never tabs)"
+        raise ProblemsFound([Problem(file, line, col, message)]) from None
+    except yaml.reader.ReaderError as error:  # a character YAML does not allow, e.g. NUL
+        line, col = _line_col(text, error.position)
+        message = f"the character U+{error.character:04X} is not allowed in YAML"
+        raise ProblemsFound([Problem(file, line, col, message)]) from None
+    except yaml.YAMLError as error:
         raise ProblemsFound([Problem(file, 1, 1, f"YAML: {error}")]) from None
-    except RecursionError:
-        raise ProblemsFound([Problem(file, 1, 1, f"nested deeper than {MAX_DEPTH} levels")]) from None
+    except RecursionError:  # the composer recurses: find the line it could not go past
+        line, col = _too_deep(text)
+        raise ProblemsFound([Problem(file, line, col, f"nested deeper than {MAX_DEPTH} levels")]) from None
     if node is None:
         return Document(file, None, {(): (1, 1)})
     reader = _Reader(file, os.environ if environ is None else environ)
@@ -190,5 +210,27 @@ def read_file(path: str, environ: Mapping[str, str] | None = None) -> Document:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ProblemsFound([Problem(path, 1, 1, f"the file is not UTF-8 ({error.reason})")]) from None
+        line, col = _line_col(raw, error.start)
+        raise ProblemsFound([Problem(path, line, col, f"the file is not UTF-8 ({error.reason})")]) from None
     return read_document(path, text, environ)
+
+
+def _line_col(text: str | bytes, index: int) -> tuple[int, int]:
+    """The 1-based line and column of ``index`` in ``text``."""
+    before = text[:index]
+    newline = "\n" if isinstance(before, str) else b"\n"
+    return before.count(newline) + 1, index - before.rfind(newline)  # type: ignore[arg-type]
+
+
+def _too_deep(text: str) -> tuple[int, int]:
+    """Where ``text`` first nests deeper than MAX_DEPTH. YAML's parser walks events without
+    recursion, where its composer (which builds the nodes) recurses."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return event.start_mark.line + 1, event.start_mark.column + 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return 1, 1

@@ -14,6 +14,7 @@ from seqbridge.services.idempotency import IdempotencyService
 from seqbridge.services.inbox import Inbox
 from seqbridge.services.keys import KeyService
 from seqbridge.services.outbox import OutboxService
+from seqbridge.services.retention import RetentionService
 from seqbridge.services.scheduling import Scheduler
 from seqbridge.services.sequences import SequenceService
 from seqbridge.services.subscriptions import SubscriptionService
@@ -41,6 +42,7 @@ class Services:
         self.deliveries = DeliveryService(db, clock, settings, self, self.inbox)
         self.idempotency = IdempotencyService(db, clock)
         self.subscriptions = SubscriptionService(db, clock, settings)
+        self.retention = RetentionService(db, clock)
         # Auto-enrollment: new contacts and newly added tags start matching sequences.
         self.contacts.created_listeners.append(self.enrollment.on_contact_created)
         self.contacts.tags_added_listeners.append(self.enrollment.on_tags_added)

@@ -90,3 +90,20 @@ def decode_cursor(cursor: str, fields: dict[str, type | tuple[type, ...]]) -> di
             "cursor is not valid; pass the next_cursor of a previous page", code="invalid_cursor"
         ) from None
     return position
+
+
+def decode_time_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    """The ``(time, id)`` keyset position of a cursor made by :func:`time_cursor`, or None.
+    Raises :class:`BadRequest` ``invalid_cursor`` for anything this server did not make."""
+    if not cursor:
+        return None
+    position = decode_cursor(cursor, {"at": str, "id": str})
+    try:
+        return datetime.fromisoformat(position["at"]), position["id"]
+    except ValueError:
+        raise BadRequest("cursor is not valid", code="invalid_cursor") from None
+
+
+def time_cursor(moment: datetime, row_id: str) -> str:
+    """A cursor for the keyset position ``(moment, row_id)``."""
+    return encode_cursor({"at": moment.isoformat(), "id": row_id})

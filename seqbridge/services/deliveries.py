@@ -30,7 +30,7 @@ from seqbridge.mapping.hooks import Hook
 from seqbridge.mapping.registry import BrokenHook, HookRegistry, UnknownHook
 from seqbridge.mapping.rules import EvaluationError
 from seqbridge.services.actions import LocalTarget
-from seqbridge.services.common import CursorPage, decode_cursor, encode_cursor, format_time
+from seqbridge.services.common import CursorPage, decode_time_cursor, format_time, time_cursor
 from seqbridge.services.inbox import REPLAYABLE, DeliveryStatus, Inbox, delivery_tag, hook_caller
 from seqbridge.storage.db import Database
 
@@ -255,21 +255,13 @@ class DeliveryService:
     def list_deliveries(self, caller: Caller, *, hook: str | None, statuses: list[str] | None,
                         since: datetime | None, until: datetime | None, cursor: str | None,
                         limit: int) -> CursorPage:  # fmt: skip
-        before = None
-        if cursor:
-            position = decode_cursor(cursor, {"at": str, "id": str})
-            try:
-                before = (datetime.fromisoformat(position["at"]), position["id"])
-            except ValueError:
-                raise BadRequest("cursor is not valid", code="invalid_cursor") from None
+        before = decode_time_cursor(cursor)
         with self.db.transaction(write=False) as tx:
             rows = tx.deliveries.list_deliveries(caller.org_id, hook=hook, statuses=statuses, since=since,
                                                  until=until, before=before, limit=limit + 1)  # fmt: skip
         more = len(rows) > limit
         rows = rows[:limit]
-        next_cursor = (
-            encode_cursor({"at": rows[-1]["received_at"].isoformat(), "id": rows[-1]["id"]}) if more else None
-        )
+        next_cursor = time_cursor(rows[-1]["received_at"], rows[-1]["id"]) if more else None
         return CursorPage([delivery_to_api(r) for r in rows], limit, next_cursor)
 
     def get_delivery(self, caller: Caller, delivery_id: str) -> dict[str, Any]:

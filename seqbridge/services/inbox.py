@@ -14,12 +14,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from connectors.base import InboundEvent, InboundRequest, MalformedPayload, VerificationError
+from connectors.base import InboundEvent, InboundRequest, MalformedPayload, VerificationError, body_hash
+from seqbridge import strictjson
 from seqbridge.audit import REDACTED, record, record_each, redact
 from seqbridge.audit import tag_for as _tag_for
 from seqbridge.clock import Clock
@@ -31,8 +32,12 @@ from seqbridge.services.common import new_id
 from seqbridge.services.group_commit import GroupCommit
 from seqbridge.storage.bulk import RawJSON
 from seqbridge.storage.db import Database
+from seqbridge.storage.schema import deliveries, delivery_keys
 
 log = logging.getLogger("seqbridge.deliveries")
+
+_KEY_LENGTH = delivery_keys.c.dedupe_key.type.length
+_CONTENT_TYPE_LENGTH = deliveries.c.content_type.type.length
 
 
 class DeliveryStatus(StrEnum):
@@ -199,13 +204,15 @@ class Inbox:
         except VerificationError as error:
             self._store_rejected(caller, hook, request, error.reason, now, keep_body=False)
             raise SignatureRejected(error.message, code=error.reason) from None
+        except MalformedPayload as error:  # verifying needed the body read, and it cannot be
+            self._store_rejected(caller, hook, request, "malformed_payload", now, keep_body=False)
+            raise _malformed(hook, error) from None
         try:
-            events = hook.connector.parse(request)
+            events = _storable(hook.connector.parse(request))
         except MalformedPayload as error:
             self._store_rejected(caller, hook, request, "malformed_payload", now, keep_body=True)
-            raise BadRequest(f"The body is not what {hook.connector_name} sends: {error}",
-                             code="malformed_payload") from None  # fmt: skip
-        return self._store(caller, hook, request, _unique(events), now)
+            raise _malformed(hook, error) from None
+        return self._store(caller, hook, request, events, now)
 
     def _row(self, caller: Caller, hook: Hook, request: InboundRequest, status: str, now: datetime,
              body: bytes | None, events: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
@@ -218,7 +225,7 @@ class Inbox:
             "received_at": now,
             "request_id": caller.request_id,
             "method": request.method,
-            "content_type": request.content_type or None,
+            "content_type": request.content_type[:_CONTENT_TYPE_LENGTH] or None,
             # JSON made here, before the write lock is taken: the lock is the bottleneck.
             "headers": RawJSON(json.dumps(stored_headers(request.headers, header))),
             "query": RawJSON(json.dumps(redact(request.query))),
@@ -326,10 +333,22 @@ class Inbox:
         return Received(delivery_id, row["status"], results=row["results"], events=events)
 
 
-def _unique(events: list[InboundEvent]) -> list[InboundEvent]:
+def _malformed(hook: Hook, error: MalformedPayload) -> BadRequest:
+    return BadRequest(f"The body is not what {hook.connector_name} sends: {error}", code="malformed_payload")
+
+
+def _storable(events: list[InboundEvent]) -> list[InboundEvent]:
+    """The events, each once, ready to store: a dedupe key longer than its column becomes its
+    SHA-256 (still unique, still the same on a retry). Raises :class:`MalformedPayload` for text
+    holding U+0000, which no PostgreSQL text or jsonb can store."""
     seen: set[str] = set()
     out = []
     for event in events:
+        where = strictjson.find_nul({"dedupe_key": event.dedupe_key, "kind": event.kind, "data": event.data})
+        if where is not None:
+            raise MalformedPayload(f"{where} holds the NUL character (U+0000), which cannot be stored")
+        if len(event.dedupe_key) > _KEY_LENGTH:
+            event = replace(event, dedupe_key="sha256:" + body_hash(event.dedupe_key.encode()))
         if event.dedupe_key not in seen:
             seen.add(event.dedupe_key)
             out.append(event)

@@ -23,7 +23,7 @@ from seqbridge.audit import SOURCES, record, tag_for
 from seqbridge.clock import Clock
 from seqbridge.context import Actor, ActorType, Caller
 from seqbridge.errors import BadRequest, NotFound
-from seqbridge.services.common import CursorPage, decode_cursor, encode_cursor, format_time, new_id
+from seqbridge.services.common import CursorPage, decode_time_cursor, format_time, new_id, time_cursor
 from seqbridge.services.contacts import contact_to_api
 from seqbridge.services.deliveries import delivery_to_api
 from seqbridge.signing import derived_secret, master_secret
@@ -133,22 +133,14 @@ class SubscriptionService:
         return subscription_to_api(row)
 
     def list(self, caller: Caller, *, event: str | None, cursor: str | None, limit: int) -> CursorPage:
-        after = None
-        if cursor:
-            position = decode_cursor(cursor, {"at": str, "id": str})
-            try:
-                after = (datetime.fromisoformat(position["at"]), position["id"])
-            except ValueError:
-                raise BadRequest("cursor is not valid", code="invalid_cursor") from None
+        after = decode_time_cursor(cursor)
         with self.db.transaction(write=False) as tx:
             rows = tx.subscriptions.list_subscriptions(
                 caller.org_id, event=event, after=after, limit=limit + 1
             )
         more = len(rows) > limit
         rows = rows[:limit]
-        next_cursor = (
-            encode_cursor({"at": rows[-1]["created_at"].isoformat(), "id": rows[-1]["id"]}) if more else None
-        )
+        next_cursor = time_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
         return CursorPage([subscription_to_api(r) for r in rows], limit, next_cursor)
 
     def samples(self, caller: Caller, event: str, limit: int = 3) -> list[dict[str, Any]]:

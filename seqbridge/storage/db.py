@@ -169,8 +169,8 @@ class Database:
         """Open a transaction and yield a :class:`Tx`; commit on success, roll back on error.
 
         Called while a transaction of this database is already open in the same thread, it joins
-        it under a SAVEPOINT instead: an error rolls back only the inner part, and nothing is
-        committed until the outermost block ends. That is how a delivery's actions and its
+        it under a SAVEPOINT instead (a read-only one joins it as it is): an error rolls back only
+        the inner part, and nothing is committed until the outermost block ends. That is how a delivery's actions and its
         "processed" mark commit together, through the same services the API uses.
 
         Raises :class:`ServiceUnavailable` when the database cannot be reached, so callers
@@ -180,8 +180,16 @@ class Database:
 
         outer = _OPEN.get()
         if outer is not None and outer.db is self:
-            with outer.conn.begin_nested():
+            if not write:  # a read inside a transaction has nothing to undo: no SAVEPOINT round trips
                 yield outer
+                return
+            recorded = len(outer.pending_audit)
+            try:
+                with outer.conn.begin_nested():
+                    yield outer
+            except BaseException:
+                del outer.pending_audit[recorded:]  # the events of what was rolled back go too
+                raise
             return
         try:
             with (self._write_lock.held() if write and self._write_lock else contextlib.nullcontext()), \
@@ -192,6 +200,10 @@ class Database:
                     token = _OPEN.set(tx)
                     try:
                         yield tx
+                        if tx.pending_audit:
+                            from seqbridge.audit import write_pending
+
+                            write_pending(tx)
                     finally:
                         _OPEN.reset(token)
         except OperationalError as exc:

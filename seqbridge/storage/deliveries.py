@@ -209,3 +209,40 @@ class DeliveryStore:
                     replays=deliveries.c.replays + 1, updated_at=now)
         )  # fmt: skip
         return result.rowcount == 1
+
+    # Retention -----------------------------------------------------------------------------------
+
+    def prune_candidates(self, org_id: str, received_before: datetime, after: tuple[datetime, str] | None,
+                         limit: int) -> list[dict[str, Any]]:  # fmt: skip
+        """The organization's next ``limit`` deliveries received before ``received_before``, oldest
+        first, after the (received_at, id) ``after`` (a range of ix_deliveries_org_received)."""
+        query = select(deliveries.c.id, deliveries.c.status, deliveries.c.received_at, deliveries.c.updated_at)\
+            .where(deliveries.c.org_id == org_id, deliveries.c.received_at < received_before)  # fmt: skip
+        if after:
+            at, last_id = after
+            query = query.where(or_(deliveries.c.received_at > at,
+                                    and_(deliveries.c.received_at == at, deliveries.c.id > last_id)))  # fmt: skip
+        query = query.order_by(deliveries.c.received_at, deliveries.c.id).limit(limit)
+        return [dict(r) for r in self.conn.execute(query).mappings()]
+
+    def delete_finished(
+        self, ids: list[str], statuses: tuple[str, ...], untouched_since: datetime
+    ) -> tuple[int, int]:
+        """Delete those of ``ids`` still in ``statuses`` and unchanged since ``untouched_since``, with
+        their dedupe keys; return (deliveries, keys) deleted. The rows are locked first, so a replay
+        racing the prune either wins (and the delivery stays) or finds it gone."""
+        if not ids:
+            return 0, 0
+        locked = list(self.conn.execute(
+            select(deliveries.c.id)
+            .where(deliveries.c.id.in_(ids), deliveries.c.status.in_(statuses),
+                   deliveries.c.updated_at < untouched_since)
+            .with_for_update()
+        ).scalars())  # fmt: skip
+        if not locked:
+            return 0, 0
+        keys = self.conn.execute(
+            delete(delivery_keys).where(delivery_keys.c.delivery_id.in_(locked))
+        ).rowcount
+        rows = self.conn.execute(delete(deliveries).where(deliveries.c.id.in_(locked))).rowcount
+        return rows, keys

@@ -59,3 +59,26 @@ class IdempotencyStore:
         self.conn.execute(
             delete(idempotency_keys).where(idempotency_keys.c.org_id == org_id, idempotency_keys.c.key == key)
         )
+
+    def expired_keys(self, created_before: datetime, now: datetime, limit: int) -> list[tuple[str, str]]:
+        """Up to ``limit`` (org_id, key) created before ``created_before`` and not held by a live
+        request, oldest first (ix_idempotency_keys_created)."""
+        query = (
+            select(idempotency_keys.c.org_id, idempotency_keys.c.key)
+            .where(idempotency_keys.c.created_at < created_before,
+                   (idempotency_keys.c.state == "done") | (idempotency_keys.c.locked_until < now))
+            .order_by(idempotency_keys.c.created_at)
+            .limit(limit)
+        )  # fmt: skip
+        return [(r[0], r[1]) for r in self.conn.execute(query)]
+
+    def delete_expired(self, org_id: str, keys: list[str], created_before: datetime) -> int:
+        """Delete these keys of one organization if they are still older than ``created_before``
+        (a retry may have taken one over since)."""
+        return self.conn.execute(
+            delete(idempotency_keys).where(
+                idempotency_keys.c.org_id == org_id,
+                idempotency_keys.c.key.in_(keys),
+                idempotency_keys.c.created_at < created_before,
+            )
+        ).rowcount

@@ -11,10 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from seqbridge.storage.bulk import bulk_insert
+from seqbridge.storage.enrollments import OPEN_TASK_STATUSES
 from seqbridge.storage.schema import (
     contacts,
     enrollments,
@@ -231,6 +232,26 @@ class ProcessorStore:
 
     def record_sends(self, rows: list[dict[str, Any]]) -> None:
         bulk_insert(self.conn, outbox, rows)
+
+    def old_outbox_ids(self, org_id: str, created_before: datetime, after_id: int, limit: int) -> list[int]:
+        """The organization's next ``limit`` outbox ids after ``after_id`` made before ``created_before``."""
+        query = (
+            select(outbox.c.id)
+            .where(outbox.c.org_id == org_id, outbox.c.id > after_id, outbox.c.created_at < created_before)
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        return list(self.conn.execute(query).scalars())
+
+    def delete_outbox(self, ids: list[int]) -> int:
+        """Delete these outbox rows, except those whose task is still open: a task that may run
+        again looks up its send here (exactly once)."""
+        if not ids:
+            return 0
+        open_task = select(step_tasks.c.id).where(
+            step_tasks.c.id == outbox.c.task_id, step_tasks.c.status.in_(OPEN_TASK_STATUSES)
+        )
+        return self.conn.execute(delete(outbox).where(outbox.c.id.in_(ids), ~open_task.exists())).rowcount
 
     def list_outbox(self, org_id: str, *, channel: str | None, status: str | None, after_id: int | None,
                     limit: int) -> list[dict[str, Any]]:  # fmt: skip

@@ -404,6 +404,7 @@ hook_notifications = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("subscription_id", "audit_event_id"),
     Index("ix_hook_notifications_due", "status", "next_attempt_at"),
+    Index("ix_hook_notifications_org_updated", "org_id", "updated_at"),  # retention
 )
 
 audit_events = Table(

@@ -15,6 +15,9 @@ from sqlalchemy.engine import Connection
 from seqbridge.storage.bulk import insert_returning
 from seqbridge.storage.schema import audit_heads, hook_notifications, hook_subscriptions
 
+#: Notifications nothing will send again.
+FINISHED = ("sent", "failed", "dropped")
+
 
 class SubscriptionStore:
     def __init__(self, conn: Connection) -> None:
@@ -181,3 +184,23 @@ class SubscriptionStore:
     def count_by_status(self) -> dict[str, int]:
         query = select(hook_notifications.c.status, func.count()).group_by(hook_notifications.c.status)
         return {status: int(count) for status, count in self.conn.execute(query)}
+
+    # Retention ----------------------------------------------------------------------------------
+
+    def old_notification_ids(self, org_id: str, cutoff: datetime, limit: int) -> list[str]:
+        """Notifications that are done with (sent, failed, dropped) and unchanged since ``cutoff``."""
+        query = (
+            select(hook_notifications.c.id)
+            .where(hook_notifications.c.org_id == org_id, hook_notifications.c.updated_at < cutoff,
+                   hook_notifications.c.status.in_(FINISHED))
+            .limit(limit)
+        )  # fmt: skip
+        return list(self.conn.execute(query).scalars())
+
+    def delete_notifications(self, ids: list[str]) -> int:
+        if not ids:
+            return 0
+        query = delete(hook_notifications).where(
+            hook_notifications.c.id.in_(ids), hook_notifications.c.status.in_(FINISHED)
+        )
+        return self.conn.execute(query).rowcount

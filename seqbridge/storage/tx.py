@@ -26,6 +26,8 @@ class Tx:
     def __init__(self, conn: Connection, db: Database) -> None:
         self.conn = conn
         self.db = db
+        #: Audit events recorded in this transaction, written just before it commits.
+        self.pending_audit: list[tuple] = []
 
     @cached_property
     def orgs(self) -> OrgStore:

@@ -8,7 +8,6 @@ what OpenAPI 3.1 uses).
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -21,6 +20,7 @@ from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from seqbridge import strictjson
 from seqbridge.errors import MalformedJSON, UnsupportedMediaType, ValidationFailed
 
 SPEC_URI = "urn:seqbridge:openapi"
@@ -147,13 +147,19 @@ class Contract:
     # Request checks ---------------------------------------------------------------------
 
     def parse_query(self, operation: Operation, args) -> dict[str, Any]:
-        """Coerce and validate the query parameters the operation declares.
+        """Coerce and validate the query parameters the operation declares. No parameter,
+        declared or not, may hold U+0000: no PostgreSQL text can (and a webhook stores its query).
 
         Raises :class:`ValidationFailed` naming every offending parameter.
         """
         values: dict[str, Any] = {}
-        problems: list[dict[str, str]] = []
+        nul = {name for name, value in args.items(multi=True) if "\x00" in name or "\x00" in value}
+        problems = [
+            _problem(name, "must not contain the NUL character (U+0000)", "query") for name in sorted(nul)
+        ]
         for param in operation.query:
+            if param.name in nul:
+                continue
             kind = param.schema.get("type")
             if kind == "array":
                 raw_list = args.getlist(param.name)
@@ -172,13 +178,6 @@ class Contract:
                         values[param.name] = param.schema["default"]
                     continue
                 coerced = _coerce(raw, kind)
-            if any(
-                "\x00" in v
-                for v in (coerced if isinstance(coerced, list) else [coerced])
-                if isinstance(v, str)
-            ):
-                problems.append(_problem(param.name, "must not contain the NUL character (U+0000)", "query"))
-                continue
             errors = sorted(param.validator.iter_errors(coerced), key=lambda e: list(e.path))
             if errors:
                 problems.append(_problem(param.name, _short(errors[0].message), "query"))
@@ -207,7 +206,7 @@ class Contract:
                 details={"expected": "application/json", "received": mimetype or None},
             )
         body = parse_json(raw)
-        nul = _find_nul(body, "$")
+        nul = strictjson.find_nul(body)
         if nul is not None:
             raise ValidationFailed(
                 f"{nul}: must not contain the NUL character (U+0000)",
@@ -246,40 +245,14 @@ class Contract:
 
 
 def parse_json(raw: bytes) -> Any:
-    """Strict JSON: UTF-8, no NaN or Infinity. Raises :class:`MalformedJSON` with the position."""
-
-    def _reject_constant(name: str):
-        raise ValueError(f"{name} is not valid JSON")
-
+    """Strict JSON (:mod:`seqbridge.strictjson`). Raises :class:`MalformedJSON` with the position."""
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError as exc:
-        raise MalformedJSON(f"The request body is not valid UTF-8 (byte {exc.start}).") from None
-    except json.JSONDecodeError as exc:
-        raise MalformedJSON(
-            f"The request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.",
-            details={"line": exc.lineno, "column": exc.colno},
-        ) from None
-    except (ValueError, RecursionError) as exc:
-        raise MalformedJSON(f"The request body is not valid JSON: {str(exc)[:100]}.") from None
-
-
-def _find_nul(value: Any, path: str) -> str | None:
-    """The JSON path of the first string (or key) holding U+0000, which no column can store."""
-    stack = [(value, path)]
-    while stack:
-        node, where = stack.pop()
-        if isinstance(node, str):
-            if "\x00" in node:
-                return where
-        elif isinstance(node, dict):
-            for key, item in node.items():
-                if "\x00" in key:
-                    return where
-                stack.append((item, f"{where}.{key}"))
-        elif isinstance(node, list):
-            stack.extend((item, f"{where}[{index}]") for index, item in enumerate(node))
-    return None
+        return strictjson.loads(raw)
+    except strictjson.NotUTF8 as exc:
+        raise MalformedJSON(f"The request body is not valid UTF-8 (byte {exc.position}).") from None
+    except strictjson.JSONError as exc:
+        details = {"line": exc.line, "column": exc.column} if exc.line is not None else None
+        raise MalformedJSON(f"The request body is not valid JSON: {exc}.", details=details) from None
 
 
 def _coerce(raw: str, kind: str | None) -> Any:

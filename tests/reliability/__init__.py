@@ -1,0 +1,1 @@
+"""Reliability: what Seqbridge promises under bad input, faults and pressure, each bounded in time."""
