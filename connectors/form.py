@@ -78,7 +78,8 @@ class Form:
             _, form, files = parse_form_data(environ, silent=False, max_form_parts=1000)
         except (HTTPException, ValueError) as error:
             raise MalformedPayload(f"the form cannot be read: {error}") from None
-        return _lists(form), {k: [f.filename or "" for f in v] for k, v in files.lists()}
+        files_by_name = {k: [f.filename or "" for f in v] for k, v in files.lists() if k is not None}
+        return _lists(form), files_by_name
 
     def parse(self, request: InboundRequest) -> list[InboundEvent]:
         fields, files = self.fields(request)
@@ -94,4 +95,6 @@ class Form:
 
 
 def _lists(form: MultiDict) -> dict[str, list[str]]:
-    return {key: list(values) for key, values in form.lists()}
+    """Each field's values by name. A multipart part whose name cannot be read (none, or a broken
+    quote) comes back from werkzeug named None: no browser sends one, and no rule could name it."""
+    return {key: list(values) for key, values in form.lists() if key is not None}

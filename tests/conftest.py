@@ -94,22 +94,28 @@ def backend(request) -> str:
 @pytest.fixture
 def database_url(request, backend, tmp_path) -> Iterator[str]:
     """A fresh, migrated database for this test, on the parametrised backend."""
-    if backend == "sqlite":
-        template = request.getfixturevalue("sqlite_template")
-        path = tmp_path / "seqbridge.db"
-        shutil.copyfile(template, path)
-        yield f"sqlite:///{path}"
-        return
-    yield from _fresh_postgresql(request)
+    yield from fresh_database(request, backend, tmp_path)
 
 
 @pytest.fixture
 def postgresql_url(request) -> Iterator[str]:
     """A fresh, migrated PostgreSQL database, for tests that only make sense on it (many workers)."""
-    yield from _fresh_postgresql(request)
+    yield from fresh_postgresql(request)
 
 
-def _fresh_postgresql(request) -> Iterator[str]:
+def fresh_database(request, backend: str, directory: Path) -> Iterator[str]:
+    """The URL of a fresh, migrated database on ``backend`` (a copy of the SQLite template in
+    ``directory``, or a PostgreSQL clone dropped when this generator is closed). For fixtures of any
+    scope; the function-scoped ones above use it."""
+    if backend == "sqlite":
+        path = directory / "seqbridge.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    yield from fresh_postgresql(request)
+
+
+def fresh_postgresql(request) -> Iterator[str]:
     server = request.getfixturevalue("pg")
     template = request.getfixturevalue("pg_template")
     name = f"t{os.getpid()}_{next(_counter)}"

@@ -71,6 +71,9 @@ def test_spec_served_is_the_file(client):
     served = yaml.safe_load(response.get_data(as_text=True))
     assert served["info"]["title"] == "Seqbridge API"
     assert "/api/v1/contacts" in served["paths"]
+    plain = client.get("/openapi.yaml", headers={"Accept": "text/plain"})
+    assert plain.mimetype == "text/plain" and plain.get_data(as_text=True) == response.get_data(as_text=True)
+    assert client.get("/openapi.yaml", headers={"Accept": "*/*"}).mimetype == "application/yaml"
 
 
 def test_head_is_checked_like_get(client, api):

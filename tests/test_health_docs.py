@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
+
+import yaml
+from jsonschema import Draft202012Validator
 
 from seqbridge import create_app
 
@@ -50,11 +55,6 @@ def test_docs_page_uses_only_local_assets(client):
 
 
 def test_the_mapping_schema_is_published_and_validates_the_shipped_examples(client):
-    from pathlib import Path
-
-    import yaml
-    from jsonschema import Draft202012Validator
-
     answer = client.get("/docs/mapping-schema.json")
     assert answer.status_code == 200 and answer.mimetype == "application/schema+json"
     schema = answer.get_json()
@@ -63,3 +63,111 @@ def test_the_mapping_schema_is_published_and_validates_the_shipped_examples(clie
     for path in sorted((Path(__file__).parent.parent / "mappings").glob("*.yaml")):
         assert list(validator.iter_errors(yaml.safe_load(path.read_text()))) == [], path
     assert list(validator.iter_errors({"hooks": {"h": {"organisation": "x"}}}))
+
+
+# The contract as documentation: /docs renders openapi.yaml, so what a reader sees is this file. ----
+
+_METHODS = ("get", "post", "put", "patch", "delete")
+
+
+def _spec_path() -> str:
+    from seqbridge.config import load_settings
+
+    return load_settings()["OPENAPI_PATH"]
+
+
+def _spec() -> dict:
+    return yaml.safe_load(Path(_spec_path()).read_text())
+
+
+def _operations(spec):
+    for path, item in spec["paths"].items():
+        for method in _METHODS:
+            if method in item:
+                yield path, method, item[method]
+
+
+def _media_types(spec):
+    """(where, media type object, JSON pointer of its schema) for every request and response body."""
+    for path, method, op in _operations(spec):
+        body = op.get("requestBody", {})
+        for media, content in body.get("content", {}).items():
+            yield f"{method.upper()} {path} request {media}", content
+        for status, response in op["responses"].items():
+            if "$ref" not in response:
+                for media, content in response.get("content", {}).items():
+                    yield f"{method.upper()} {path} {status} {media}", content
+    for name, response in spec["components"]["responses"].items():
+        for media, content in response.get("content", {}).items():
+            yield f"components/responses/{name} {media}", content
+
+
+def _examples(content) -> list:
+    if "example" in content:
+        return [content["example"]]
+    return [example["value"] for example in content.get("examples", {}).values()]
+
+
+def test_every_operation_says_what_it_does_and_every_body_has_an_example():
+    spec = _spec()
+    for path, method, op in _operations(spec):
+        where = f"{method.upper()} {path}"
+        assert op.get("summary") and op.get("description"), f"{where}: a summary and a description"
+        assert op["operationId"][0].islower() and op["operationId"].isalnum(), where
+    for where, content in _media_types(spec):
+        assert _examples(content), f"{where}: no example"
+
+
+def test_every_example_matches_its_schema():
+    """An example in the docs is a promise: each one validates against the schema beside it."""
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    spec = _spec()
+    registry = Registry().with_resource(
+        "urn:spec", Resource.from_contents(spec, default_specification=DRAFT202012)
+    )
+    checked = 0
+    for where, content in _media_types(spec):
+        if "schema" not in content:
+            continue
+        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **content["schema"]}
+        schema = json.loads(json.dumps(schema).replace('"#/components/', '"urn:spec#/components/'))
+        validator = Draft202012Validator(
+            schema, registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER
+        )
+        for example in _examples(content):
+            errors = [f"{e.json_path}: {e.message}" for e in validator.iter_errors(example)]
+            assert not errors, f"{where}: {errors}"
+            checked += 1
+    assert checked > 60
+
+
+def test_the_spec_has_no_yaml_slips():
+    """Duplicate keys (plain YAML keeps the last silently) and flow-mapping commas that cut a
+    description short (`{description: A, b.}` makes a key `b.` with no value)."""
+
+    class Strict(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            keys = [self.construct_object(key, deep=True) for key, _ in node.value]
+            duplicates = {k for k in keys if keys.count(k) > 1}
+            assert not duplicates, f"line {node.start_mark.line + 1}: duplicate keys {duplicates}"
+            return super().construct_mapping(node, deep)
+
+    spec = yaml.load(Path(_spec_path()).read_text(), Loader=Strict)
+    slips = []
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("example", "examples"):
+                    continue  # example data may hold nulls
+                if value is None and key not in ("default", "const"):
+                    slips.append(f"{where}/{key}")
+                walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{where}/{index}")
+
+    walk(spec, "")
+    assert slips == []

@@ -362,6 +362,28 @@ def test_multipart_form_is_read(senders, client, services, api):
     assert contact["first_name"] == "Multi"
 
 
+def test_a_multipart_part_without_a_readable_name_is_left_out(senders, client, services, api):
+    """Found by schemathesis: werkzeug names such a part None, and nesting the fields crashed (500)."""
+    nameless = (b'--b\r\nContent-Disposition: form-data\r\n\r\nno name\r\n'
+                b'--b\r\nContent-Disposition: form-data; name="bad\\"\r\n\r\nbroken quote\r\n'
+                b'--b\r\nContent-Disposition: form-data; filename="x.txt"\r\n\r\nfile\r\n')  # fmt: skip
+    email = b'--b\r\nContent-Disposition: form-data; name="email"\r\n\r\nparts@example.com\r\n'
+    headers = {"Origin": "https://example.com"}
+    form = "multipart/form-data; boundary=b"
+
+    posted = client.post("/hooks/signup-form", data=nameless + email + b"--b--\r\n", content_type=form,
+                         headers=headers)  # fmt: skip
+    assert posted.status_code == 303, posted.get_data()
+    [delivery] = api.get("/api/v1/deliveries").json["data"]
+    [event] = api.get(f"/api/v1/deliveries/{delivery['id']}").json["data"]["events"]
+    assert event["data"] == {"email": "parts@example.com"}
+
+    only_nameless = client.post("/hooks/signup-form", data=nameless + b"--b--\r\n", content_type=form,
+                                headers=headers)  # fmt: skip
+    assert only_nameless.status_code == 400
+    assert only_nameless.json["error"]["code"] == "malformed_payload"
+
+
 def test_unmatched_event_fails_when_the_hook_says_so(senders, client, services, api):
     answer = client.post("/hooks/signup-form", data={"email": "someone@elsewhere.org"},
                          headers={"Origin": "https://example.com"})  # fmt: skip

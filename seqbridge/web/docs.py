@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-from flask import Blueprint, Response, render_template, send_from_directory
+from flask import Blueprint, Response, render_template, request, send_from_directory
 
 from seqbridge.web.pipeline import contract
 
@@ -26,7 +26,9 @@ _INITIALIZER = """window.onload = function () {
 
 @bp.get("/openapi.yaml")
 def spec():
-    return Response(contract().text, mimetype="application/yaml")
+    """The contract as YAML; ``Accept: text/plain`` gets the same text as text/plain (shown inline)."""
+    plain = request.accept_mimetypes.best_match(["application/yaml", "text/plain"]) == "text/plain"
+    return Response(contract().text, mimetype="text/plain" if plain else "application/yaml")
 
 
 @bp.get("/docs/mapping-schema.json")
