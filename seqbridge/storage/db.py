@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from seqbridge.errors import ServiceUnavailable
 
@@ -206,8 +207,8 @@ class Database:
                             write_pending(tx)
                     finally:
                         _OPEN.reset(token)
-        except OperationalError as exc:
-            if _is_unavailable(exc):
+        except (OperationalError, InterfaceError, PoolTimeout) as exc:
+            if isinstance(exc, PoolTimeout) or _is_unavailable(exc):
                 raise ServiceUnavailable(
                     "The database is unavailable; retry later.",
                     code="database_unavailable",
@@ -230,8 +231,9 @@ class Database:
 
 
 def _is_unavailable(exc: DBAPIError) -> bool:
-    """True for errors that mean "cannot reach or lock the database right now"."""
-    if exc.connection_invalidated:
+    """True for errors that mean "cannot reach or lock the database right now" (not, say, a
+    syntax error, which SQLite also reports as an OperationalError: that is a bug, a 500)."""
+    if exc.connection_invalidated or isinstance(exc, InterfaceError):
         return True
     message = str(exc.orig).lower()
     return any(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, g, jsonify, request
-from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from seqbridge.errors import SeqbridgeError
@@ -66,18 +65,6 @@ def init_app(app: Flask) -> None:
             details = {"limit_bytes": limit}
             message = f"The request body is larger than {limit} bytes."
         return _respond(status, code, message, details, headers)
-
-    @app.errorhandler(sa_exc.OperationalError)
-    @app.errorhandler(sa_exc.InterfaceError)
-    @app.errorhandler(sa_exc.TimeoutError)
-    def _database_unavailable(error: Exception):
-        """The database is down, restarting, or out of connections (or SQLite is locked past its
-        busy timeout): nothing was stored, so the client must retry — a 503 with Retry-After,
-        which webhook senders honour. Never a 500, never a 2xx."""
-        log.warning("request %s: database unavailable: %s", getattr(g, "request_id", "-"),
-                    type(getattr(error, "orig", None) or error).__name__)  # fmt: skip
-        return _respond(503, "database_unavailable", "The database is unavailable; nothing was stored. Retry later.",
-                        None, {"Retry-After": "5"})  # fmt: skip
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):
