@@ -156,22 +156,25 @@ class SubscriptionService:
 
     def relay(self, limit: int = 100) -> int:
         """Queue a notification for each new audit event that an active subscription asked for;
-        return how many were queued. The reading (and building of payloads) happens outside the
-        write transaction; the cursor moves with a compare-and-set, so two workers never queue
-        one event twice."""
-        with self.db.transaction(write=False) as tx:
-            behind = tx.subscriptions.behind(limit)
-        queued = 0
+        return how many were queued. Everything is read (and the payloads built) in one read
+        transaction; the cursors then move in one write transaction, each with a compare-and-set,
+        so two workers never queue one event twice and a poll takes the write lock once at most."""
         now = self.clock.now()
-        for sub in behind:
-            with self.db.transaction(write=False) as tx:
+        moves = []
+        with self.db.transaction(write=False) as tx:
+            for sub in tx.subscriptions.behind(limit):
                 events = tx.audit.list_events(sub["org_id"], tags=_TAGS[sub["event"]], after_id=sub["audit_cursor"],
                                               descending=False, limit=RELAY_BATCH)  # fmt: skip
                 rows = [_notification(sub, event, _payload(tx, event), now) for event in events]
-            # Every event up to the head read before was visible to the read above (a chain's
-            # events commit in id order), so the cursor may skip to it when the batch was short.
-            cursor = max([sub["head"] if len(events) < RELAY_BATCH else 0, *(e["id"] for e in events)])
-            with self.db.transaction() as tx:
+                # Every event up to the head read with the subscription was visible to the read
+                # above (a chain's events commit in id order), so a short batch skips to it.
+                cursor = max([sub["head"] if len(events) < RELAY_BATCH else 0, *(e["id"] for e in events)])
+                moves.append((sub, cursor, rows))
+        if not moves:
+            return 0
+        queued = 0
+        with self.db.transaction() as tx:
+            for sub, cursor, rows in moves:
                 if tx.subscriptions.advance(sub["id"], sub["audit_cursor"], cursor, rows):
                     queued += len(rows)
         return queued
