@@ -41,6 +41,8 @@ def test_defaults_then_environment_then_overrides():
         ({"SEQBRIDGE_MAX_BODY_BYTES": "-1"}, "must not be negative"),
         ({"SEQBRIDGE_LOG_LEVEL": "loud"}, "LOG_LEVEL must be one of"),
         ({"SEQBRIDGE_SQLITE_SYNCHRONOUS": "OFF"}, "SQLITE_SYNCHRONOUS"),
+        ({"SEQBRIDGE_SQLITE_CACHE_MB": "0"}, "SQLITE_CACHE_MB must be between 1 and 4096"),
+        ({"SEQBRIDGE_SQLITE_CACHE_MB": "5000"}, "SQLITE_CACHE_MB must be between 1 and 4096"),
     ],
 )
 def test_bad_settings_are_refused_with_the_variable_named(env, fragment):

@@ -53,6 +53,28 @@ def test_sqlite_runs_in_wal_mode_with_busy_timeout_and_foreign_keys(tmp_path):
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1234
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -16 * 1024  # 16 MiB, in KiB
+    finally:
+        db.dispose()
+    db = Database(f"sqlite:///{tmp_path}/s.db", {"SQLITE_CACHE_MB": 64})
+    try:
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -64 * 1024
+    finally:
+        db.dispose()
+
+
+def test_the_sqlite_pool_hands_out_the_warmest_connection(tmp_path):
+    """LIFO: the connection used last (whose page cache holds the hot pages) is used next."""
+    db = Database(f"sqlite:///{tmp_path}/s.db")
+    try:
+        a, b = db.engine.connect(), db.engine.connect()
+        first, second = a.connection.driver_connection, b.connection.driver_connection
+        assert first is not second
+        a.close()
+        b.close()  # returned last
+        with db.engine.connect() as again:
+            assert again.connection.driver_connection is second
     finally:
         db.dispose()
 
@@ -160,3 +182,17 @@ def test_bulk_insert_round_trips_and_raises_sqlalchemy_errors(services):
     with services.db.transaction(write=False) as tx:
         assert tx.orgs.get_org("org-x") is None  # rolled back
     assert isinstance(RawJSON('{"a":1}'), str)
+
+
+def test_new_ids_are_uuid7_in_creation_order():
+    """Time-ordered ids keep inserts at the right edge of every id index (BENCHMARKS.md, ingest)."""
+    import uuid
+
+    from seqbridge.services.common import new_id
+
+    ids = [new_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 7 and str(uuid.UUID(i)) == i for i in ids[:100])
+    assert ids == sorted(ids)  # same millisecond or not, later ids sort after earlier ones
+    millis = int(ids[-1].replace("-", "")[:12], 16)
+    assert abs(millis / 1000 - datetime.now(UTC).timestamp()) < 60

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ from seqbridge.audit import AuditTag, record
 from seqbridge.clock import Clock
 from seqbridge.context import Actor, ActorType, Caller
 from seqbridge.errors import BadRequest, NotFound, Unauthorized
+from seqbridge.services.common import new_id
 from seqbridge.storage.db import Database
 
 KEY_PREFIX = "rk_live_"
@@ -92,7 +92,7 @@ class KeyService:
             if org:
                 return org
             now = self.clock.now()
-            org_id = str(uuid.uuid4())
+            org_id = new_id()
             tx.orgs.insert_org(org_id, name, now)
             tx.audit.start_chain(org_id)
             record(
@@ -114,7 +114,7 @@ class KeyService:
         scopes = _check_scopes(scopes)
         org = self.ensure_org(org_name)
         raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
-        key_id = str(uuid.uuid4())
+        key_id = new_id()
         prefix = raw_key[: len(KEY_PREFIX) + 4]
         now = self.clock.now()
         with self.db.transaction() as tx:
