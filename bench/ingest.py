@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import json
 import os
+import resource
 import shutil
 import socket
 import sqlite3
@@ -42,7 +43,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,7 @@ class Run:
     warmup_accepted: int  # 202s and requests sent in the warm-up before this run
     warmup_sent: int
     stored: int | None = None  # deliveries rows added during the run (the app only)
+    cpu: Cpu | None = None  # what the run cost in CPU, where it was spent (Linux only)
 
     @property
     def accepted(self) -> int:
@@ -161,9 +163,77 @@ class Run:
         )
         if self.stored is not None:
             text += f"  rows added {self.stored:,} (sent {self.sent:,})"
+        if self.cpu is not None and self.requests:
+            text += (f"  CPU/request: server {self.cpu.server_s / self.requests * 1e6:,.0f} us, "
+                     f"wrk {self.cpu.wrk_s / self.requests * 1e6:,.0f} us; machine idle {self.cpu.idle:.0%}")  # fmt: skip
         if self.wrapped and self.target == "app":  # the bare app does not care
             text += f"  WARNING: wrk ran out of bodies {self.wrapped} times (duplicates sent)"
         return text
+
+
+@dataclass
+class Cpu:
+    """CPU seconds one timed run cost: the target's gunicorn workers, and wrk; the machine's idle
+    share over the run. Read from /proc, so only on Linux."""
+
+    server_s: float
+    wrk_s: float
+    idle: float
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _process_cpu(pid: int) -> float:
+    """User + system CPU seconds of one process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (gunicorn's workers)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def _machine_times() -> tuple[int, int]:
+    """(idle, total) jiffies of all CPUs."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return values[3] + values[4], sum(values)  # idle + iowait
+
+
+@contextmanager
+def cpu_of(master_pid: int) -> Iterator[list[Cpu]]:
+    """Measure the CPU the body of the ``with`` costs: the workers of the gunicorn whose master is
+    ``master_pid``, and wrk (a child of this process, counted once it has been waited for). A
+    worker recycled during the run (``--max-requests``) is missed."""
+    out: list[Cpu] = []
+    if not Path("/proc/stat").exists():
+        yield out
+        return
+    workers = _children(master_pid)
+    before = sum(_process_cpu(w) for w in workers)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    idle0, total0 = _machine_times()
+    yield out
+    idle1, total1 = _machine_times()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out.append(Cpu(
+        server_s=sum(_process_cpu(w) for w in workers) - before,
+        wrk_s=(after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime),
+        idle=(idle1 - idle0) / max(1, total1 - total0),
+    ))  # fmt: skip
 
 
 # Setup --------------------------------------------------------------------------------------
@@ -220,9 +290,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass
+class Server:
+    url: str  # the hook's URL
+    pid: int  # gunicorn's master
+
+
 @contextmanager
-def gunicorn(name: str, app: str, env: dict[str, str], logs: Path, max_requests: int) -> Iterator[str]:
-    """Serve ``app`` under gunicorn with Seqbridge's config; yield the hook's URL once it answers."""
+def gunicorn(name: str, app: str, env: dict[str, str], logs: Path, max_requests: int) -> Iterator[Server]:
+    """Serve ``app`` under gunicorn with Seqbridge's config; yield it once it answers."""
     port = free_port()
     env = {**env, "SEQBRIDGE_BIND": f"127.0.0.1:{port}"}
     log = (logs / f"{name}.log").open("w")
@@ -241,7 +317,7 @@ def gunicorn(name: str, app: str, env: dict[str, str], logs: Path, max_requests:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/hooks/{HOOK_NAME}"
+        yield Server(f"http://127.0.0.1:{port}/hooks/{HOOK_NAME}", proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -296,14 +372,18 @@ def wrk(
     raise RuntimeError(f"no RESULT from wrk:\n{out}")
 
 
-def measure(target: str, number: int, url: str, args, work: Path, wrk_path: str, db_path: Path | None) -> Run:
+def measure(
+    target: str, number: int, server: Server, args, work: Path, wrk_path: str, db_path: Path | None
+) -> Run:
     """Warm up, then one timed run against ``target`` with fresh bodies; count what was stored."""
     script = work / "post.lua"
     warmup = write_bodies(work / "warmup.txt", f"{target}{number}w", WARMUP_SECONDS * BODIES_PER_SECOND)
+    url = server.url
     warm = wrk(wrk_path, script, url, warmup, WARMUP_SECONDS, args.connections)
     bodies = write_bodies(work / "bodies.txt", f"{target}{number}", args.duration * BODIES_PER_SECOND)
     before = settled_rows(db_path) if db_path else 0
-    result = wrk(wrk_path, script, url, bodies, args.duration, args.connections)
+    with cpu_of(server.pid) as cpu:
+        result = wrk(wrk_path, script, url, bodies, args.duration, args.connections)
     statuses = {str(k): int(v) for k, v in result["statuses"].items()}
     run = Run(
         target=target,
@@ -319,6 +399,7 @@ def measure(target: str, number: int, url: str, args, work: Path, wrk_path: str,
         sent=result["sent"],
         warmup_accepted=warm["statuses"].get("202", 0),
         warmup_sent=warm["sent"],
+        cpu=cpu[0] if cpu else None,
     )
     if db_path:
         run.stored = settled_rows(db_path) - before
@@ -341,11 +422,11 @@ def run(args) -> None:
                    "SEQBRIDGE_WEB_WORKERS": str(args.workers), "SEQBRIDGE_WEB_THREADS": str(args.threads),
                    "SEQBRIDGE_LOG_LEVEL": "WARNING"}  # fmt: skip
             with (
-                gunicorn("bare", "bench.bare_app:app", env, work, args.max_requests) as bare_url,
-                gunicorn("app", "seqbridge:create_app()", env, work, args.max_requests) as app_url,
+                gunicorn("bare", "bench.bare_app:app", env, work, args.max_requests) as bare,
+                gunicorn("app", "seqbridge:create_app()", env, work, args.max_requests) as app,
             ):
-                check_answer(bare_url, "check")
-                check_answer(app_url, "check")
+                check_answer(bare.url, "check")
+                check_answer(app.url, "check")
                 print(f"gunicorn: {args.workers} workers x {args.threads} threads (gthread), "
                       f"max_requests {args.max_requests}; "
                       f"wrk: {WRK_THREADS} threads, {args.connections} connections, {args.duration} s "
@@ -353,8 +434,8 @@ def run(args) -> None:
                       flush=True)  # fmt: skip
                 runs: list[Run] = []
                 for number in range(1, args.rounds + 1):
-                    for target, url_, path in (("bare", bare_url, None), ("app", app_url, db_path)):
-                        runs.append(measure(target, number, url_, args, work, wrk_path, path))
+                    for target, server, path in (("bare", bare, None), ("app", app, db_path)):
+                        runs.append(measure(target, number, server, args, work, wrk_path, path))
                         print(runs[-1].line(), flush=True)
                 settled_rows(db_path)
                 rows = stored_rows(db_path)
@@ -372,6 +453,12 @@ def report(runs: list[Run], rows: dict[str, int]) -> None:
     for name, group in (("bare", bare), ("app", app)):
         print(f"median {name:4}  {statistics.median(r.rps for r in group):8,.0f} req/s  "
               f"p99 {statistics.median(r.p99_ms for r in group):6.1f} ms")  # fmt: skip
+    if all(r.cpu is not None and r.requests for r in runs):
+        per_request = {name: statistics.median(r.cpu.server_s / r.requests * 1e6 for r in group)
+                       for name, group in (("bare", bare), ("app", app))}  # fmt: skip
+        print(f"server CPU per answered request (median): bare {per_request['bare']:,.0f} us, "
+              f"app {per_request['app']:,.0f} us ({per_request['app'] / per_request['bare']:.1f}x); "
+              f"machine idle during app runs {statistics.median(r.cpu.idle for r in app):.0%}")  # fmt: skip
     print(f"app/bare req/s {rps_ratio:.2f} (target >= 0.60: {'met' if rps_ratio >= 0.60 else 'MISSED'})")
     print(f"app/bare p99   {p99_ratio:.2f} (target <= 3.0: {'met' if p99_ratio <= 3.0 else 'MISSED'})")
     accepted, sent, stored = (sum(r.accepted for r in app), sum(r.sent for r in app),
@@ -389,7 +476,7 @@ def report(runs: list[Run], rows: dict[str, int]) -> None:
           f"(warm-ups included): {accepted_all:,}; requests sent: {sent_all:,} -> {verdict} "
           f"(202s <= rows <= sent)")  # fmt: skip
     print(json.dumps({"app_vs_bare_rps": round(rps_ratio, 2), "app_vs_bare_p99": round(p99_ratio, 2),
-                      "runs": [vars(r) for r in runs]}))  # fmt: skip
+                      "runs": [asdict(r) for r in runs]}))  # fmt: skip
 
 
 def main() -> None:
