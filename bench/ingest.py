@@ -17,6 +17,8 @@ is noisy. Reported per run: requests/s, p99 latency and the answers' status code
 medians and the paired ratios (median of per-round ratios). Targets: app/bare requests/s >= 0.60,
 app/bare p99 <= 3.0. To check the app really stored what it acknowledged, the ``deliveries``
 table is counted after each run and at the end and compared with the 202s wrk saw.
+Each run also reports the CPU it cost per answered request (gunicorn's workers and wrk, read
+from ``/proc``) and how idle the machine was: steadier than requests/s on a noisy machine.
 
 Both servers use ``seqbridge.gunicorn_conf`` with the same workers and threads, except that worker
 recycling (``max_requests``, 10,000 in the shipped config) is off by default: at the bare app's
