@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import random
 import socket
-import threading
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -20,6 +18,7 @@ from seqbridge.storage.schema import step_tasks
 from seqbridge.worker.channels import message_id
 from seqbridge.worker.processor import StepProcessor
 from tests.factories import active_sequence, contact
+from tests.loopback import LoopbackServer, QuietHandler
 
 SECRET = "whsec_" + "c2VjcmV0LXNpZ25pbmcta2V5LWZvci10ZXN0cy0xMjM0"
 
@@ -277,7 +276,7 @@ def receiver():
     """A loopback HTTP server that verifies Standard Webhooks signatures with the standardwebhooks package."""
     state = {"answers": [], "received": [], "verified": []}
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
             headers = {k.lower(): v for k, v in self.headers.items()}
@@ -289,15 +288,9 @@ def receiver():
                 self.send_header(name, value)
             self.end_headers()
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    yield state
-    server.shutdown()
+    with LoopbackServer(Handler) as server:
+        state["url"] = server.url + "/hook"
+        yield state
 
 
 def test_webhook_steps_are_signed_with_standard_webhooks(api, services, clock, receiver):

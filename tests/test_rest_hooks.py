@@ -4,9 +4,7 @@ standardwebhooks package on a real loopback server), 410 unsubscribes, persisten
 from __future__ import annotations
 
 import json
-import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from seqbridge.storage.schema import hook_subscriptions
 from seqbridge.worker.notifications import HookNotifier
 from seqbridge.worker.processor import StepProcessor
 from tests import factories
+from tests.loopback import LoopbackServer, QuietHandler
 from tests.test_hooks import WHATSAPP_STOP, drain, meta_body, post_meta, write_mapping
 
 
@@ -41,7 +40,7 @@ class Receiver:
         self.verified: list[dict] = []
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 headers = {k.lower(): v for k, v in self.headers.items()}
@@ -54,12 +53,8 @@ class Receiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = LoopbackServer(Handler)
+        self.base = self.server.url
 
     def subscribe(self, api, event: str, path: str = "/zap") -> dict:
         answer = api.post(
@@ -74,7 +69,7 @@ class Receiver:
 def receiver():
     server = Receiver()
     yield server
-    server.server.shutdown()
+    server.server.close()
 
 
 def notify(services) -> int:

@@ -7,7 +7,6 @@ import json
 import threading
 import time
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from werkzeug.serving import make_server
@@ -15,6 +14,7 @@ from werkzeug.serving import make_server
 from seqbridge.storage.schema import enrollments
 from tests import factories
 from tests.conftest import Api
+from tests.loopback import LoopbackServer, QuietHandler
 from tests.test_hooks import drain, write_mapping
 
 pytestmark = pytest.mark.slow
@@ -181,7 +181,7 @@ class Script:
 def scripted():
     script = Script()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def _answer(self):
             length = int(self.headers.get("Content-Length") or 0)
             self.rfile.read(length)
@@ -202,13 +202,8 @@ def scripted():
 
         do_POST = do_GET = do_DELETE = _answer
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", script
-    server.shutdown()
+    with LoopbackServer(Handler) as server:
+        yield server.url, script
 
 
 def fault_mapping(app_config, base_url: str, extra: str = "") -> None:

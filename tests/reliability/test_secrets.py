@@ -11,8 +11,6 @@ import io
 import json
 import logging
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 import pytest
@@ -27,6 +25,7 @@ from seqbridge.storage.schema import metadata
 from seqbridge.worker.notifications import HookNotifier
 from seqbridge.worker.processor import StepProcessor
 from tests import factories
+from tests.loopback import LoopbackServer, QuietHandler
 from tests.test_hooks import FIXTURES, drain, meta_body, meta_headers, write_mapping
 
 META = "meta-app-secret-4f1c9a"
@@ -131,19 +130,15 @@ class _Receiver:
         self.bodies: list[bytes] = []
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self):
                 receiver.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/in"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = LoopbackServer(Handler)
+        self.url = self.server.url + "/in"
 
 
 def test_no_secret_is_ever_stored_or_logged(app_config, api, other_api, client, services, smtp, captured_logs,
@@ -204,7 +199,7 @@ def test_no_secret_is_ever_stored_or_logged(app_config, api, other_api, client, 
     HookNotifier(services).run_once("test-worker")
     assert len(smtp.messages) >= 1 and len(receiver.bodies) >= 2
     api.get("/metrics")
-    receiver.server.shutdown()
+    receiver.server.close()
 
     secrets = {"api key": api_keys, "meta": [META], "twilio": [TWILIO], "typeform": [TYPEFORM],
                "zapier": [ZAPIER], "n8n": [N8N_PASSWORD, basic], "standard webhooks": [STANDARD],

@@ -4,13 +4,11 @@ loopback receiver turns the allowance on explicitly; here it stays off."""
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from connectors.net import AddressRefused, check_address
 from tests import factories
+from tests.loopback import LoopbackServer, QuietHandler
 from tests.test_hooks import drain, write_mapping
 
 #: Ways to spell an address the guard must refuse (the decimal and short forms resolve to loopback).
@@ -53,7 +51,7 @@ def listener():
     """A loopback server that must never be reached."""
     hits: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self):
             hits.append(self.path)
             self.send_response(200)
@@ -62,13 +60,8 @@ def listener():
 
         do_GET = do_POST
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", hits
-    server.shutdown()
+    with LoopbackServer(Handler) as server:
+        yield server.url, hits
 
 
 def test_a_remote_target_on_loopback_is_refused_and_never_called(app_config, api, client, services, listener):
