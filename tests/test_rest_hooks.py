@@ -257,7 +257,7 @@ def test_a_sender_that_died_mid_send_is_replaced_with_the_same_webhook_id(api, s
 def test_delivery_dead_is_announced(app_config, api, client, services, receiver):
     write_mapping(app_config, WHATSAPP_STOP)
     receiver.subscribe(api, "delivery.dead")
-    services.deliveries.max_attempts = 1
+    services.settings["DELIVERY_MAX_ATTEMPTS"] = 1
     delivery_id = post_meta(client, meta_body("STOP")).json["data"]["delivery_id"]
     (Path(app_config["MAPPINGS_DIR"]) / "hooks.yaml").unlink()  # gone before processing: it fails
     services.inbox.registry.reload()

@@ -1,36 +1,24 @@
-"""Webhook deliveries after the inbox stored them: process (map → act → record, or retry) and the
-operator's view (list, show, replay).
-
-- Processing runs the local actions, marks the delivery and writes the audit log in one
-  transaction, so a crash mid-way leaves nothing half done; the lease then expires and another
-  attempt runs. Remote actions run before that transaction, never inside it.
-- Transient trouble retries with backoff and jitter (never sooner than a target's Retry-After);
-  after ``DELIVERY_MAX_ATTEMPTS`` (or a target's ``max_attempts``) the delivery is dead. A replay
-  queues it again.
+"""Webhook deliveries after the inbox stored them: the operator's view (list, show, replay, dry
+run) and the entry points of processing, which is :mod:`seqbridge.services.processing`.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from connectors.base import MalformedPayload
-from connectors.remote import Transient
-from seqbridge import metrics
-from seqbridge.audit import record, redact
+from seqbridge.audit import record
 from seqbridge.audit import tag_for as _tag_for
 from seqbridge.clock import Clock
 from seqbridge.context import Caller
 from seqbridge.errors import BadRequest, Conflict, NotFound
-from seqbridge.mapping.hooks import Hook
-from seqbridge.mapping.planner import plan_delivery
-from seqbridge.mapping.registry import BrokenHook, HookRegistry, UnknownHook
-from seqbridge.services.actions import LocalTarget
+from seqbridge.mapping.registry import HookRegistry
 from seqbridge.services.common import CursorPage, decode_time_cursor, format_time, time_cursor
-from seqbridge.services.inbox import REPLAYABLE, DeliveryStatus, Inbox, delivery_tag, hook_caller
+from seqbridge.services.inbox import REPLAYABLE, DeliveryStatus, Inbox
+from seqbridge.services.processing import DeliveryProcessing
 from seqbridge.storage.db import Database
 
 log = logging.getLogger("seqbridge.deliveries")
@@ -80,171 +68,33 @@ class DeliveryService:
         self.clock = clock
         self.settings = settings
         self.inbox = inbox
-        self.local = LocalTarget(services)
-        self.max_attempts = settings["DELIVERY_MAX_ATTEMPTS"]
-        self.retry_base = settings["DELIVERY_RETRY_BASE_SECONDS"]
-        self.retry_max = settings["DELIVERY_RETRY_MAX_SECONDS"]
-        self.lease = timedelta(seconds=settings["PROCESSOR_LEASE_SECONDS"])
-        self.rng = random.Random()
+        self.processing = DeliveryProcessing(db, clock, settings, services, lambda: inbox.registry)
 
     @property
     def registry(self) -> HookRegistry:
         return self.inbox.registry
 
-    # Processing --------------------------------------------------------------------------------
+    # Processing (see :mod:`seqbridge.services.processing`) -------------------------------------
 
     def claim(self, worker_id: str, limit: int) -> list[str]:
-        """Reclaim expired leases, then lease up to ``limit`` due deliveries. An idle poll only
-        reads: it must not take the write lock that webhook ingest is queueing on."""
-        now = self.clock.now()
-        with self.db.transaction(write=False) as tx:
-            if not tx.deliveries.any_work(now):
-                return []
-        with self.db.transaction() as tx:
-            tx.deliveries.reclaim_expired_leases(now)
-            return tx.deliveries.claim_due(now, worker_id, now + self.lease, limit)
-
-    def release(self, ids: list[str], worker_id: str) -> int:
-        """Give back deliveries this worker claimed but will not run (it is stopping)."""
-        with self.db.transaction() as tx:
-            return tx.deliveries.release(ids, worker_id, self.clock.now())
+        """Lease up to ``limit`` due deliveries; return their ids."""
+        return [row["id"] for row in self.processing.claim(worker_id, limit)]
 
     def process(self, delivery_id: str, worker_id: str) -> dict[str, Any] | None:
-        """Run one leased delivery's events through its hook's rules and act. Returns the row as
-        finished, or None if the lease was lost. Never raises for a delivery's own problems."""
-        try:
-            row = self._process(delivery_id, worker_id)
-        except Transient as error:  # expected trouble that may pass: a hook being fixed, a target down
-            row = self._retry_later(
-                delivery_id, worker_id, error.message, error.retry_after, error.max_attempts
-            )
-        except Exception as error:  # anything else is a bug or the database: logged, and retried too
-            log.exception("delivery %s: attempt failed", delivery_id, extra={"delivery_id": delivery_id})
-            row = self._retry_later(delivery_id, worker_id, _describe(error))
-        if row is not None:  # one line (and the counters) per processed delivery or attempt
-            metrics.PROCESSED.labels(row["hook"], row["status"]).inc()
-            if row["status"] in ("processed", "failed") and row.get("processed_at"):
-                metrics.INGEST_TO_ACTION.labels(row["hook"]).observe(
-                    max(0.0, (row["processed_at"] - row["received_at"]).total_seconds())
-                )
-                for entry in row.get("results") or []:
-                    for action in entry.get("actions", []):
-                        metrics.ACTIONS.labels(
-                            action["target"], action["action"], action["outcome"]["status"]
-                        ).inc()
-            log.info("delivery %s", row["status"], extra={"delivery_id": delivery_id, "hook": row["hook"],
-                     "org": row["org_id"], "request_id": row["request_id"]})  # fmt: skip
-        return row
-
-    def _process(self, delivery_id: str, worker_id: str) -> dict[str, Any] | None:
-        now = self.clock.now()
-        with self.db.transaction(write=False) as tx:
-            row = tx.deliveries.get_leased(delivery_id, worker_id)
+        """Run one delivery that ``worker_id`` holds the lease of (``respond: after_actions``
+        hooks claim theirs at ingest), as a batch of one. Returns the row as settled, or None if
+        the lease is not held. Never raises for a delivery's own problems."""
+        processing = self.processing
+        row = processing.leased(delivery_id, worker_id)
         if row is None:
             return None
         try:
-            hook = self.registry.get(row["hook"])
-        except (UnknownHook, BrokenHook) as error:
-            kind = (
-                "is no longer configured"
-                if isinstance(error, UnknownHook)
-                else "has an invalid configuration"
-            )
-            raise Transient(f"hook {row['hook']!r} {kind}") from None
-        plans = self._plan(hook, row)
-        # Remote actions first, outside any transaction: no database lock is held over the network.
-        # Their keys are the same on every automatic retry (the remote replays its first answer)
-        # and new for an operator's replay (which should act again, e.g. after a fix).
-        remote: dict[tuple[int, int], dict[str, Any]] = {}
-        for e, (_, plan, _) in enumerate(plans):
-            for a, action in enumerate(plan.actions if plan else []):
-                if action["target"] != "local":
-                    remote[(e, a)] = self._run_remote(
-                        hook, action, f"{delivery_id}:r{row['replays']}:{e}:{a}"
-                    )
-        with self.db.transaction() as tx:
-            if tx.deliveries.load_leased(delivery_id, worker_id) is None:
-                return None  # the lease was lost while the remote calls ran
-            results, failed = [], False
-            for e, (entry, plan, event) in enumerate(plans):
-                if plan is None:
-                    results.append(entry)
-                    failed = True
-                    continue
-                if not plan.matched:
-                    entry["unmatched"] = True
-                    failed = failed or hook.on_unmatched == "fail"
-                caller = hook_caller(row["org_id"], hook.name, row["request_id"], delivery_id=delivery_id,
-                                     rule=", ".join(plan.rules) or None, event=event["dedupe_key"])  # fmt: skip
-                for a, action in enumerate(plan.actions):
-                    outcome = remote[(e, a)] if (e, a) in remote else self.local.run(caller, action)
-                    entry["actions"].append({**_public(action), "outcome": outcome})
-                    failed = failed or outcome["status"] == "failed"
-                results.append(entry)
-            status = DeliveryStatus.FAILED if failed else DeliveryStatus.PROCESSED
-            if not tx.deliveries.finish(delivery_id, worker_id, {"status": status.value, "results": results,
-                                                                 "processed_at": now, "updated_at": now}):  # fmt: skip
-                raise Transient("the lease was lost")  # roll back every local action of this attempt
-            caller = hook_caller(row["org_id"], hook.name, row["request_id"], delivery_id=delivery_id)
-            record(tx, caller, delivery_tag(caller, "failed" if failed else "processed"), "delivery", delivery_id,
-                   {"hook": hook.name, "status": status.value, **_summary(results)}, now)  # fmt: skip
-            row.update(status=status.value, results=results, processed_at=now)
-            return row
-
-    @staticmethod
-    def _plan(hook: Hook, row: dict[str, Any]) -> list[tuple[dict[str, Any], Any, dict[str, Any]]]:
-        """Each event with its plan (None when the rules could not be evaluated for it)."""
-        plans = []
-        for event, planned in zip(
-            row["events"], plan_delivery(hook, row, format_time(row["received_at"])), strict=True
-        ):
-            entry: dict[str, Any] = {"dedupe_key": planned.dedupe_key, "kind": planned.kind, "actions": []}
-            if planned.error is not None:
-                plans.append(({**entry, "rules": [], "error": planned.error}, None, event))
-            else:
-                plans.append(({**entry, "rules": list(planned.rules)}, planned, event))
-        return plans
-
-    @staticmethod
-    def _run_remote(hook: Hook, action: dict[str, Any], key: str) -> dict[str, Any]:
-        target = hook.targets.get(action["target"])
-        if target is None or target.client is None:
-            return {
-                "status": "failed",
-                "code": "unknown_target",
-                "message": f"no remote target {action['target']!r}",
-            }
-        try:
-            return target.client.run(action, key)  # Transient propagates: the delivery retries
-        except ValueError as error:
-            return {"status": "failed", "code": "invalid_action", "message": str(error)}
-
-    def _retry_later(self, delivery_id: str, worker_id: str, message: str, retry_after: float | None = None,
-                     max_attempts: int | None = None) -> dict[str, Any] | None:  # fmt: skip
-        now = self.clock.now()
-        with self.db.transaction() as tx:
-            row = tx.deliveries.load_leased(delivery_id, worker_id)
-            if row is None:
-                return None
-            errors = [
-                *(row["errors"] or []),
-                {"at": format_time(now), "attempt": row["attempts"], "error": message},
-            ]
-            caller = hook_caller(row["org_id"], row["hook"], row["request_id"], delivery_id=delivery_id)
-            if row["attempts"] >= (max_attempts or self.max_attempts):
-                values = {"status": DeliveryStatus.DEAD.value, "errors": errors, "next_attempt_at": None,
-                          "updated_at": now}  # fmt: skip
-                record(tx, caller, delivery_tag(caller, "dead"), "delivery", delivery_id,
-                       {"hook": row["hook"], "attempts": row["attempts"], "error": message}, now)  # fmt: skip
-            else:
-                delay = min(self.retry_max, self.retry_base * 2 ** (row["attempts"] - 1))
-                delay *= 0.5 + self.rng.random()  # jitter: a burst of failures does not retry in step
-                delay = max(delay, min(retry_after or 0, self.retry_max))  # the server's Retry-After
-                values = {"status": DeliveryStatus.QUEUED.value, "errors": errors, "updated_at": now,
-                          "next_attempt_at": now + timedelta(seconds=delay)}  # fmt: skip
-            tx.deliveries.finish(delivery_id, worker_id, values)
-            row.update(values)
-            return row
+            outcome = processing.run(row)
+        except Exception as error:
+            log.exception("delivery %s: attempt failed", delivery_id, extra={"delivery_id": delivery_id})
+            outcome = processing.crashed(row, error)
+        settled = processing.settle(worker_id, [(row, outcome)])
+        return settled[0].row if settled else None
 
     # The operator's view -------------------------------------------------------------------------
 
@@ -330,29 +180,6 @@ class DeliveryService:
                 "deliveries": tx.deliveries.count_by_status(),
                 "rest_hooks": tx.subscriptions.count_by_status(),
             }
-
-
-def _public(action: dict[str, Any]) -> dict[str, Any]:
-    return redact(action)
-
-
-def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
-    counts: dict[str, int] = {}
-    for entry in results:
-        for action in entry.get("actions", []):
-            status = action["outcome"]["status"]
-            counts[status] = counts.get(status, 0) + 1
-    return {
-        "events": len(results),
-        "rules": sorted({r for e in results for r in e.get("rules", [])}),
-        "unmatched": sum(1 for e in results if e.get("unmatched")),
-        "actions": counts,
-    }
-
-
-def _describe(error: Exception) -> str:
-    message = getattr(error, "message", None) or str(error) or type(error).__name__
-    return f"{type(error).__name__}: {message}"[:1000]
 
 
 __all__ = ["DeliveryService", "DeliveryStatus"]

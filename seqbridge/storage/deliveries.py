@@ -151,6 +151,40 @@ class DeliveryStore:
             self.lease(ids, worker_id, lease_until, now)
         return ids
 
+    def claim_batch(
+        self, now: datetime, worker_id: str, lease_until: datetime, limit: int
+    ) -> list[dict[str, Any]]:
+        """Lease up to ``limit`` queued deliveries that are due, oldest first, and return them
+        whole, in one statement (the due ones are picked ``FOR UPDATE SKIP LOCKED``)."""
+        due = (
+            select(deliveries.c.id)
+            .where(deliveries.c.status == "queued", deliveries.c.next_attempt_at <= now)
+            .order_by(deliveries.c.next_attempt_at, deliveries.c.received_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        claimed = self.conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_(due), deliveries.c.status == "queued")
+            .values(status="processing", lease_owner=worker_id, lease_expires_at=lease_until,
+                    attempts=deliveries.c.attempts + 1, updated_at=now)
+            .returning(*deliveries.c)
+        ).mappings()  # fmt: skip
+        rows = [dict(r) for r in claimed]
+        rows.sort(key=lambda r: (r["next_attempt_at"], r["received_at"], r["id"]))
+        return rows
+
+    def extend_leases(self, ids: list[str], worker_id: str, lease_until: datetime) -> None:
+        """Keep holding deliveries this worker still has in hand (a long batch)."""
+        if ids:
+            self.conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(ids), deliveries.c.status == "processing",
+                       deliveries.c.lease_owner == worker_id)
+                .values(lease_expires_at=lease_until)
+            )  # fmt: skip
+
     def lease(self, ids: list[str], worker_id: str, lease_until: datetime, now: datetime) -> set[str]:
         """Lease these queued deliveries to ``worker_id``; return the ones it got."""
         result = self.conn.execute(

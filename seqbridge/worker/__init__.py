@@ -1,43 +1,123 @@
-"""The background worker: claim due work → run it → finish or retry.
+"""The background worker: claim a batch → run each item → one typed outcome per item → settle.
 
-It runs a list of :class:`Job` s in a loop. Each job does one bounded batch per call and says how
-much it did; when no job had anything to do, the worker sleeps for the poll interval. SIGTERM
-and SIGINT stop it after the current batch. The step processor and webhook delivery processing
-plug in here as jobs.
+The loop runs a list of jobs. A job is anything with ``run_once(worker_id) -> int`` (do at most
+one bounded batch, say how much was handled); most are a :class:`BatchJob` driven by
+:class:`Batches`, which owns the contract's mechanics so that no job repeats them:
+
+- claim a batch under a lease (the job's service does it, in one transaction);
+- run each item, getting back one outcome (:mod:`seqbridge.jobs`); an exception becomes the
+  job's own "failed attempt" outcome, never a stopped worker;
+- keep the leases alive while a long batch runs;
+- settle the outcomes through the job's service, all at once, or right after an item whose
+  run had an effect outside the database (an email on the wire), so a crash can repeat at most
+  that one;
+- on SIGTERM: settle what ran, release the rest.
+
+When no job had anything to do, the worker sleeps for the poll interval, or until a wake-up
+(:mod:`seqbridge.worker.wakeup`) says new work was committed. SIGTERM and SIGINT stop it after
+the current batch; SIGHUP runs the reload callbacks.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import Protocol
+from datetime import timedelta
+from typing import Generic, Protocol, TypeVar
 
 from seqbridge.clock import Clock, SystemClock
 from seqbridge.errors import ServiceUnavailable
+from seqbridge.jobs import Outcome
 
 log = logging.getLogger("seqbridge.worker")
 
+Item = TypeVar("Item")
+
 
 class Job(Protocol):
+    """The simplest job: one bounded batch per call (e.g. the REST hook relay)."""
+
     name: str
 
     def run_once(self, worker_id: str) -> int:
         """Do at most one batch of due work; return how many items were handled."""
 
 
-def backoff(
-    attempt: int, base: float, cap: float, rng: random.Random, retry_after: float | None = None
-) -> float:
-    """Seconds before retry ``attempt`` + 1: the server's Retry-After when given (at least 1 s,
-    at most a day), else exponential from ``base`` with ±20% jitter, capped at ``cap``."""
-    if retry_after is not None:
-        return min(max(retry_after, 1.0), 86400.0)
-    return min(cap, base * 2 ** max(0, attempt - 1)) * rng.uniform(0.8, 1.2)
+class BatchJob(Protocol[Item]):
+    """A job on the contract. Its methods are thin: each calls the service that owns the items."""
+
+    name: str
+    #: How long a claim holds its items; :class:`Batches` extends it while a batch runs.
+    lease: timedelta
+
+    def claim(self, worker_id: str) -> list[Item]:
+        """Lease a batch of due items (one transaction)."""
+
+    def run(self, worker_id: str, item: Item) -> Outcome:
+        """Run one item outside any transaction; network calls happen here."""
+
+    def crashed(self, item: Item, error: Exception) -> Outcome:
+        """The outcome of a run that raised (a bug, or the database): usually a retry."""
+
+    def checkpoint(self, item: Item, outcome: Outcome) -> bool:
+        """True when the run had an effect outside the database: settle before the next item."""
+
+    def settle(self, worker_id: str, ran: list[tuple[Item, Outcome]]) -> None:
+        """Write the outcomes (one transaction where the service can)."""
+
+    def extend(self, worker_id: str, items: list[Item]) -> None:
+        """Extend the leases of items still in hand."""
+
+    def release(self, worker_id: str, items: list[Item]) -> None:
+        """Give back items claimed but not run (the worker is stopping)."""
+
+
+class Batches(Generic[Item]):
+    """Drives a :class:`BatchJob` through one claim per :meth:`run_once`."""
+
+    def __init__(self, job: BatchJob[Item], stopping: StopFlag) -> None:
+        self.job = job
+        self.name = job.name
+        self.stopping = stopping
+
+    def run_once(self, worker_id: str) -> int:
+        """Claim, run, settle one batch; return how many items it handled."""
+        job = self.job
+        items = job.claim(worker_id)
+        if not items:
+            return 0
+        claimed_at = time.monotonic()
+        ran: list[tuple[Item, Outcome]] = []
+        handled = 0
+        for index, item in enumerate(items):
+            if self.stopping.is_set():
+                rest = items[index:]
+                job.release(worker_id, rest)
+                log.info(
+                    "worker %s: %s: stopping; released %d claimed items", worker_id, self.name, len(rest)
+                )
+                break
+            if time.monotonic() - claimed_at > job.lease.total_seconds() / 2:
+                job.extend(worker_id, [i for i, _ in ran] + items[index:])
+                claimed_at = time.monotonic()
+            try:
+                outcome = job.run(worker_id, item)
+            except Exception as error:
+                log.exception("worker %s: %s: running an item failed", worker_id, self.name)
+                outcome = job.crashed(item, error)
+            ran.append((item, outcome))
+            if job.checkpoint(item, outcome):
+                job.settle(worker_id, ran)
+                handled += len(ran)
+                ran = []
+        if ran:
+            job.settle(worker_id, ran)
+            handled += len(ran)
+        return handled
 
 
 class StopFlag:

@@ -1,38 +1,62 @@
-"""The delivery job: claim due webhook deliveries → map → act → record, or retry later.
+"""The delivery job: claim due webhook deliveries → plan and call remote targets → settle (the
+local actions, each delivery's mark and its audit events), all through
+:class:`seqbridge.services.processing.DeliveryProcessing`.
 
-Each delivery runs in its own transaction (see :meth:`DeliveryService.process`), so a crash at
-any point leaves it either fully processed or still leased; the lease then expires and another
-worker (or this one, restarted) runs it again from the start.
+A crash at any point leaves each delivery either settled or still leased; the lease then expires
+and another worker (or this one, restarted) runs it again from the start.
 """
 
 from __future__ import annotations
 
-import logging
+from datetime import timedelta
+from typing import Any
 
+from seqbridge.jobs import Outcome
 from seqbridge.services import Services
-from seqbridge.worker import StopFlag
+from seqbridge.worker import Batches, StopFlag
 
-log = logging.getLogger("seqbridge.worker")
+Row = dict[str, Any]
 
 
-class DeliveryProcessor:
-    """A worker job. One call of :meth:`run_once` handles at most one batch."""
+class DeliveryJob:
+    """Webhook deliveries on the job contract (a :class:`seqbridge.worker.BatchJob`)."""
 
     name = "deliveries"
 
-    def __init__(self, services: Services, *, stopping: StopFlag | None = None, batch: int = 10) -> None:
-        self.deliveries = services.deliveries
-        self.stopping = stopping or StopFlag()
-        self.batch = batch
+    def __init__(self, services: Services, batch: int | None = None) -> None:
+        self.processing = services.deliveries.processing
+        self.batch = batch or int(services.settings["DELIVERY_BATCH"])
 
-    def run_once(self, worker_id: str) -> int:
-        ids = self.deliveries.claim(worker_id, self.batch)
-        handled = 0
-        for index, delivery_id in enumerate(ids):
-            if self.stopping.is_set():
-                released = self.deliveries.release(ids[index:], worker_id)
-                log.info("worker %s: stopping; released %d claimed deliveries", worker_id, released)
-                break
-            if self.deliveries.process(delivery_id, worker_id) is not None:  # it logs its outcome
-                handled += 1
-        return handled
+    @property
+    def lease(self) -> timedelta:
+        return self.processing.lease
+
+    def claim(self, worker_id: str) -> list[Row]:
+        return self.processing.claim(worker_id, self.batch)
+
+    def run(self, worker_id: str, item: Row) -> Outcome:
+        return self.processing.run(item)
+
+    def crashed(self, item: Row, error: Exception) -> Outcome:
+        return self.processing.crashed(item, error)
+
+    def checkpoint(self, item: Row, outcome: Outcome) -> bool:
+        return False  # remote actions carry idempotency keys: the whole batch settles at once
+
+    def settle(self, worker_id: str, ran: list[tuple[Row, Outcome]]) -> None:
+        self.processing.settle(worker_id, ran)
+
+    def extend(self, worker_id: str, items: list[Row]) -> None:
+        self.processing.extend(worker_id, items)
+
+    def release(self, worker_id: str, items: list[Row]) -> None:
+        self.processing.release(worker_id, items)
+
+
+class DeliveryProcessor(Batches[Row]):
+    """The delivery job, driven: ``run_once(worker_id)`` claims, runs and settles one batch."""
+
+    def __init__(
+        self, services: Services, *, stopping: StopFlag | None = None, batch: int | None = None
+    ) -> None:
+        super().__init__(DeliveryJob(services, batch), stopping or StopFlag())

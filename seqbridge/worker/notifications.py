@@ -13,9 +13,10 @@ import random
 from datetime import timedelta
 
 from seqbridge import metrics
+from seqbridge.jobs import RetryPolicy
 from seqbridge.services import Services
 from seqbridge.services.subscriptions import Outcome
-from seqbridge.worker import StopFlag, backoff
+from seqbridge.worker import StopFlag
 from seqbridge.worker.channels import Gone, PermanentFailure, TransientFailure, WebhookSender
 
 log = logging.getLogger("seqbridge.worker")
@@ -34,9 +35,7 @@ class HookNotifier:
         self.batch = batch
         self.rng = rng or random.Random()
         self.lease = timedelta(seconds=settings["PROCESSOR_LEASE_SECONDS"])
-        self.max_attempts = settings["PROCESSOR_MAX_ATTEMPTS"]
-        self.retry_base = settings["RETRY_BASE_SECONDS"]
-        self.retry_max = settings["RETRY_MAX_SECONDS"]
+        self.policy = RetryPolicy.from_settings(settings, "PROCESSOR")
         self.sender = WebhookSender(None, settings["WEBHOOK_TIMEOUT_SECONDS"], settings["ALLOW_PRIVATE_TARGETS"],
                                     user_agent="Seqbridge/0.1 (+REST hook)")  # fmt: skip
 
@@ -47,9 +46,8 @@ class HookNotifier:
                 break  # the rest are picked up again when their lease expires
             outcome = self._send(notification)
             status = self.subscriptions.record_outcome(
-                notification, worker_id, outcome, max_attempts=self.max_attempts,
-                retry_in=backoff(notification["attempts"], self.retry_base, self.retry_max, self.rng,
-                                 outcome.retry_after),
+                notification, worker_id, outcome, max_attempts=self.policy.max_attempts,
+                retry_in=self.policy.delay(notification["attempts"], outcome.retry_after, self.rng),
             )  # fmt: skip
             metrics.REST_HOOKS.labels(event=notification["event"], outcome=status).inc()
             log.info("rest hook %s %s → %s: %s", notification["event"], notification["id"], status, outcome.detail,

@@ -18,6 +18,7 @@ from typing import Any
 
 from seqbridge.audit import record, record_many, tag_for
 from seqbridge.context import Actor, ActorType, Caller
+from seqbridge.jobs import RetryPolicy
 from seqbridge.services import Services
 from seqbridge.services.common import format_time
 from seqbridge.services.contacts import TEXT_FIELDS
@@ -26,7 +27,7 @@ from seqbridge.services.scheduling import step_delay, task_idempotency_key, task
 from seqbridge.signing import master_secret
 from seqbridge.storage.tx import Tx
 from seqbridge.templating import render
-from seqbridge.worker import StopFlag, backoff
+from seqbridge.worker import StopFlag
 from seqbridge.worker.channels import (
     Delivered,
     DeliveryFailure,
@@ -66,8 +67,7 @@ class StepProcessor:
         self.batch = settings["PROCESSOR_BATCH"]
         self.lease = timedelta(seconds=settings["PROCESSOR_LEASE_SECONDS"])
         self.max_attempts = settings["PROCESSOR_MAX_ATTEMPTS"]
-        self.retry_base = settings["RETRY_BASE_SECONDS"]
-        self.retry_max = settings["RETRY_MAX_SECONDS"]
+        self.policy = RetryPolicy.from_settings(settings, "PROCESSOR")
         self.smtp = SmtpSettings.parse(settings["SMTP_URL"])
         self.smtp_timeout = settings["SMTP_TIMEOUT_SECONDS"]
         self.mail_from = settings["MAIL_FROM"]
@@ -237,7 +237,7 @@ class StepProcessor:
         return None
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
-        return backoff(attempt, self.retry_base, self.retry_max, self.rng, retry_after)
+        return self.policy.delay(attempt, retry_after, self.rng)
 
 
 @dataclass
