@@ -313,6 +313,7 @@ def worker() -> None:
     """Run the background worker alone (any number may run against PostgreSQL)."""
     from seqbridge.worker import Worker
     from seqbridge.worker.deliveries import DeliveryProcessor
+    from seqbridge.worker.maintenance import Statistics
     from seqbridge.worker.notifications import HookNotifier
     from seqbridge.worker.processor import StepProcessor
 
@@ -324,7 +325,7 @@ def worker() -> None:
         raise click.ClickException(str(error)) from None
     # Webhook deliveries first: they are what a sender is waiting on (a STOP must land in a second).
     runner.jobs.extend([DeliveryProcessor(services, stopping=runner.stopping), processor,
-                        HookNotifier(services, stopping=runner.stopping)])  # fmt: skip
+                        HookNotifier(services, stopping=runner.stopping), Statistics(services.db)])  # fmt: skip
     runner.on_reload.append(lambda: services.inbox.registry.reload())
     runner.install_signal_handlers()
     try:

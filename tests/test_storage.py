@@ -230,3 +230,135 @@ def test_commit_callbacks_run_batched_and_drop_with_a_rolled_back_savepoint(data
         raise RuntimeError("roll back everything")
     assert seen == []
     db.dispose()
+
+
+def _plan_of(db: Database, run) -> str:
+    """The query plan, as text, of the one SELECT ``run(tx)`` sends (captured, then explained)."""
+    from sqlalchemy import event
+
+    seen: list[tuple[str, object]] = []
+
+    def capture(_conn, _cursor, statement, parameters, _context, _many):
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", capture)
+    try:
+        with db.transaction(write=False) as tx:
+            run(tx)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", capture)
+    [(statement, parameters)] = seen
+    with db.engine.connect() as conn:
+        cursor = conn.connection.driver_connection.cursor()
+        explain = "EXPLAIN QUERY PLAN " if db.is_sqlite else "EXPLAIN "
+        cursor.execute(explain + statement, parameters)
+        return "\n".join(" ".join(str(part) for part in row) for row in cursor.fetchall())
+
+
+def test_the_lookups_a_webhook_makes_use_an_index_whatever_the_organizations_size(database_url):
+    """Phone, email and attribute lookups (one contact and a batch's worth) probe an index; with
+    statistics gathered after the migrations the planner picks it over walking the organization.
+    (SQLite names the unique email index after its table.)"""
+    import uuid
+
+    from seqbridge.storage.bulk import bulk_insert
+    from seqbridge.storage.schema import contacts, organizations
+
+    db = Database(database_url)
+    now = datetime(2026, 1, 5, tzinfo=UTC)
+    org = str(uuid.uuid4())
+    rows = [
+        {
+            "id": str(uuid.uuid4()),
+            "org_id": org,
+            "email": f"p{n}@example.com",
+            "email_normalized": f"p{n}@example.com",
+            "phone": f"+1555{n:07d}",
+            "status": "active",
+            "converted": False,
+            "has_open_ticket": False,
+            "attributes": {"crm_id": f"crm-{n}"},
+            "created_at": now,
+            "updated_at": now,
+        }
+        for n in range(3000)
+    ]
+    with db.transaction() as tx:
+        tx.conn.execute(organizations.insert().values(id=org, name="big", created_at=now))
+        bulk_insert(tx.conn, contacts, rows)
+        tx.contacts.index_attributes([(r["id"], org, r["attributes"]) for r in rows], replace=False)
+    db.analyze()
+    lookups = {
+        "phone": (
+            lambda tx: tx.contacts.find_contacts_by_phone(org, "+15550000042"),
+            "ix_contacts_org_phone_created",
+        ),
+        "phones": (
+            lambda tx: tx.contacts.find_contacts_by_phones(org, ["+15550000042", "+15550000043"]),
+            "ix_contacts_org_phone_created",
+        ),
+        "email": (
+            lambda tx: tx.contacts.find_contact_by_email(org, "p42@example.com"),
+            ("uq_contacts_org_email", "sqlite_autoindex_contacts"),
+        ),
+        "emails": (
+            lambda tx: tx.contacts.find_contacts_by_emails(org, ["p42@example.com", "p43@example.com"]),
+            ("uq_contacts_org_email", "sqlite_autoindex_contacts"),
+        ),
+        "attribute": (
+            lambda tx: tx.contacts.find_contacts_by_attribute(org, "crm_id", "crm-42"),
+            "ix_contact_attributes_lookup",
+        ),
+        "attributes": (
+            lambda tx: tx.contacts.find_contacts_by_attributes(org, "crm_id", ["crm-42", "crm-43"]),
+            "ix_contact_attributes_lookup",
+        ),
+    }
+    for name, (lookup, index) in lookups.items():
+        plan = _plan_of(db, lookup)
+        assert any(i in plan for i in (index if isinstance(index, tuple) else (index,))), f"{name}: {plan}"
+        assert "ix_contacts_org_created" not in plan, f"{name}: {plan}"
+    with db.transaction(write=False) as tx:
+        [found] = tx.contacts.find_contacts_by_attribute(org, "crm_id", "crm-42")
+        assert found["phone"] == "+15550000042"
+        assert [
+            c["email"] for c in tx.contacts.find_contacts_by_phones(org, ["+15550000042"])["+15550000042"]
+        ] == ["p42@example.com"]
+    db.dispose()
+
+
+def test_migrations_leave_the_planner_statistics_gathered(tmp_path, request):
+    """``seqbridge init`` runs ANALYZE when it migrated (SQLite: sqlite_stat1 exists; PostgreSQL:
+    the tables were analyzed), and the worker's ``optimize`` runs on either engine."""
+    sqlite = Database(f"sqlite:///{tmp_path}/stats.db")
+    upgrade(sqlite)
+    with sqlite.engine.connect() as conn:
+        assert (
+            conn.exec_driver_sql("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'").scalar()
+            == 1
+        )
+    sqlite.optimize()
+    sqlite.dispose()
+    from tests.conftest import BACKENDS
+
+    if "postgresql" in BACKENDS:
+        url = request.getfixturevalue("postgresql_url")  # a clone of the migrated template
+        pg = Database(url)
+        from alembic import command
+
+        from seqbridge.storage.migrate import alembic_config
+
+        config = alembic_config()
+        with pg.engine.connect() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0008")
+            conn.commit()
+        upgrade(pg)
+        with pg.engine.connect() as conn:
+            analyzed = conn.exec_driver_sql(
+                "SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'contacts'"
+            ).scalar()
+        assert analyzed is not None
+        pg.optimize()
+        pg.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -10,7 +11,13 @@ from sqlalchemy import and_, delete, exists, func, insert, not_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Select
 
-from seqbridge.storage.schema import companies, contact_tags, contacts
+from seqbridge.storage.bulk import bulk_insert
+from seqbridge.storage.schema import companies, contact_attributes, contact_tags, contacts
+
+#: Longest attribute name and text value kept in ``contact_attributes`` (longer ones are not
+#: identifiers; a lookup of one scans the organization's contacts instead).
+MAX_ATTRIBUTE_NAME = contact_attributes.c.name.type.length
+MAX_ATTRIBUTE_VALUE = contact_attributes.c.value.type.length
 
 #: Contact columns that list filters may match exactly.
 CONTACT_FILTER_COLUMNS = (
@@ -50,6 +57,28 @@ _ELIGIBILITY = (
 )
 
 
+def attribute_text(value: Any) -> str | None:
+    """A custom attribute's value as lookups compare it: strings as they are, numbers and
+    booleans as JSON writes them (what PostgreSQL's ``->>`` gives); None for the rest."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    return None
+
+
+def attribute_rows(contact_id: str, org_id: str, attributes: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The ``contact_attributes`` rows for a contact's attributes."""
+    rows = []
+    for name, value in (attributes or {}).items():
+        text = attribute_text(value)
+        if text is not None and len(name) <= MAX_ATTRIBUTE_NAME and len(text) <= MAX_ATTRIBUTE_VALUE:
+            rows.append({"contact_id": contact_id, "name": name, "org_id": org_id, "value": text})
+    return rows
+
+
 def _page(conn: Connection, query: Select, order_by: Iterable, limit: int, offset: int):
     total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
     rows = conn.execute(query.order_by(*order_by).limit(limit).offset(offset)).mappings()
@@ -62,6 +91,19 @@ class ContactStore:
 
     def insert_contact(self, row: dict[str, Any]) -> None:
         self.conn.execute(insert(contacts).values(**row))
+        self.index_attributes([(row["id"], row["org_id"], row.get("attributes"))], replace=False)
+
+    def index_attributes(
+        self, contacts_: list[tuple[str, str, dict[str, Any] | None]], *, replace: bool
+    ) -> None:
+        """Keep ``contact_attributes`` in step with (contact id, org id, attributes); ``replace``
+        drops what those contacts had first."""
+        if replace and contacts_:
+            ids = [c[0] for c in contacts_]
+            self.conn.execute(delete(contact_attributes).where(contact_attributes.c.contact_id.in_(ids)))
+        rows = [row for c in contacts_ for row in attribute_rows(*c)]
+        if rows:
+            bulk_insert(self.conn, contact_attributes, rows)
 
     def get_contact(self, org_id: str, contact_id: str) -> dict[str, Any] | None:
         row = (
@@ -104,19 +146,76 @@ class ContactStore:
         )
         return [dict(r) for r in self.conn.execute(query).mappings()]
 
-    def find_contacts_by_attribute(self, org_id: str, name: str, value: str) -> list[dict[str, Any]]:
-        """Contacts whose custom attribute ``name`` is ``value`` (e.g. a CRM's own id), oldest first."""
-        query = (
-            select(contacts)
-            .where(contacts.c.org_id == org_id, contacts.c.attributes[name].as_string() == value)
-            .order_by(contacts.c.created_at, contacts.c.id)
+    def find_contacts_by_phones(self, org_id: str, phones: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """For each of ``phones``, its contacts, oldest first (one query: a batch's lookups)."""
+        found: dict[str, list[dict[str, Any]]] = {p: [] for p in phones}
+        if phones:
+            query = (
+                select(contacts)
+                .where(contacts.c.org_id == org_id, contacts.c.phone.in_(phones))
+                .order_by(contacts.c.created_at, contacts.c.id)
+            )
+            for row in self.conn.execute(query).mappings():
+                found[row["phone"]].append(dict(row))
+        return found
+
+    def find_contacts_by_emails(self, org_id: str, emails_normalized: list[str]) -> dict[str, dict[str, Any]]:
+        """The contacts with these lower-cased emails, by email (one query)."""
+        if not emails_normalized:
+            return {}
+        query = select(contacts).where(
+            contacts.c.org_id == org_id, contacts.c.email_normalized.in_(emails_normalized)
         )
-        return [dict(r) for r in self.conn.execute(query).mappings()]
+        return {r["email_normalized"]: dict(r) for r in self.conn.execute(query).mappings()}
+
+    def get_contacts(self, org_id: str, contact_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The organization's contacts with these ids, by id (one query)."""
+        if not contact_ids:
+            return {}
+        query = select(contacts).where(contacts.c.org_id == org_id, contacts.c.id.in_(contact_ids))
+        return {r["id"]: dict(r) for r in self.conn.execute(query).mappings()}
+
+    def find_contacts_by_attribute(self, org_id: str, name: str, value: str) -> list[dict[str, Any]]:
+        """Contacts whose custom attribute ``name`` is ``value`` (e.g. a CRM's own id), oldest
+        first: an index probe of ``contact_attributes``."""
+        return self.find_contacts_by_attributes(org_id, name, [value]).get(value, [])
+
+    def find_contacts_by_attributes(
+        self, org_id: str, name: str, values: list[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """For each of ``values``, the contacts whose attribute ``name`` has it, oldest first
+        (one query). A name or value too long to be indexed is looked for in the JSON itself."""
+        found: dict[str, list[dict[str, Any]]] = {v: [] for v in values}
+        indexed = [v for v in values if len(v) <= MAX_ATTRIBUTE_VALUE]
+        if len(name) <= MAX_ATTRIBUTE_NAME and indexed:
+            query = (
+                select(contacts, contact_attributes.c.value.label("_matched"))
+                .join(contact_attributes, contact_attributes.c.contact_id == contacts.c.id)
+                .where(
+                    contact_attributes.c.org_id == org_id,
+                    contact_attributes.c.name == name,
+                    contact_attributes.c.value.in_(indexed),
+                )
+                .order_by(contacts.c.created_at, contacts.c.id)
+            )
+            for row in self.conn.execute(query).mappings():
+                contact = dict(row)
+                found[contact.pop("_matched")].append(contact)
+        for value in values if len(name) > MAX_ATTRIBUTE_NAME else [v for v in values if v not in indexed]:
+            query = (
+                select(contacts)
+                .where(contacts.c.org_id == org_id, contacts.c.attributes[name].as_string() == value)
+                .order_by(contacts.c.created_at, contacts.c.id)
+            )
+            found[value] = [dict(r) for r in self.conn.execute(query).mappings()]
+        return found
 
     def update_contact(self, org_id: str, contact_id: str, values: dict[str, Any]) -> bool:
         result = self.conn.execute(
             update(contacts).where(contacts.c.org_id == org_id, contacts.c.id == contact_id).values(**values)
         )
+        if result.rowcount == 1 and "attributes" in values:
+            self.index_attributes([(contact_id, org_id, values["attributes"])], replace=True)
         return result.rowcount == 1
 
     def delete_contact(self, org_id: str, contact_id: str) -> bool:

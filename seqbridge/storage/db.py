@@ -223,6 +223,26 @@ class Database:
         thread opens meanwhile go straight in. A no-op on PostgreSQL, whose writers run at once."""
         return self._write_lock.held() if self._write_lock else contextlib.nullcontext()
 
+    def analyze(self, conn: Connection | None = None) -> None:
+        """Gather the query planner's statistics over every table (after migrations). SQLite
+        samples at most 1,000 rows per index (``analysis_limit``), so this stays quick on a
+        large database."""
+        with contextlib.nullcontext(conn) if conn is not None else self.engine.connect() as connection:
+            if self.is_sqlite:
+                connection.exec_driver_sql("PRAGMA analysis_limit=1000")
+            connection.exec_driver_sql("ANALYZE")
+            connection.commit()
+
+    def optimize(self) -> None:
+        """Keep the planner's statistics current while running (the worker calls this now and
+        then). SQLite: ``PRAGMA optimize``, which re-analyzes the tables this connection's
+        queries used whose statistics have drifted. PostgreSQL's autovacuum does it already."""
+        if self.is_sqlite:
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA analysis_limit=1000")
+                connection.exec_driver_sql("PRAGMA optimize")
+                connection.commit()
+
     def ping(self) -> None:
         """Run a trivial query; raises :class:`ServiceUnavailable` if the database is unreachable."""
         with self.transaction(write=False) as tx:

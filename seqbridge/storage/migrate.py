@@ -21,16 +21,22 @@ def alembic_config() -> Config:
 
 
 def upgrade(db: Database, revision: str = "head") -> None:
-    """Bring the schema up to ``revision``. Idempotent: an up-to-date database is left as it is."""
+    """Bring the schema up to ``revision``, then refresh the planner's statistics if a migration
+    ran (new indexes are only chosen well once the planner knows the tables). Idempotent: an
+    up-to-date database is left as it is."""
     config = alembic_config()
     with db.engine.connect() as conn:
         if db.is_postgresql:
             # Two `seqbridge init` at once must not both create the tables.
             conn.exec_driver_sql("SELECT pg_advisory_lock(7355608)")
         try:
+            before = MigrationContext.configure(conn).get_current_revision()
+            conn.commit()
             config.attributes["connection"] = conn
             command.upgrade(config, revision)
             conn.commit()
+            if MigrationContext.configure(conn).get_current_revision() != before:
+                db.analyze(conn)
         finally:
             if db.is_postgresql:
                 conn.exec_driver_sql("SELECT pg_advisory_unlock(7355608)")

@@ -105,7 +105,9 @@ contacts = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("org_id", "email_normalized", name="uq_contacts_org_email"),
-    Index("ix_contacts_org_phone", "org_id", "phone"),
+    # A webhook names its contact by phone (WhatsApp, SMS): one index probe, already in the order
+    # lookups return (oldest first), whatever the organization's size.
+    Index("ix_contacts_org_phone_created", "org_id", "phone", "created_at", "id"),
     Index("ix_contacts_org_created", "org_id", "created_at", "id"),
     Index("ix_contacts_org_company", "org_id", "company_id"),
     Index("ix_contacts_org_status", "org_id", "status"),
@@ -125,6 +127,19 @@ contact_tags = Table(
     Column("tag", String(100), primary_key=True),
     Column("org_id", ID, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
     Index("ix_contact_tags_org_tag", "org_id", "tag"),
+)
+
+# Each contact's scalar custom attributes as text (strings as they are, numbers and booleans as
+# JSON writes them), kept by the contact store beside ``contacts.attributes``: a lookup by
+# attribute (a CRM's own id for the contact) is one index probe on both engines.
+contact_attributes = Table(
+    "contact_attributes",
+    metadata,
+    Column("contact_id", ID, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("org_id", ID, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("value", String(1000), nullable=False),
+    Index("ix_contact_attributes_lookup", "org_id", "name", "value"),
 )
 
 # Sequences and event queues are one engine: ``kind`` says which API dialect owns the row.
@@ -446,6 +461,7 @@ __all__ = [
     "audit_events",
     "audit_heads",
     "companies",
+    "contact_attributes",
     "contact_tags",
     "contacts",
     "deliveries",

@@ -1,0 +1,34 @@
+"""Housekeeping the worker does now and then: keep the query planner's statistics current.
+
+SQLite only learns how selective an index is from ``ANALYZE``; its documentation asks long-lived
+connections to run ``PRAGMA optimize`` every few hours, which re-analyzes only the tables whose
+statistics drifted. PostgreSQL's autovacuum does the same by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from seqbridge.storage.db import Database
+
+log = logging.getLogger("seqbridge.worker")
+
+
+class Statistics:
+    """A worker job: :meth:`Database.optimize` at most every ``every_seconds``."""
+
+    name = "statistics"
+
+    def __init__(self, db: Database, every_seconds: float = 3600.0) -> None:
+        self.db = db
+        self.every = every_seconds
+        self._next = time.monotonic() + every_seconds
+
+    def run_once(self, worker_id: str) -> int:
+        """Optimize when due; never counts as work (an idle worker still sleeps)."""
+        if time.monotonic() >= self._next:
+            self._next = time.monotonic() + self.every
+            self.db.optimize()
+            log.debug("worker %s: planner statistics refreshed", worker_id)
+        return 0
