@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
+
+#: Set by :func:`one_instant`: the moment every clock reads in this thread (or task) meanwhile.
+_INSTANT: ContextVar[datetime | None] = ContextVar("seqbridge_instant", default=None)
 
 
 class Clock(Protocol):
@@ -12,11 +18,22 @@ class Clock(Protocol):
         """The current time, timezone-aware, in UTC."""
 
 
+@contextmanager
+def one_instant(clock: Clock) -> Iterator[datetime]:
+    """Within the block, every clock read in this thread gives the same moment: the changes of a
+    batch commit together, so they carry one time (and group into one statement each)."""
+    token = _INSTANT.set(clock.now())
+    try:
+        yield _INSTANT.get()
+    finally:
+        _INSTANT.reset(token)
+
+
 class SystemClock:
     """The real clock."""
 
     def now(self) -> datetime:
-        return datetime.now(UTC)
+        return _INSTANT.get() or datetime.now(UTC)
 
 
 class ManualClock:
@@ -27,6 +44,9 @@ class ManualClock:
         self._lock = threading.Lock()
 
     def now(self) -> datetime:
+        instant = _INSTANT.get()
+        if instant is not None:
+            return instant
         with self._lock:
             return self._now
 

@@ -55,8 +55,8 @@ DEFAULTS: dict[str, Any] = {
     "HOOK_DISABLE_AFTER_SECONDS": 86400,
     # Webhook deliveries: attempts before a delivery is dead, and the backoff between them.
     "DELIVERY_MAX_ATTEMPTS": 8,
-    # Deliveries one worker claims and settles together.
-    "DELIVERY_BATCH": 10,
+    # Deliveries one worker claims and settles together (one transaction, a few statements).
+    "DELIVERY_BATCH": 200,
     "DELIVERY_RETRY_BASE_SECONDS": 5,
     "DELIVERY_RETRY_MAX_SECONDS": 1800,
     # The public base URL senders call (https://hooks.example.com): Twilio and others sign the URL

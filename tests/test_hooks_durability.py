@@ -94,11 +94,19 @@ CONTACTS = 150
 
 
 def _worker(database_url: str, mappings: str, log_path) -> subprocess.Popen:
-    env = {**os.environ, "SEQBRIDGE_DATABASE_URL": database_url, "SEQBRIDGE_MAPPINGS_DIR": mappings,
-           "SEQBRIDGE_PROCESSOR_POLL_SECONDS": "0.05", "SEQBRIDGE_PROCESSOR_LEASE_SECONDS": "2"}  # fmt: skip
+    env = {
+        **os.environ,
+        "SEQBRIDGE_DATABASE_URL": database_url,
+        "SEQBRIDGE_MAPPINGS_DIR": mappings,
+        "SEQBRIDGE_PROCESSOR_POLL_SECONDS": "0.05",
+        "SEQBRIDGE_PROCESSOR_LEASE_SECONDS": "2",
+        # Small batches, so that kills land between commits as well as inside them.
+        "SEQBRIDGE_DELIVERY_BATCH": "10",
+    }
     log = open(log_path, "a")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([sys.executable, "-m", "seqbridge", "worker"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "seqbridge", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
 
 
 def test_a_worker_killed_mid_way_loses_nothing_and_repeats_nothing(

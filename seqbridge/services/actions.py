@@ -13,6 +13,7 @@ the worker retries it later.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from seqbridge.context import Caller
@@ -20,8 +21,11 @@ from seqbridge.errors import Conflict, NotFound, SeqbridgeError, Unprocessable
 from seqbridge.services.enrollment import ContactRef
 from seqbridge.services.normalize import normalize_phone
 from seqbridge.services.sequences import SequenceKind
+from seqbridge.storage.staged import Lookups
 
 MAX_BULK_CONTACTS = 10_000
+#: The actions a batch's unit of work carries out (bulk_enroll reads and writes by filter: alone).
+STAGEABLE = frozenset({"upsert_contact", "enroll", "unenroll"})
 
 
 class ActionFailed(Exception):
@@ -53,6 +57,46 @@ class LocalTarget:
                 raise
             return _outcome("failed", code=error.code, message=error.message, **(
                 {"details": error.details} if error.details else {}))  # fmt: skip
+
+    def lookups(self, org_id: str, actions: list[dict[str, Any]]) -> Lookups:
+        """What these actions will look up, normalised exactly as carrying them out does (so a
+        batch can read it all at once); a value that would fail is left for the action to fail."""
+        phones: set[str] = set()
+        emails: set[str] = set()
+        ids: set[str] = set()
+        attributes: set[tuple[str, str]] = set()
+        sequences: set[str] = set()
+        ends = upserts = False
+        for action in actions:
+            if action.get("target") != "local":
+                continue
+            named = action if action["action"] == "upsert_contact" else action.get("contact")
+            if isinstance(named, dict):
+                self._identifiers(named, phones, emails, ids, attributes)
+            ref = action.get("queue", action.get("sequence"))
+            if isinstance(ref, str) and ref.strip() and ref != "*":
+                sequences.add(ref.strip())
+            ends = ends or action["action"] == "unenroll"
+            upserts = upserts or action["action"] == "upsert_contact"
+        found = (phones, emails, ids, attributes, sequences)
+        triggers = ("contact_created", "tag_added") if upserts else ()  # auto-enrollment
+        return Lookups(org_id, *(frozenset(f) for f in found), ends_enrollments=ends, triggers=triggers)
+
+    def _identifiers(
+        self, given: dict[str, Any], phones: set, emails: set, ids: set, attributes: set
+    ) -> None:
+        attribute = given.get("attribute")
+        if isinstance(attribute, dict) and len(attribute) == 1:
+            [(name, value)] = attribute.items()
+            if value not in (None, ""):
+                attributes.add((name, str(value)))
+        if isinstance(given.get("id"), str) and given["id"].strip():
+            ids.add(given["id"].strip())
+        if isinstance(given.get("email"), str) and given["email"].strip():
+            emails.add(given["email"].strip().lower())
+        if isinstance(given.get("phone"), str) and given["phone"].strip():
+            with contextlib.suppress(SeqbridgeError):  # an invalid number: the action will say so
+                phones.add(normalize_phone(given["phone"], self.services.contacts.default_region))
 
     # Helpers -----------------------------------------------------------------------------------
 

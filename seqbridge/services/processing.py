@@ -25,15 +25,16 @@ from connectors.base import MalformedPayload
 from connectors.remote import Transient
 from seqbridge import metrics
 from seqbridge.audit import record, redact
-from seqbridge.clock import Clock
+from seqbridge.clock import Clock, one_instant
 from seqbridge.jobs import Dead, Done, Failed, Outcome, OutcomeKind, Retry, RetryPolicy
 from seqbridge.mapping.hooks import Hook
 from seqbridge.mapping.planner import PlannedEvent, plan_delivery
 from seqbridge.mapping.registry import BrokenHook, HookRegistry, UnknownHook
-from seqbridge.services.actions import LocalTarget
+from seqbridge.services.actions import STAGEABLE, LocalTarget
 from seqbridge.services.common import format_time
 from seqbridge.services.inbox import DeliveryStatus, delivery_tag, hook_caller
 from seqbridge.storage.db import Database
+from seqbridge.storage.staged import NotStaged
 from seqbridge.storage.tx import Tx
 
 log = logging.getLogger("seqbridge.deliveries")
@@ -74,6 +75,9 @@ class DeliveryProcessing:
         self.local = LocalTarget(services)
         self._registry = registry
         self.rng = random.Random()
+        #: False: every delivery in a plain transaction of its own, through the plain stores (the
+        #: path a batch falls back to; tests compare the two).
+        self.together = True
 
     @property
     def registry(self) -> HookRegistry:
@@ -154,8 +158,11 @@ class DeliveryProcessing:
                 continue
             target = hook.targets.get(action["target"])
             if target is None or target.client is None:
-                outcomes[a] = {"status": "failed", "code": "unknown_target",
-                               "message": f"no remote target {action['target']!r}"}  # fmt: skip
+                outcomes[a] = {
+                    "status": "failed",
+                    "code": "unknown_target",
+                    "message": f"no remote target {action['target']!r}",
+                }
                 continue
             try:  # Transient propagates: the delivery retries
                 outcomes[a] = target.client.run(action, f"{row['id']}:r{row['replays']}:{e}:{a}")
@@ -167,49 +174,117 @@ class DeliveryProcessing:
         """A run that raised: a bug or the database; logged by the worker, and retried."""
         return self.failed_attempt(row, _describe(error))
 
-    def failed_attempt(self, row: dict[str, Any], error: str, retry_after: float | None = None,
-                       max_attempts: int | None = None) -> Retry | Dead:  # fmt: skip
+    def failed_attempt(
+        self,
+        row: dict[str, Any],
+        error: str,
+        retry_after: float | None = None,
+        max_attempts: int | None = None,
+    ) -> Retry | Dead:
         """An attempt that failed for a reason that may pass: retry with backoff, or dead."""
-        return self.policy.after_failure(row["attempts"], error, self.clock.now(), retry_after=retry_after,
-                                         max_attempts=max_attempts, rng=self.rng)  # fmt: skip
+        return self.policy.after_failure(
+            row["attempts"],
+            error,
+            self.clock.now(),
+            retry_after=retry_after,
+            max_attempts=max_attempts,
+            rng=self.rng,
+        )
 
     # Settle ----------------------------------------------------------------------------------------
 
     def settle(self, worker_id: str, ran: list[tuple[dict[str, Any], Outcome]]) -> list[Settled]:
-        """Write each delivery's outcome; return the deliveries as settled (those whose lease was
-        lost meanwhile are left out: another attempt owns them)."""
-        settled = []
-        for row, outcome in ran:
-            result = self._settle_one(worker_id, row, outcome)
-            if result is not None:
-                self._observe(result)
-                settled.append(result)
+        """Write each delivery's outcome, in order; return the deliveries as settled (those whose
+        lease was lost meanwhile are left out: another attempt owns them).
+
+        Runs of deliveries whose local actions the batch's unit of work can carry share one
+        transaction (:meth:`_settle_together`); a delivery that needs more (a bulk enrollment)
+        runs alone between them, so every contact still sees its deliveries in order. If a
+        shared transaction fails as a whole (the database refused the grouped writes), each of
+        its deliveries runs again alone, and only the one at fault is retried.
+        """
+        settled: list[Settled] = []
+        for together, segment in _segments(ran):
+            if together and self.together:
+                try:
+                    settled += self._settle_together(worker_id, segment)
+                    continue
+                except Exception as error:
+                    log.warning(
+                        "a batch of %d deliveries could not be settled together (%s); settling each alone",
+                        len(segment),
+                        _describe(error),
+                    )
+            for row, outcome in segment:
+                one = self._settle_one(worker_id, row, outcome)
+                if one is not None:
+                    settled.append(one)
+        for one in settled:
+            self._observe(one)
         return settled
 
+    def _settle_together(self, worker_id: str, ran: list[tuple[dict[str, Any], Outcome]]) -> list[Settled]:
+        """One transaction for the whole run: the local actions through the batch's unit of work
+        (one query per kind of lookup, grouped writes), then every delivery's mark in one
+        statement. A delivery whose actions raise is undone alone and retried."""
+        with one_instant(self.clock), self.db.transaction(staged=True) as tx:
+            held = tx.deliveries.lock_leased([row["id"] for row, _ in ran], worker_id)
+            ran = [(row, outcome) for row, outcome in ran if row["id"] in held]
+            by_org: dict[str, list[dict[str, Any]]] = {}
+            for row, outcome in ran:
+                if isinstance(outcome, Done):
+                    actions = [
+                        a for e in outcome.result.events if e.planned.error is None for a in e.planned.actions
+                    ]
+                    by_org.setdefault(row["org_id"], []).extend(actions)
+            for org_id, actions in by_org.items():
+                tx.staging.prefetch(self.local.lookups(org_id, actions))
+            finished = []
+            for row, outcome in ran:
+                if isinstance(outcome, Done):
+                    mark = tx.mark()
+                    try:
+                        outcome = self._acted(row, outcome.result)
+                    except NotStaged:
+                        raise  # not for this unit of work after all: every delivery runs alone
+                    except Exception as error:
+                        tx.rollback_to(mark)
+                        outcome = self._attempt_failed_with(row, error)
+                finished.append((row, outcome, self._values(tx, row, outcome)))
+            tx.flush()
+            rows = [{"id": row["id"], **values} for row, _, values in finished]
+            if len(tx.deliveries.finish_many(worker_id, rows)) != len(rows):
+                raise Transient("a lease was lost while settling")  # cannot happen under the locks
+        return [
+            Settled({**row, **values, "lease_owner": None, "lease_expires_at": None}, outcome)
+            for row, outcome, values in finished
+        ]
+
     def _settle_one(self, worker_id: str, row: dict[str, Any], outcome: Outcome) -> Settled | None:
+        """One delivery in a plain transaction of its own, through the plain stores."""
         if isinstance(outcome, Done):
             try:
-                return self._act(worker_id, row, outcome.result)
-            except Transient as error:
-                outcome = self.failed_attempt(row, error.message, error.retry_after, error.max_attempts)
-            except Exception as error:  # a bug or the database: logged, and retried too
-                log.exception("delivery %s: attempt failed", row["id"], extra={"delivery_id": row["id"]})
-                outcome = self.failed_attempt(row, _describe(error))
+                with self.db.transaction() as tx:
+                    if tx.deliveries.load_leased(row["id"], worker_id) is None:
+                        return None  # the lease was lost while the remote calls ran
+                    return self._finish(tx, worker_id, row, self._acted(row, outcome.result))
+            except Exception as error:
+                outcome = self._attempt_failed_with(row, error)
         with self.db.transaction() as tx:
             return self._finish(tx, worker_id, row, outcome)
 
-    def _act(self, worker_id: str, row: dict[str, Any], prepared: Prepared) -> Settled | None:
-        """The local actions and the delivery's mark, in one transaction."""
-        with self.db.transaction() as tx:
-            if tx.deliveries.load_leased(row["id"], worker_id) is None:
-                return None  # the lease was lost while the remote calls ran
-            results = self.act_locally(row, prepared)
-            failed = _failed(prepared.hook, results)
-            outcome: Outcome = Failed("an event or action failed", results) if failed else Done(results)
-            settled = self._finish(tx, worker_id, row, outcome)
-            if settled is None:
-                raise Transient("the lease was lost")  # roll back every local action of this attempt
-            return settled
+    def _attempt_failed_with(self, row: dict[str, Any], error: Exception) -> Retry | Dead:
+        if isinstance(error, Transient):
+            return self.failed_attempt(row, error.message, error.retry_after, error.max_attempts)
+        log.exception("delivery %s: attempt failed", row["id"], extra={"delivery_id": row["id"]})
+        return self.failed_attempt(row, _describe(error))
+
+    def _acted(self, row: dict[str, Any], prepared: Prepared) -> Done | Failed:
+        """Carry out the local actions; the delivery is done, or failed if something failed."""
+        results = self.act_locally(row, prepared)
+        if _failed(prepared.hook, results):
+            return Failed("an event or action failed", results)
+        return Done(results)
 
     def act_locally(self, row: dict[str, Any], prepared: Prepared) -> list[dict[str, Any]]:
         """Carry out the local actions of every event, in order; return the results per event."""
@@ -223,8 +298,14 @@ class DeliveryProcessing:
             entry["rules"] = list(planned.rules)
             if not planned.matched:
                 entry["unmatched"] = True
-            caller = hook_caller(row["org_id"], prepared.hook.name, row["request_id"], delivery_id=row["id"],
-                                 rule=", ".join(planned.rules) or None, event=planned.dedupe_key)  # fmt: skip
+            caller = hook_caller(
+                row["org_id"],
+                prepared.hook.name,
+                row["request_id"],
+                delivery_id=row["id"],
+                rule=", ".join(planned.rules) or None,
+                event=planned.dedupe_key,
+            )
             for a, action in enumerate(planned.actions):
                 outcome = event.remote[a] if a in event.remote else self.local.run(caller, action)
                 entry["actions"].append({**redact(action), "outcome": outcome})
@@ -232,29 +313,60 @@ class DeliveryProcessing:
         return results
 
     def _finish(self, tx: Tx, worker_id: str, row: dict[str, Any], outcome: Outcome) -> Settled | None:
-        """Mark the delivery with ``outcome`` and record it; None if the lease was lost."""
+        """Mark one delivery with ``outcome``; None if the lease was lost (then ``tx`` must roll
+        back: raise)."""
+        values = self._values(tx, row, outcome)
+        if not tx.deliveries.finish(row["id"], worker_id, values):
+            if isinstance(outcome, Done | Failed):
+                raise Transient("the lease was lost")  # roll back every local action of this attempt
+            return None
+        return Settled({**row, **values, "lease_owner": None, "lease_expires_at": None}, outcome)
+
+    def _values(self, tx: Tx, row: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
+        """What the delivery's row becomes with ``outcome`` (the same columns whatever it is), and
+        its audit event (processed, failed or dead; an attempt that will be retried has none)."""
         now = self.clock.now()
         caller = hook_caller(row["org_id"], row["hook"], row["request_id"], delivery_id=row["id"])
-        values: dict[str, Any] = {"updated_at": now}
-        if isinstance(outcome, Done | Failed) and outcome.result is not None:
+        values: dict[str, Any] = {
+            "status": row["status"],
+            "results": row["results"],
+            "errors": row["errors"],
+            "next_attempt_at": row["next_attempt_at"],
+            "processed_at": row["processed_at"],
+            "updated_at": now,
+        }
+        if isinstance(outcome, Done | Failed):
             results = outcome.result
             status = DeliveryStatus.PROCESSED if isinstance(outcome, Done) else DeliveryStatus.FAILED
             values.update(status=status.value, results=results, processed_at=now)
-            record(tx, caller, delivery_tag(caller, "failed" if isinstance(outcome, Failed) else "processed"),
-                   "delivery", row["id"], {"hook": row["hook"], "status": status.value, **_summary(results)}, now)  # fmt: skip
+            record(
+                tx,
+                caller,
+                delivery_tag(caller, "failed" if isinstance(outcome, Failed) else "processed"),
+                "delivery",
+                row["id"],
+                {"hook": row["hook"], "status": status.value, **_summary(results)},
+                now,
+            )
         else:  # Retry or Dead: the attempt failed
-            error = outcome.error if isinstance(outcome, Retry | Dead) else str(outcome)
-            values["errors"] = [*(row["errors"] or []),
-                                {"at": format_time(now), "attempt": row["attempts"], "error": error}]  # fmt: skip
+            values["errors"] = [
+                *(row["errors"] or []),
+                {"at": format_time(now), "attempt": row["attempts"], "error": outcome.error},
+            ]
             if isinstance(outcome, Dead):
                 values.update(status=DeliveryStatus.DEAD.value, next_attempt_at=None)
-                record(tx, caller, delivery_tag(caller, "dead"), "delivery", row["id"],
-                       {"hook": row["hook"], "attempts": row["attempts"], "error": error}, now)  # fmt: skip
+                record(
+                    tx,
+                    caller,
+                    delivery_tag(caller, "dead"),
+                    "delivery",
+                    row["id"],
+                    {"hook": row["hook"], "attempts": row["attempts"], "error": outcome.error},
+                    now,
+                )
             else:
                 values.update(status=DeliveryStatus.QUEUED.value, next_attempt_at=outcome.at)
-        if not tx.deliveries.finish(row["id"], worker_id, values):
-            return None
-        return Settled({**row, **values, "lease_owner": None, "lease_expires_at": None}, outcome)
+        return values
 
     @staticmethod
     def _observe(settled: Settled) -> None:
@@ -270,8 +382,39 @@ class DeliveryProcessing:
                     metrics.ACTIONS.labels(
                         action["target"], action["action"], action["outcome"]["status"]
                     ).inc()
-        log.info("delivery %s", row["status"], extra={"delivery_id": row["id"], "hook": row["hook"],
-                 "org": row["org_id"], "request_id": row["request_id"]})  # fmt: skip
+        log.info(
+            "delivery %s",
+            row["status"],
+            extra={
+                "delivery_id": row["id"],
+                "hook": row["hook"],
+                "org": row["org_id"],
+                "request_id": row["request_id"],
+            },
+        )
+
+
+def _segments(ran: list[tuple[dict[str, Any], Outcome]]):
+    """Split a batch, in order, into runs settled together and deliveries settled alone (their
+    local actions go beyond what a batch's unit of work carries)."""
+    together: list[tuple[dict[str, Any], Outcome]] = []
+    for item in ran:
+        _, outcome = item
+        alone = isinstance(outcome, Done) and any(
+            a["target"] == "local" and a["action"] not in STAGEABLE
+            for e in outcome.result.events
+            if e.planned.error is None
+            for a in e.planned.actions
+        )
+        if alone:
+            if together:
+                yield True, together
+                together = []
+            yield False, [item]
+        else:
+            together.append(item)
+    if together:
+        yield True, together
 
 
 def _failed(hook: Hook, results: list[dict[str, Any]]) -> bool:

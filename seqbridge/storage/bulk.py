@@ -10,6 +10,7 @@ as multi-row ``INSERT … VALUES (…), (…)`` statements chunked under the bin
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from itertools import chain
@@ -151,3 +152,79 @@ def _copy(conn: Connection, table: Table, columns: tuple[str, ...], rows: list[l
     except dbapi_error as error:
         # Raise what SQLAlchemy would have: IntegrityError for a unique violation, and so on.
         raise DBAPIError.instance(statement, None, error, dbapi_error) from error
+
+
+def bulk_update(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    key: str = "id",
+    where: str = "",
+    where_params: Sequence[Any] = (),
+    returning: bool = False,
+) -> list[Any]:
+    """Update many rows, each with its own values, in one statement per chunk:
+    ``UPDATE t SET c = v.c, … FROM (VALUES …) v WHERE t.key = v.key`` (PostgreSQL casts each
+    value to its column's type; SQLite names the columns in a CTE). ``rows`` are dicts with the
+    same keys, ``key`` among them; ``where`` adds a condition on the table (``t.col = ?`` with
+    ``?`` placeholders, values in ``where_params``). Returns the keys updated when ``returning``."""
+    if not rows:
+        return []
+    columns, _head, _row_marks, prepared = _prepare(conn, table, rows)
+    dialect = conn.dialect
+    quote = dialect.identifier_preparer.quote
+    postgresql = dialect.name == "postgresql"
+    mark = "%s" if dialect.paramstyle != "qmark" else "?"
+    if postgresql:
+        types = [table.c[c].type.dialect_impl(dialect).compile(dialect=dialect) for c in columns]
+        row_marks = "(" + ", ".join(f"{mark}::{t}" for t in types) + ")"
+    else:
+        row_marks = "(" + ", ".join([mark] * len(columns)) + ")"
+    names = ", ".join(quote(c) for c in columns)
+    assignments = ", ".join(f"{quote(c)} = v.{quote(c)}" for c in columns if c != key)
+    condition = f"t.{quote(key)} = v.{quote(key)}" + (f" AND ({where})" if where else "")
+    if dialect.paramstyle != "qmark":
+        condition = condition.replace("?", "%s")
+    # SQLite's RETURNING sees the table by its name, not its alias.
+    tail = f" RETURNING {'t.' if postgresql else ''}{quote(key)}" if returning else ""
+    per_statement = max(1, min(MAX_ROWS, (MAX_PARAMS - len(where_params)) // len(columns)))
+    out: list[Any] = []
+    for start in range(0, len(prepared), per_statement):
+        chunk = prepared[start : start + per_statement]
+        values = ", ".join([row_marks] * len(chunk))
+        if postgresql:
+            sql = f"UPDATE {quote(table.name)} AS t SET {assignments} FROM (VALUES {values}) AS v ({names}) WHERE {condition}"
+        else:
+            sql = f"WITH v ({names}) AS (VALUES {values}) UPDATE {quote(table.name)} AS t SET {assignments} FROM v WHERE {condition}"
+        params = (*chain.from_iterable(chunk), *where_params)
+        out.extend(r[0] for r in execute_raw(conn, sql + tail, params))
+    return out
+
+
+def update_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], *, key: str = "id") -> None:
+    """Write each row's values (dicts holding ``key`` and the columns to set) in as few
+    statements as the values allow: rows setting the same columns to the same values share one
+    ``UPDATE … WHERE key IN (…)``; the others go together through :func:`bulk_update`."""
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        by_columns.setdefault(tuple(sorted(c for c in row if c != key)), []).append(row)
+    for columns, group in by_columns.items():
+        if not columns:
+            continue
+        by_values: dict[str, list[dict[str, Any]]] = {}
+        for row in group:
+            by_values.setdefault(_frozen([row[c] for c in columns]), []).append(row)
+        if len(by_values) == 1:
+            values = {c: group[0][c] for c in columns}
+            for start in range(0, len(group), MAX_ROWS):
+                ids = [row[key] for row in group[start : start + MAX_ROWS]]
+                conn.execute(table.update().where(table.c[key].in_(ids)).values(**values))
+        else:
+            bulk_update(
+                conn, table, [{key: row[key], **{c: row[c] for c in columns}} for row in group], key=key
+            )
+
+
+def _frozen(values: list[Any]) -> str:
+    return json.dumps(values, sort_keys=True, default=repr)

@@ -7,11 +7,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, insert, not_, select, update
+from sqlalchemy import and_, delete, exists, func, insert, not_, select, tuple_, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Select
 
-from seqbridge.storage.bulk import bulk_insert
+from seqbridge.storage.bulk import bulk_insert, update_rows
 from seqbridge.storage.schema import companies, contact_attributes, contact_tags, contacts
 
 #: Longest attribute name and text value kept in ``contact_attributes`` (longer ones are not
@@ -92,6 +92,29 @@ class ContactStore:
     def insert_contact(self, row: dict[str, Any]) -> None:
         self.conn.execute(insert(contacts).values(**row))
         self.index_attributes([(row["id"], row["org_id"], row.get("attributes"))], replace=False)
+
+    def insert_contacts(self, rows: list[dict[str, Any]]) -> None:
+        """Insert many contacts (dicts with the same keys) with their attribute index rows."""
+        bulk_insert(self.conn, contacts, rows)
+        self.index_attributes([(r["id"], r["org_id"], r.get("attributes")) for r in rows], replace=False)
+
+    def update_contacts(self, rows: list[dict[str, Any]]) -> None:
+        """Write many contacts' changed columns (``{"id", "org_id", column: value, …}``) in as few
+        statements as the values allow, re-indexing the attributes of those that changed them."""
+        update_rows(self.conn, contacts, [{k: v for k, v in r.items() if k != "org_id"} for r in rows])
+        changed = [(r["id"], r["org_id"], r["attributes"]) for r in rows if "attributes" in r]
+        self.index_attributes(changed, replace=True)
+
+    def add_tag_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Insert ``{contact_id, org_id, tag}`` rows the contacts do not have yet."""
+        bulk_insert(self.conn, contact_tags, rows)
+
+    def remove_tag_pairs(self, pairs: list[tuple[str, str]]) -> None:
+        """Delete these (contact id, tag) pairs."""
+        if pairs:
+            self.conn.execute(
+                delete(contact_tags).where(tuple_(contact_tags.c.contact_id, contact_tags.c.tag).in_(pairs))
+            )
 
     def index_attributes(
         self, contacts_: list[tuple[str, str, dict[str, Any] | None]], *, replace: bool

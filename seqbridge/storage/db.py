@@ -170,7 +170,7 @@ class Database:
         )
 
     @contextlib.contextmanager
-    def transaction(self, *, write: bool = True) -> Iterator[Tx]:
+    def transaction(self, *, write: bool = True, staged: bool = False) -> Iterator[Tx]:
         """Open a transaction and yield a :class:`Tx`; commit on success, roll back on error.
 
         Called while a transaction of this database is already open in the same thread, it joins
@@ -178,10 +178,13 @@ class Database:
         the inner part, and nothing is committed until the outermost block ends. That is how a delivery's actions and its
         "processed" mark commit together, through the same services the API uses.
 
+        ``staged`` opens a batch's unit of work (:class:`~seqbridge.storage.tx.StagedTx`): its
+        nested transactions are virtual savepoints, undone in memory.
+
         Raises :class:`ServiceUnavailable` when the database cannot be reached, so callers
         answer 503 (retry later) and never 500.
         """
-        from seqbridge.storage.tx import Tx
+        from seqbridge.storage.tx import StagedTx, Tx
 
         outer = _OPEN.get()
         if outer is not None and outer.db is self:
@@ -189,6 +192,13 @@ class Database:
                 yield outer
                 return
             mark = outer.mark()
+            if isinstance(outer, StagedTx):  # nothing was written yet: undo in memory
+                try:
+                    yield outer
+                except BaseException:
+                    outer.rollback_to(mark)
+                    raise
+                return
             try:
                 with outer.conn.begin_nested():
                     yield outer
@@ -201,7 +211,7 @@ class Database:
                     self.engine.connect() as conn:  # fmt: skip
                 conn = conn.execution_options(**{_WRITE_OPTION: write})
                 with conn.begin():
-                    tx = Tx(conn, self)
+                    tx = (StagedTx if staged else Tx)(conn, self)
                     token = _OPEN.set(tx)
                     try:
                         yield tx

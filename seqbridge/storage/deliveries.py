@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.engine import Connection
 
-from seqbridge.storage.bulk import bulk_insert, insert_returning
+from seqbridge.storage.bulk import bulk_insert, bulk_update, insert_returning
 from seqbridge.storage.schema import deliveries, delivery_keys
 
 #: What the list view shows (the body and events are for the detail view).
@@ -155,22 +155,31 @@ class DeliveryStore:
         self, now: datetime, worker_id: str, lease_until: datetime, limit: int
     ) -> list[dict[str, Any]]:
         """Lease up to ``limit`` queued deliveries that are due, oldest first, and return them
-        whole, in one statement (the due ones are picked ``FOR UPDATE SKIP LOCKED``)."""
+        whole. The due ones are picked ``FOR UPDATE SKIP LOCKED`` in a statement of their own:
+        as a subquery of the UPDATE, PostgreSQL may run it again for each row and lease far more
+        than ``limit``."""
         due = (
             select(deliveries.c.id)
             .where(deliveries.c.status == "queued", deliveries.c.next_attempt_at <= now)
             .order_by(deliveries.c.next_attempt_at, deliveries.c.received_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
-            .scalar_subquery()
         )
+        ids = list(self.conn.execute(due).scalars())
+        if not ids:
+            return []
         claimed = self.conn.execute(
             update(deliveries)
-            .where(deliveries.c.id.in_(due), deliveries.c.status == "queued")
-            .values(status="processing", lease_owner=worker_id, lease_expires_at=lease_until,
-                    attempts=deliveries.c.attempts + 1, updated_at=now)
+            .where(deliveries.c.id.in_(ids), deliveries.c.status == "queued")
+            .values(
+                status="processing",
+                lease_owner=worker_id,
+                lease_expires_at=lease_until,
+                attempts=deliveries.c.attempts + 1,
+                updated_at=now,
+            )
             .returning(*deliveries.c)
-        ).mappings()  # fmt: skip
+        ).mappings()
         rows = [dict(r) for r in claimed]
         rows.sort(key=lambda r: (r["next_attempt_at"], r["received_at"], r["id"]))
         return rows
@@ -222,6 +231,39 @@ class DeliveryStore:
             .with_for_update()
         ).mappings().first()  # fmt: skip
         return dict(row) if row else None
+
+    def lock_leased(self, ids: list[str], worker_id: str) -> set[str]:
+        """Which of these deliveries ``worker_id`` still holds, locked for the rest of the
+        transaction (PostgreSQL; SQLite's write transaction already excludes every other writer)."""
+        if not ids:
+            return set()
+        query = select(deliveries.c.id).where(
+            deliveries.c.id.in_(ids),
+            deliveries.c.status == "processing",
+            deliveries.c.lease_owner == worker_id,
+        )
+        if self.conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        return set(self.conn.execute(query).scalars())
+
+    def finish_many(self, worker_id: str, rows: list[dict[str, Any]]) -> set[str]:
+        """Leave the processing state, each delivery with its own values (``{"id", column: …}``,
+        the same columns in every row), in one statement per set of columns; return the ids this
+        worker still held."""
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            by_columns.setdefault(tuple(row), []).append(
+                {**row, "lease_owner": None, "lease_expires_at": None}
+            )
+        held: set[str] = set()
+        for group in by_columns.values():
+            where = "t.status = 'processing' AND t.lease_owner = ?"
+            held.update(
+                bulk_update(
+                    self.conn, deliveries, group, where=where, where_params=(worker_id,), returning=True
+                )
+            )
+        return held
 
     def finish(self, delivery_id: str, worker_id: str, values: dict[str, Any]) -> bool:
         """Leave the processing state with ``values`` (status, results, errors, ...); False if the

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
-from seqbridge.storage.bulk import bulk_insert
+from seqbridge.storage.bulk import bulk_insert, update_rows
 from seqbridge.storage.schema import contacts, enrollments, step_tasks
 
 LIVE = ("active", "paused")
@@ -80,6 +80,7 @@ class EnrollmentStore:
         self.conn.execute(update(enrollments).where(enrollments.c.id == enrollment_id).values(**values))
 
     def live_enrollments_for_contact(self, org_id: str, contact_id: str) -> list[dict[str, Any]]:
+        """The contact's active and paused enrollments, oldest first."""
         query = (
             select(enrollments)
             .where(
@@ -87,9 +88,32 @@ class EnrollmentStore:
                 enrollments.c.contact_id == contact_id,
                 enrollments.c.status.in_(LIVE),
             )
-            .order_by(enrollments.c.enrolled_at)
+            .order_by(enrollments.c.enrolled_at, enrollments.c.id)
         )
         return [dict(r) for r in self.conn.execute(query).mappings()]
+
+    def live_enrollments_for_contacts(self, contact_ids: list[str]) -> list[dict[str, Any]]:
+        """The active and paused enrollments of these contacts, oldest first (one query)."""
+        if not contact_ids:
+            return []
+        query = (
+            select(enrollments)
+            .where(enrollments.c.contact_id.in_(contact_ids), enrollments.c.status.in_(LIVE))
+            .order_by(enrollments.c.enrolled_at, enrollments.c.id)
+        )
+        return [dict(r) for r in self.conn.execute(query).mappings()]
+
+    def get_enrollments(self, enrollment_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """These enrollments, by id (one query)."""
+        if not enrollment_ids:
+            return {}
+        query = select(enrollments).where(enrollments.c.id.in_(enrollment_ids))
+        return {r["id"]: dict(r) for r in self.conn.execute(query).mappings()}
+
+    def update_enrollments(self, rows: list[dict[str, Any]]) -> None:
+        """Write many enrollments' changed columns (``{"id", column: value, …}``) in as few
+        statements as the values allow."""
+        update_rows(self.conn, enrollments, rows)
 
     # Tasks ------------------------------------------------------------------------------
 
@@ -163,6 +187,33 @@ class EnrollmentStore:
         if after_id is not None:
             query = query.where(step_tasks.c.id > after_id)
         return [dict(r) for r in self.conn.execute(query.order_by(step_tasks.c.id).limit(limit)).mappings()]
+
+    def cancellable_tasks(self, enrollment_ids: list[str]) -> dict[str, list[int]]:
+        """The pending and paused tasks of these enrollments (what :meth:`cancel_open_tasks`
+        would cancel), by enrollment, locked on PostgreSQL until the transaction ends."""
+        found: dict[str, list[int]] = {e: [] for e in enrollment_ids}
+        if enrollment_ids:
+            query = select(step_tasks.c.id, step_tasks.c.enrollment_id).where(
+                step_tasks.c.enrollment_id.in_(enrollment_ids), step_tasks.c.status.in_(("pending", "paused"))
+            )
+            if self.conn.dialect.name == "postgresql":
+                query = query.with_for_update()
+            for task_id, enrollment_id in self.conn.execute(query.order_by(step_tasks.c.id)):
+                found[enrollment_id].append(task_id)
+        return found
+
+    def cancel_tasks_of(self, enrollment_ids: list[str], now, reason: str) -> int:
+        """Cancel whatever is still scheduled for these enrollments, in one statement."""
+        if not enrollment_ids:
+            return 0
+        result = self.conn.execute(
+            update(step_tasks)
+            .where(
+                step_tasks.c.enrollment_id.in_(enrollment_ids), step_tasks.c.status.in_(("pending", "paused"))
+            )
+            .values(status="cancelled", last_error=reason, updated_at=now, finished_at=now)
+        )
+        return result.rowcount
 
     def cancel_open_tasks(self, enrollment_id: str, now, reason: str) -> int:
         """Cancel whatever is still scheduled for the enrollment; return how many tasks."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, insert, select, update
+from sqlalchemy import and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from seqbridge.storage.schema import enrollments, sequence_steps, sequences
@@ -35,6 +35,21 @@ class SequenceStore:
             sequences.c.org_id == org_id, sequences.c.id.in_(sequence_ids)
         )
         return {r.id: r.name for r in self.conn.execute(query)}
+
+    def find_sequences(self, org_id: str, refs: list[str]) -> list[dict[str, Any]]:
+        """The organization's live sequences and queues whose id or name is one of ``refs``,
+        oldest first (one query: a batch's references)."""
+        if not refs:
+            return []
+        query = select(sequences).where(
+            sequences.c.org_id == org_id,
+            or_(sequences.c.id.in_(refs), sequences.c.name.in_(refs)),
+            sequences.c.deleted_at.is_(None),
+        )
+        return [
+            dict(r)
+            for r in self.conn.execute(query.order_by(sequences.c.created_at, sequences.c.id)).mappings()
+        ]
 
     def find_sequence_ids_by_name(self, org_id: str, name: str, kind: str) -> list[str]:
         """Ids of the live sequences of this kind called ``name`` (names need not be unique)."""
@@ -74,13 +89,19 @@ class SequenceStore:
 
     def find_triggered_sequences(self, org_id: str, kind: str, trigger_type: str) -> list[dict[str, Any]]:
         """Active sequences of ``kind`` that start on ``trigger_type``."""
+        return self.find_triggered_sequences_of(org_id, kind, (trigger_type,))
+
+    def find_triggered_sequences_of(
+        self, org_id: str, kind: str, trigger_types: tuple[str, ...]
+    ) -> list[dict[str, Any]]:
+        """Active sequences of ``kind`` that start on any of ``trigger_types``, oldest first."""
         query = (
             select(sequences)
             .where(
                 sequences.c.org_id == org_id,
                 sequences.c.kind == kind,
                 sequences.c.status == "active",
-                sequences.c.trigger_type == trigger_type,
+                sequences.c.trigger_type.in_(trigger_types),
                 sequences.c.deleted_at.is_(None),
             )
             .order_by(sequences.c.created_at, sequences.c.id)

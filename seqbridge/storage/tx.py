@@ -141,6 +141,51 @@ class Tx:
         return SubscriptionStore(self.conn)
 
 
+class StagedTx(Tx):
+    """A transaction whose contact, enrollment, sequence and company stores are a batch's unit
+    of work (:mod:`seqbridge.storage.staged`): reads from an identity map, writes held and
+    written grouped by kind just before the commit. A nested transaction is a virtual savepoint."""
+
+    def __init__(self, conn: Connection, db: Database) -> None:
+        from seqbridge.storage.staged import Staging
+
+        super().__init__(conn, db)
+        self.staging = Staging(conn)
+        self.before_commit(_flush, self.staging)  # first: the audit log's writes come after
+
+    @property
+    def contacts(self):  # type: ignore[override]
+        return self.staging.contacts
+
+    @property
+    def companies(self):  # type: ignore[override]
+        return self.staging.companies
+
+    @property
+    def enrollments(self):  # type: ignore[override]
+        return self.staging.enrollments
+
+    @property
+    def sequences(self):  # type: ignore[override]
+        return self.staging.sequences
+
+    def mark(self) -> tuple[int, int, int]:  # type: ignore[override]
+        return (*super().mark(), self.staging.mark())
+
+    def rollback_to(self, mark: tuple[int, ...]) -> None:
+        super().rollback_to(mark)
+        self.staging.rollback_to(mark[2])
+
+    def flush(self) -> None:
+        """Write the held changes now (they are written at commit anyway)."""
+        self.staging.flush()
+
+
+def _flush(_tx: Tx, stagings: list[Any]) -> None:
+    for staging in stagings:
+        staging.flush()
+
+
 def _batches(registered: list[tuple[Batched, Any]]) -> list[tuple[Batched, list[Any]]]:
     """Each callback once, in the order first registered, with its items in order."""
     grouped: dict[Batched, list[Any]] = {}

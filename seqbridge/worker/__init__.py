@@ -66,6 +66,10 @@ class BatchJob(Protocol[Item]):
     def checkpoint(self, item: Item, outcome: Outcome) -> bool:
         """True when the run had an effect outside the database: settle before the next item."""
 
+    #: Settle what ran once this many seconds have passed since the last settle, even mid-batch
+    #: (slow remote calls must not hold back the local effects of the items before them).
+    settle_every: float
+
     def settle(self, worker_id: str, ran: list[tuple[Item, Outcome]]) -> None:
         """Write the outcomes (one transaction where the service can)."""
 
@@ -90,7 +94,7 @@ class Batches(Generic[Item]):
         items = job.claim(worker_id)
         if not items:
             return 0
-        claimed_at = time.monotonic()
+        claimed_at = settled_at = time.monotonic()
         ran: list[tuple[Item, Outcome]] = []
         handled = 0
         for index, item in enumerate(items):
@@ -110,10 +114,11 @@ class Batches(Generic[Item]):
                 log.exception("worker %s: %s: running an item failed", worker_id, self.name)
                 outcome = job.crashed(item, error)
             ran.append((item, outcome))
-            if job.checkpoint(item, outcome):
+            if job.checkpoint(item, outcome) or time.monotonic() - settled_at > job.settle_every:
                 job.settle(worker_id, ran)
                 handled += len(ran)
                 ran = []
+                settled_at = time.monotonic()
         if ran:
             job.settle(worker_id, ran)
             handled += len(ran)

@@ -22,6 +22,7 @@ class DeliveryJob:
     """Webhook deliveries on the job contract (a :class:`seqbridge.worker.BatchJob`)."""
 
     name = "deliveries"
+    settle_every = 0.5  # seconds: a batch waiting on slow remote targets settles what it has
 
     def __init__(self, services: Services, batch: int | None = None) -> None:
         self.processing = services.deliveries.processing
