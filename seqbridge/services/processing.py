@@ -102,8 +102,11 @@ class DeliveryProcessing:
             if not tx.deliveries.any_work(now):
                 return []
         with self.db.transaction() as tx:
-            tx.deliveries.reclaim_expired_leases(now)
-            return tx.deliveries.claim_batch(now, worker_id, now + self.lease, limit)
+            reclaimed = tx.deliveries.reclaim_expired_leases(now)
+            claimed = tx.deliveries.claim_batch(now, worker_id, now + self.lease, limit)
+        if reclaimed:
+            log.warning("worker %s: reclaimed %d deliveries whose lease expired", worker_id, reclaimed)
+        return claimed
 
     def leased(self, delivery_id: str, worker_id: str) -> dict[str, Any] | None:
         """The delivery, if ``worker_id`` holds its lease (the inline path claims at ingest)."""

@@ -18,8 +18,18 @@ from seqbridge.worker import Batches, StopFlag
 Row = dict[str, Any]
 
 
+#: The smallest batch a worker claims: what it starts with, and comes back to when idle.
+FIRST_BATCH = 10
+
+
 class DeliveryJob:
-    """Webhook deliveries on the job contract (a :class:`seqbridge.worker.BatchJob`)."""
+    """Webhook deliveries on the job contract (a :class:`seqbridge.worker.BatchJob`).
+
+    The batch adapts to the backlog: a worker claims :data:`FIRST_BATCH` at first and twice what
+    its last claim found after that, up to ``DELIVERY_BATCH``. A deep queue is drained in big
+    batches (few statements per delivery), a trickle in small ones (each settles at once), and a
+    worker that has just started, perhaps after a crash, commits early and often.
+    """
 
     name = "deliveries"
     settle_every = 0.5  # seconds: a batch waiting on slow remote targets settles what it has
@@ -27,13 +37,16 @@ class DeliveryJob:
     def __init__(self, services: Services, batch: int | None = None) -> None:
         self.processing = services.deliveries.processing
         self.batch = batch or int(services.settings["DELIVERY_BATCH"])
+        self.size = min(FIRST_BATCH, self.batch)
 
     @property
     def lease(self) -> timedelta:
         return self.processing.lease
 
     def claim(self, worker_id: str) -> list[Row]:
-        return self.processing.claim(worker_id, self.batch)
+        claimed = self.processing.claim(worker_id, self.size)
+        self.size = max(min(FIRST_BATCH, self.batch), min(self.batch, 2 * len(claimed)))
+        return claimed
 
     def run(self, worker_id: str, item: Row) -> Outcome:
         return self.processing.run(item)
