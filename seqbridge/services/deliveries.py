@@ -31,6 +31,7 @@ from seqbridge.mapping.registry import BrokenHook, HookRegistry, UnknownHook
 from seqbridge.services.actions import LocalTarget
 from seqbridge.services.common import CursorPage, decode_time_cursor, format_time, time_cursor
 from seqbridge.services.inbox import REPLAYABLE, DeliveryStatus, Inbox, delivery_tag, hook_caller
+from seqbridge.services.receipts import record_receipts, sweep_receipts
 from seqbridge.storage.db import Database
 
 log = logging.getLogger("seqbridge.deliveries")
@@ -94,15 +95,20 @@ class DeliveryService:
     # Processing --------------------------------------------------------------------------------
 
     def claim(self, worker_id: str, limit: int) -> list[str]:
-        """Reclaim expired leases, then lease up to ``limit`` due deliveries. An idle poll only
-        reads: it must not take the write lock that webhook ingest is queueing on."""
+        """Reclaim expired leases, then lease up to ``limit`` due deliveries, and write the
+        receipt events of the ones claimed (and of up to ``limit`` others no claim picks up:
+        ignored and rejected deliveries) in the same transaction (:mod:`.receipts`). An idle
+        poll only reads: it must not take the write lock that webhook ingest is queueing on."""
         now = self.clock.now()
         with self.db.transaction(write=False) as tx:
             if not tx.deliveries.any_work(now):
                 return []
         with self.db.transaction() as tx:
             tx.deliveries.reclaim_expired_leases(now)
-            return tx.deliveries.claim_due(now, worker_id, now + self.lease, limit)
+            claimed = tx.deliveries.claim_due(now, worker_id, now + self.lease, limit)
+            record_receipts(tx, claimed)
+            sweep_receipts(tx, limit)
+            return claimed
 
     def release(self, ids: list[str], worker_id: str) -> int:
         """Give back deliveries this worker claimed but will not run (it is stopping)."""
@@ -182,6 +188,9 @@ class DeliveryService:
                     failed = failed or outcome["status"] == "failed"
                 results.append(entry)
             status = DeliveryStatus.FAILED if failed else DeliveryStatus.PROCESSED
+            # Claimed by a worker, its receipt is audited already (this writes nothing); run at
+            # once by the request (``respond: after_actions``), it is audited here, before it.
+            record_receipts(tx, [delivery_id])
             if not tx.deliveries.finish(delivery_id, worker_id, {"status": status.value, "results": results,
                                                                  "processed_at": now, "updated_at": now}):  # fmt: skip
                 raise Transient("the lease was lost")  # roll back every local action of this attempt

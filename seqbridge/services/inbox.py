@@ -1,8 +1,9 @@
 """The webhook inbox: find the hook, rate-limit, verify, parse, deduplicate and store — all before
 the sender gets its answer.
 
-A delivery is committed, with its dedupe keys and its ``received`` audit event, before the 2xx;
-concurrent deliveries share one commit (:mod:`seqbridge.services.group_commit`). A repeat of a
+A delivery is committed, with its dedupe keys, before the 2xx; concurrent deliveries share one
+commit (:mod:`seqbridge.services.group_commit`). Its ``received`` (or ``rejected``) audit event is
+written later, by the worker that claims it (:mod:`seqbridge.services.receipts`). A repeat of a
 dedupe key acts on nothing and answers with the original delivery. Processing is
 :mod:`seqbridge.services.deliveries`.
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 from connectors.base import InboundEvent, InboundRequest, MalformedPayload, VerificationError, body_hash
 from seqbridge import strictjson
-from seqbridge.audit import REDACTED, record, record_each, redact
+from seqbridge.audit import REDACTED, record_each, redact
 from seqbridge.audit import tag_for as _tag_for
 from seqbridge.clock import Clock
 from seqbridge.context import Actor, ActorType, Caller
@@ -242,6 +243,7 @@ class Inbox:
             "replays": 0,
             "processed_at": None,
             "updated_at": now,
+            "receipt_audited": False,  # the worker writes its receipt's audit event (services.receipts)
         }
 
     def _store_rejected(self, caller: Caller, hook: Hook, request: InboundRequest, reason: str, now: datetime,
@@ -252,8 +254,6 @@ class Inbox:
         row["reject_reason"] = reason
         with self.db.transaction() as tx:
             tx.deliveries.insert_delivery(row)
-            record(tx, caller, delivery_tag(caller, "rejected"), "delivery", row["id"],
-                   {"hook": hook.name, "reason": reason, "body_size": len(request.body)}, now)  # fmt: skip
         log.warning("hook %s rejected a request: %s", hook.name, reason)
 
     def _store(self, caller: Caller, hook: Hook, request: InboundRequest, events: list[InboundEvent],
@@ -293,8 +293,6 @@ class Inbox:
                 caller, row, keys = arrival.caller, arrival.row, arrival.keys
                 if not keys:
                     results.append(Received(row["id"], "ignored"))
-                    audit.append((caller, delivery_tag(caller, "received"), "delivery", row["id"],
-                                  {"hook": arrival.hook, "events": 0, "status": "ignored"}))  # fmt: skip
                     continue
                 owners = [claimed.get((caller.org_id, arrival.hook, key)) for key in keys]
                 fresh = [key for key, owner in zip(keys, owners, strict=True) if owner == row["id"]]
@@ -308,8 +306,6 @@ class Inbox:
                 if len(fresh) < len(keys):  # some events were seen before: keep only the new ones
                     store.set_events(row["id"], [e for e in arrival.events if e["dedupe_key"] in fresh])
                 results.append(Received(row["id"], "queued", events=len(fresh)))
-                audit.append((caller, delivery_tag(caller, "received"), "delivery", row["id"],
-                              {"hook": arrival.hook, "events": len(fresh), "dedupe_keys": fresh[:20]}))  # fmt: skip
             store.delete_deliveries(duplicates)
             record_each(tx, audit, now)
         return results

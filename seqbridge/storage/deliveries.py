@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, false, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from seqbridge.storage.bulk import bulk_insert, insert_returning
@@ -15,6 +15,18 @@ from seqbridge.storage.schema import deliveries, delivery_keys
 
 #: What the list view shows (the body and events are for the detail view).
 _SUMMARY = [c for c in deliveries.c if c.name not in ("body", "events", "results", "headers", "query")]
+#: What a receipt's audit event is made of.
+_RECEIPT_COLUMNS = (
+    "id",
+    "org_id",
+    "hook",
+    "status",
+    "received_at",
+    "request_id",
+    "reject_reason",
+    "body_size",
+)
+_RECEIPT = [deliveries.c[name] for name in _RECEIPT_COLUMNS]
 
 
 class DeliveryStore:
@@ -59,6 +71,48 @@ class DeliveryStore:
 
     def set_events(self, delivery_id: str, events: list[dict[str, Any]]) -> None:
         self.conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(events=events))
+
+    # Receipts ------------------------------------------------------------------------------------
+
+    def mark_receipts_audited(self, ids: list[str]) -> list[dict[str, Any]]:
+        """Mark the receipts of these deliveries audited, and return the ones this call marked,
+        with what their audit event says. A delivery already marked (by an earlier claim, or by
+        another worker at the same moment: its row lock serialises the two) is not returned, so
+        each receipt is recorded exactly once."""
+        if not ids:
+            return []
+        result = self.conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_(ids), deliveries.c.receipt_audited == false())
+            .values(receipt_audited=True)
+            .returning(*_RECEIPT)
+        )
+        return [dict(r) for r in result.mappings()]
+
+    def unaudited_receipts(self, limit: int) -> list[str]:
+        """The ids of the oldest deliveries whose receipt is not in the audit log yet (the
+        partial index ix_deliveries_unaudited holds only those). Rows another transaction has
+        locked are skipped on PostgreSQL."""
+        query = (
+            select(deliveries.c.id)
+            .where(deliveries.c.receipt_audited == false())
+            .order_by(deliveries.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list(self.conn.execute(query).scalars())
+
+    def keys_of(self, ids: list[str]) -> dict[str, list[str]]:
+        """The dedupe keys each of these deliveries owns, sorted."""
+        if not ids:
+            return {}
+        query = select(delivery_keys.c.delivery_id, delivery_keys.c.dedupe_key).where(
+            delivery_keys.c.delivery_id.in_(ids)
+        )
+        out: dict[str, list[str]] = {}
+        for delivery_id, key in self.conn.execute(query):
+            out.setdefault(delivery_id, []).append(key)
+        return {delivery_id: sorted(keys) for delivery_id, keys in out.items()}
 
     # Reads ---------------------------------------------------------------------------------------
 
@@ -120,14 +174,16 @@ class DeliveryStore:
     # Processing ----------------------------------------------------------------------------------
 
     def any_work(self, now: datetime) -> bool:
-        """Is a delivery due, or a lease expired? (Two index probes on ix_deliveries_due.)"""
+        """Is a delivery due, a lease expired or a receipt not audited yet? (Three index probes:
+        two on ix_deliveries_due, one on ix_deliveries_unaudited.)"""
         due = select(deliveries.c.id).where(
             deliveries.c.status == "queued", deliveries.c.next_attempt_at <= now
         )
         expired = select(deliveries.c.id).where(
             deliveries.c.status == "processing", deliveries.c.lease_expires_at < now
         )
-        return any(self.conn.execute(q.limit(1)).first() is not None for q in (due, expired))
+        unaudited = select(deliveries.c.id).where(deliveries.c.receipt_audited == false())
+        return any(self.conn.execute(q.limit(1)).first() is not None for q in (due, expired, unaudited))
 
     def reclaim_expired_leases(self, now: datetime) -> int:
         """Deliveries whose worker stopped mid-way go back in the queue."""
