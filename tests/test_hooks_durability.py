@@ -154,13 +154,23 @@ def test_a_worker_killed_mid_way_loses_nothing_and_repeats_nothing(
 
 
 def _gunicorn(database_url: str, mappings: str, port: int, log_path) -> subprocess.Popen:
-    env = {**os.environ, "SEQBRIDGE_DATABASE_URL": database_url, "SEQBRIDGE_MAPPINGS_DIR": mappings,
-           "SEQBRIDGE_BIND": f"127.0.0.1:{port}", "SEQBRIDGE_WEB_WORKERS": "1", "SEQBRIDGE_WEB_THREADS": "4",
-           "SEQBRIDGE_LOG_LEVEL": "WARNING"}  # fmt: skip
+    env = {
+        **os.environ,
+        "SEQBRIDGE_DATABASE_URL": database_url,
+        "SEQBRIDGE_MAPPINGS_DIR": mappings,
+        "SEQBRIDGE_BIND": f"127.0.0.1:{port}",
+        "SEQBRIDGE_WEB_WORKERS": "1",
+        "SEQBRIDGE_WEB_THREADS": "4",
+        "SEQBRIDGE_LOG_LEVEL": "WARNING",
+    }
     log = open(log_path, "a")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:seqbridge.gunicorn_conf",
-                             "seqbridge:create_app()"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "python:seqbridge.gunicorn_conf", "seqbridge:create_app()"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def test_receipts_of_a_web_process_killed_after_answering_are_audited_later_by_the_worker(
@@ -189,8 +199,12 @@ def test_receipts_of_a_web_process_killed_after_answering_are_audited_later_by_t
                 time.sleep(0.1)
             for n in range(20):
                 body = meta_body("hello", message_id=f"wamid.R{n}", sender=f"1777{n:07d}")
-                answer = session.post(f"http://127.0.0.1:{port}/hooks/whatsapp", data=body,
-                                      headers=meta_headers(body), timeout=30)  # fmt: skip
+                answer = session.post(
+                    f"http://127.0.0.1:{port}/hooks/whatsapp",
+                    data=body,
+                    headers=meta_headers(body),
+                    timeout=30,
+                )
                 assert answer.status_code == 202, answer.text
                 answered[answer.json()["data"]["delivery_id"]] = answer.headers["X-Request-Id"]
     finally:

@@ -112,8 +112,11 @@ def test_a_receipt_processed_at_once_is_audited_before_its_outcome(app_config, a
     """``respond: after_actions`` processes in the request; the receipt is written in that
     processing transaction, ahead of the outcome."""
     write_mapping(app_config, SENDERS, "senders.yaml")
-    answer = client.post("/hooks/zapier", json={"action": "fail-me", "email": "zed@example.com"},
-                         headers={"X-Seqbridge-Token": "zap-token"})  # fmt: skip
+    answer = client.post(
+        "/hooks/zapier",
+        json={"action": "fail-me", "email": "zed@example.com"},
+        headers={"X-Seqbridge-Token": "zap-token"},
+    )
     assert answer.status_code == 200 and answer.json["data"]["status"] == "failed", answer.json
     tags = [e["tag"] for e in _receipt_events(services)]
     assert tags == ["hook:delivery:received", "hook:delivery:failed"]

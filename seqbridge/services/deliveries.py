@@ -26,7 +26,7 @@ from seqbridge.clock import Clock
 from seqbridge.context import Caller
 from seqbridge.errors import BadRequest, Conflict, NotFound
 from seqbridge.mapping.hooks import Hook
-from seqbridge.mapping.planner import plan_delivery
+from seqbridge.mapping.planner import delivery_events, plan_delivery
 from seqbridge.mapping.registry import BrokenHook, HookRegistry, UnknownHook
 from seqbridge.services.actions import LocalTarget
 from seqbridge.services.common import CursorPage, decode_time_cursor, format_time, time_cursor
@@ -204,9 +204,9 @@ class DeliveryService:
     def _plan(hook: Hook, row: dict[str, Any]) -> list[tuple[dict[str, Any], Any, dict[str, Any]]]:
         """Each event with its plan (None when the rules could not be evaluated for it)."""
         plans = []
-        for event, planned in zip(
-            row["events"], plan_delivery(hook, row, format_time(row["received_at"])), strict=True
-        ):
+        # The stored events, or (stored as null by the inbox) the ones the connector reads again.
+        for planned in plan_delivery(hook, row, format_time(row["received_at"])):
+            event = {"dedupe_key": planned.dedupe_key, "kind": planned.kind, "data": planned.data}
             entry: dict[str, Any] = {"dedupe_key": planned.dedupe_key, "kind": planned.kind, "actions": []}
             if planned.error is not None:
                 plans.append(({**entry, "rules": [], "error": planned.error}, None, event))
@@ -274,7 +274,18 @@ class DeliveryService:
             row = tx.deliveries.get_delivery(caller.org_id, delivery_id)
         if row is None:
             raise NotFound(f"No delivery with id {delivery_id}.")
-        return delivery_to_api(row, detail=True)
+        return delivery_to_api(self._with_events(row), detail=True)
+
+    def _with_events(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The row with its events: as stored, or read again from its request by its hook's
+        connector when the inbox left them to be (none if the hook cannot read it any more)."""
+        if row["events"] is not None:
+            return row
+        try:
+            events = delivery_events(self.registry.get(row["hook"]), row)
+        except (UnknownHook, BrokenHook, MalformedPayload):
+            events = []
+        return {**row, "events": events}
 
     def replay(self, caller: Caller, delivery_id: str) -> dict[str, Any]:
         """Queue a processed, failed or dead delivery again. Raises :class:`NotFound`, or
@@ -289,7 +300,9 @@ class DeliveryService:
                                details={"status": row["status"]})  # fmt: skip
             record(tx, caller, _tag_for(caller, "delivery", "replayed"), "delivery", delivery_id,
                    {"hook": row["hook"], "previous_status": row["status"]}, now)  # fmt: skip
-            return delivery_to_api(tx.deliveries.get_delivery(caller.org_id, delivery_id), detail=True)
+            return delivery_to_api(
+                self._with_events(tx.deliveries.get_delivery(caller.org_id, delivery_id)), detail=True
+            )
 
     def replay_many(self, caller_for_org, *, statuses: list[str], since: datetime | None, hook: str | None,
                     org_id: str | None, limit: int = 10_000) -> list[str]:  # fmt: skip
