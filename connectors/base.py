@@ -60,6 +60,10 @@ class InboundEvent:
     kind: str
     #: The event, normalised for mapping rules.
     data: dict[str, Any] = field(default_factory=dict)
+    #: The key is a hash of the body, not an id the sender gave (Zapier or a form with no
+    #: Idempotency-Key): the same body again may be meant, so it is a duplicate only within
+    #: the hook's ``dedupe`` window.
+    hashed: bool = False
 
 
 def same(given: str | bytes | None, expected: str | bytes) -> bool:

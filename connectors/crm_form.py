@@ -54,7 +54,12 @@ class CrmForm:
             raise MalformedPayload("an empty form")
         data = nest(fields)
         return [
-            InboundEvent(dedupe_key=body_hash(request.body), kind=str(data.get("type") or "event"), data=data)
+            InboundEvent(
+                dedupe_key=body_hash(request.body),
+                kind=str(data.get("type") or "event"),
+                data=data,
+                hashed=True,
+            )
         ]
 
 

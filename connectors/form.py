@@ -91,7 +91,9 @@ class Form:
         data = nest(fields)
         if files:
             data["_files"] = files
-        return [InboundEvent(dedupe_key=body_hash(request.body), kind="form_submission", data=data)]
+        return [
+            InboundEvent(dedupe_key=body_hash(request.body), kind="form_submission", data=data, hashed=True)
+        ]
 
 
 def _lists(form: MultiDict) -> dict[str, list[str]]:

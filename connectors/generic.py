@@ -36,8 +36,9 @@ class Generic:
             payload = parse_json_body(request)
         if not isinstance(payload, dict | list):
             raise MalformedPayload("the body must be a JSON object or array, or a form")
-        key = request.header("Idempotency-Key") or body_hash(request.body)
-        return [InboundEvent(dedupe_key=key, kind="event", data={"payload": payload})]
+        given = request.header("Idempotency-Key")
+        key = given or body_hash(request.body)
+        return [InboundEvent(dedupe_key=key, kind="event", data={"payload": payload}, hashed=not given)]
 
 
 class Zapier(Generic):

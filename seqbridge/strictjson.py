@@ -75,6 +75,11 @@ def _constant(name: str) -> Any:
     raise JSONError(f"{name} is not valid JSON")
 
 
+#: One decoder for every call (``json.loads`` with hooks would build a new one each time); like
+#: ``json``'s own default decoder it keeps no state between calls.
+_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_float=_float, parse_constant=_constant)
+
+
 def loads(raw: bytes | str) -> Any:
     """Parse ``raw`` as described above. Raises :class:`JSONError` (:class:`NotUTF8` for bytes
     that are not UTF-8)."""
@@ -86,7 +91,7 @@ def loads(raw: bytes | str) -> Any:
     else:
         text = raw
     try:
-        value = json.loads(text, object_pairs_hook=_object, parse_float=_float, parse_constant=_constant)
+        value = _DECODER.decode(text)
     except JSONError:
         raise
     except json.JSONDecodeError as error:

@@ -70,5 +70,5 @@ def delivery(services, org_id: str, *, status: str = "processed", hook: str = "f
     with services.db.transaction() as tx:
         tx.deliveries.insert_delivery(row)
         if keys:
-            tx.deliveries.claim_keys([(org_id, hook, key, row["id"]) for key in keys], now)
+            tx.deliveries.claim_keys([(org_id, hook, key, row["id"], None) for key in keys], now)
     return row["id"]

@@ -196,8 +196,18 @@ def _snapshot(services, after_event: int) -> dict:
             select(audit_events).where(audit_events.c.id > after_event).order_by(audit_events.c.id)
         )
         skip = ("hash", "prev_hash", "id")
+        events = [{k: v for k, v in dict(e).items() if k not in skip} for e in events.mappings()]
+        # A receipt's event is written by the claim that first picks its delivery up (or sweeps
+        # it), so where it falls in the chain depends on the batch: those compare as a set, and
+        # are labelled after the others.
+        receipts = ("hook:delivery:received", "hook:delivery:rejected")
+        audit = [label(e) for e in events if e["tag"] not in receipts]
+        received = sorted(
+            json.dumps(label(e), sort_keys=True, default=str) for e in events if e["tag"] in receipts
+        )
         return {
-            "audit": [label({k: v for k, v in dict(e).items() if k not in skip}) for e in events.mappings()],
+            "audit": audit,
+            "receipts": received,
             "deliveries": rows(
                 deliveries,
                 [deliveries.c.received_at, deliveries.c.id],

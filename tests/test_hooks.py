@@ -137,10 +137,26 @@ def test_a_repeat_is_a_duplicate_and_acts_on_nothing(stop_hook, client, services
     again = post_meta(client, body)
     assert first.status_code == 202
     assert again.status_code == 200
-    assert again.json["data"] == {"delivery_id": first.json["data"]["delivery_id"], "status": "duplicate"}
+    original = first.json["data"]["delivery_id"]
+    # The answer names the original, says what became of it and where to look at it.
+    assert again.json["data"] == {
+        "delivery_id": original,
+        "status": "duplicate",
+        "original": {
+            "status": "queued",
+            "received_at": "2026-01-05T09:00:00Z",
+            "path": f"/api/v1/deliveries/{original}",
+        },
+    }
     assert drain(services) == 1
     listed = api.get("/api/v1/deliveries").json["data"]
-    assert [d["id"] for d in listed] == [first.json["data"]["delivery_id"]]
+    assert [d["id"] for d in listed] == [original]
+    # Once it is processed, a repeat says so, and where to replay it (a provider's id never expires).
+    later = post_meta(client, body).json["data"]
+    assert later["original"]["status"] == "processed"
+    assert later["original"]["replay_path"] == f"/api/v1/deliveries/{original}/replay"
+    assert "dedupe_until" not in later["original"]
+    assert api.post(later["original"]["replay_path"]).status_code == 202
 
 
 def test_bad_signature_is_401_with_a_reason_and_recorded_without_the_body(stop_hook, client, services):
@@ -304,10 +320,17 @@ def test_respond_after_actions_answers_with_the_outcomes(senders, client, api):
     # The same Idempotency-Key again: the original delivery, nothing acts.
     again = client.post("/hooks/zapier", json={"action": "enroll", "sequence": "Nurture", "email": "zed@example.com"},
                         headers=headers)  # fmt: skip
-    assert again.json["data"] == {"delivery_id": data["delivery_id"], "status": "duplicate"}
+    assert (
+        again.json["data"]["delivery_id"] == data["delivery_id"]
+        and again.json["data"]["status"] == "duplicate"
+    )
+    assert again.json["data"]["original"]["status"] == "processed"
     # A permanent failure (unknown sequence) is reported, not retried.
-    failed = client.post("/hooks/zapier", json={"action": "fail-me", "email": "zed@example.com"},
-                         headers={"X-Seqbridge-Token": "zap-token"})  # fmt: skip
+    failed = client.post(
+        "/hooks/zapier",
+        json={"action": "fail-me", "email": "zed@example.com"},
+        headers={"X-Seqbridge-Token": "zap-token"},
+    )
     assert failed.json["data"]["status"] == "failed"
     outcome = failed.json["data"]["results"][0]["actions"][0]["outcome"]
     assert outcome["status"] == "failed" and outcome["code"] == "not_found"
@@ -535,7 +558,7 @@ def test_list_filters_and_cursor(stop_hook, client, api, clock):
 
 
 def test_standard_webhooks_replay_outside_the_window_and_another_hooks_secret_are_refused(
-    app_config, client, api
+    app_config, client, api, services
 ):
     secret_a = "whsec_" + base64.b64encode(b"a" * 24).decode()
     secret_b = "whsec_" + base64.b64encode(b"b" * 24).decode()
@@ -567,6 +590,7 @@ def test_standard_webhooks_replay_outside_the_window_and_another_hooks_secret_ar
     assert replayed.status_code == 401 and replayed.json["error"]["code"] == "timestamp_out_of_window"
     crossed = client.post("/hooks/crm-b", data=body, headers=signed(secret_a, "msg_3", now))
     assert crossed.status_code == 401 and crossed.json["error"]["code"] == "signature_mismatch"
+    drain(services)  # the worker writes the receipts' audit events
     audit = api.get("/api/v1/audit-events", query_string={"tag": "hook:delivery:rejected"}).json["data"]
     assert sorted(e["data"]["reason"] for e in audit) == ["signature_mismatch", "timestamp_out_of_window"]
     assert all(secret_a not in json.dumps(e) and secret_b not in json.dumps(e) for e in audit)

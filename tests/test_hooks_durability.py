@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -150,10 +151,97 @@ def test_a_worker_killed_mid_way_loses_nothing_and_repeats_nothing(
     assert any(0 < n < CONTACTS for n in at_kill), at_kill  # a kill really landed mid-way
     exited = select(func.count()).select_from(enrollments).where(enrollments.c.exit_reason == "unsubscribed")
     assert _count(services, exited) == CONTACTS
-    for tag in ("hook:enrollment:exited", "hook:contact:unsubscribed", "hook:delivery:processed"):
+    tags = ("hook:enrollment:exited", "hook:contact:unsubscribed", "hook:delivery:processed")
+    for tag in (*tags, "hook:delivery:received"):
         query = select(func.count()).select_from(audit_events).where(audit_events.c.tag == tag)
         assert _count(services, query) == CONTACTS, tag
     from seqbridge.audit import verify_chain
 
     checked, problems = verify_chain(services.db)
     assert problems == [] and checked > CONTACTS * 3
+
+
+def _gunicorn(database_url: str, mappings: str, port: int, log_path) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "SEQBRIDGE_DATABASE_URL": database_url,
+        "SEQBRIDGE_MAPPINGS_DIR": mappings,
+        "SEQBRIDGE_BIND": f"127.0.0.1:{port}",
+        "SEQBRIDGE_WEB_WORKERS": "1",
+        "SEQBRIDGE_WEB_THREADS": "4",
+        "SEQBRIDGE_LOG_LEVEL": "WARNING",
+    }
+    log = open(log_path, "a")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "python:seqbridge.gunicorn_conf", "seqbridge:create_app()"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def test_receipts_of_a_web_process_killed_after_answering_are_audited_later_by_the_worker(
+    app_config, api, services, tmp_path
+):
+    """The receipt's audit event is not written on the request path: a web process killed right
+    after its 2xx answers leaves stored, unaudited receipts, and the worker writes each one's
+    ``hook:delivery:received`` later, exactly once, with the time and request id of the receipt."""
+    write_mapping(app_config, WHATSAPP_STOP)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path / "web.log"
+    web = _gunicorn(app_config["DATABASE_URL"], app_config["MAPPINGS_DIR"], port, log)
+    answered: dict[str, str] = {}  # delivery id -> the request id it was answered with
+    try:
+        deadline = time.monotonic() + 60
+        with requests.Session() as session:
+            while True:
+                try:
+                    if session.get(f"http://127.0.0.1:{port}/healthz", timeout=5).ok:
+                        break
+                except requests.RequestException:
+                    pass
+                assert time.monotonic() < deadline and web.poll() is None, log.read_text()[-3000:]
+                time.sleep(0.1)
+            for n in range(20):
+                body = meta_body("hello", message_id=f"wamid.R{n}", sender=f"1777{n:07d}")
+                answer = session.post(
+                    f"http://127.0.0.1:{port}/hooks/whatsapp",
+                    data=body,
+                    headers=meta_headers(body),
+                    timeout=30,
+                )
+                assert answer.status_code == 202, answer.text
+                answered[answer.json()["data"]["delivery_id"]] = answer.headers["X-Request-Id"]
+    finally:
+        os.killpg(web.pid, signal.SIGKILL)  # the master and its worker, at once, no clean-up
+        web.wait()
+    received = select(audit_events).where(audit_events.c.tag == "hook:delivery:received")
+    with services.db.engine.connect() as conn:
+        assert conn.execute(received).first() is None  # stored and answered, not audited yet
+        rows = {r.id: r for r in conn.execute(select(deliveries))}
+    assert set(rows) == set(answered) and not any(r.receipt_audited for r in rows.values())
+
+    worker = _worker(app_config["DATABASE_URL"], app_config["MAPPINGS_DIR"], tmp_path / "worker.log")
+    try:
+        processed = select(func.count()).select_from(deliveries).where(deliveries.c.status == "processed")
+        deadline = time.monotonic() + 60
+        while _count(services, processed) < len(answered):
+            assert time.monotonic() < deadline and worker.poll() is None, (
+                tmp_path / "worker.log"
+            ).read_text()
+            time.sleep(0.1)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    with services.db.engine.connect() as conn:
+        events = [dict(e) for e in conn.execute(received).mappings()]
+    assert sorted(e["subject_id"] for e in events) == sorted(answered)  # each exactly once
+    for event in events:
+        assert event["request_id"] == answered[event["subject_id"]]
+        assert event["occurred_at"] == rows[event["subject_id"]].received_at
+    from seqbridge.audit import verify_chain
+
+    assert verify_chain(services.db)[1] == []

@@ -79,10 +79,8 @@ def test_deliveries_that_own_dedupe_keys_outlive_a_short_cutoff_and_retries_stay
     assert pruned.keyed_cutoff == clock.now() - DEDUPE_WINDOW
     assert delivery_ids(api) == {first.get_json()["data"]["delivery_id"]}
     again = post_meta(client, body)  # the sender retries: still recognised
-    assert again.get_json()["data"] == {
-        "delivery_id": first.get_json()["data"]["delivery_id"],
-        "status": "duplicate",
-    }
+    assert again.get_json()["data"]["delivery_id"] == first.get_json()["data"]["delivery_id"]
+    assert again.get_json()["data"]["status"] == "duplicate"
 
     clock.advance(DEDUPE_WINDOW)  # past the window, the delivery and its key go
     assert services.retention.prune(clock.now() - timedelta(hours=12), cli).totals == {

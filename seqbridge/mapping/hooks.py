@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from connectors import SOURCES, TARGETS
@@ -30,6 +31,27 @@ TARGET_ACTIONS = {"local": set(ACTIONS), **{name: set(target.actions) for name, 
 #: Why a dialect cannot do an action, where that needs saying.
 _CANNOT = {("event_queues_api", "unenroll"): "the event-queue dialect has no unenroll",
            ("bot_sequences_api", "bulk_enroll"): "the bot dialect has no bulk enroll"}  # fmt: skip
+
+
+#: A body-hash key's dedupe window unless the hook says otherwise, and the most it may say.
+DEFAULT_DEDUPE_WINDOW = timedelta(minutes=10)
+MAX_DEDUPE_WINDOW = timedelta(days=7)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def dedupe_setting(value: str | int | timedelta) -> timedelta | None:
+    """A hook's ``dedupe`` (``30s``, ``10m``, ``2h``, ``1d`` or seconds; the schema checked the
+    form) as a window, or None when it is longer than :data:`MAX_DEDUPE_WINDOW`."""
+    try:
+        if isinstance(value, timedelta):
+            window = value
+        elif isinstance(value, int):
+            window = timedelta(seconds=value)
+        else:
+            window = timedelta(**{_UNITS[value[-1]]: int(value[:-1])})
+    except OverflowError:
+        return None
+    return window if window <= MAX_DEDUPE_WINDOW else None
 
 
 def _contact_fields() -> tuple[tuple[str, ...], set[str]]:
@@ -96,6 +118,8 @@ class Hook:
     rate_per_second: float | None = None
     rate_burst: int | None = None
     max_body_bytes: int | None = None
+    #: How long a repeat of a body-hash key is a duplicate (the ``dedupe`` setting).
+    dedupe_window: timedelta = DEFAULT_DEDUPE_WINDOW
     on_unmatched: str = "ignore"
     #: (line, test) for each test written in the hook's ``tests:`` list.
     tests: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
@@ -272,6 +296,11 @@ def compile_hook(
     except (ValueError, TypeError) as error:
         compiler.problem(("source",), f"{connector_name}: {error}")
     rules = [compiler.rule(r, i) for i, r in enumerate(source.get("rules") or [])]
+    dedupe_window = dedupe_setting(source.get("dedupe", DEFAULT_DEDUPE_WINDOW))
+    if dedupe_window is None:
+        compiler.problem(
+            ("dedupe",), f"dedupe is at most {MAX_DEDUPE_WINDOW.days}d (the retention keeps keys 7 days)"
+        )
     if compiler.problems:
         return None, compiler.problems
     rate = source.get("rate_limit") or {}
@@ -288,6 +317,7 @@ def compile_hook(
         rate_per_second=rate.get("per_second"),
         rate_burst=rate.get("burst"),
         max_body_bytes=source.get("max_body_bytes"),
+        dedupe_window=dedupe_window or DEFAULT_DEDUPE_WINDOW,
         on_unmatched=source.get("on_unmatched", "ignore"),
         tests=[(doc.at((*base, "tests", i), "").line, t) for i, t in enumerate(source.get("tests") or [])],
     )

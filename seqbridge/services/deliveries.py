@@ -15,7 +15,8 @@ from seqbridge.audit import tag_for as _tag_for
 from seqbridge.clock import Clock
 from seqbridge.context import Caller
 from seqbridge.errors import BadRequest, Conflict, NotFound
-from seqbridge.mapping.registry import HookRegistry
+from seqbridge.mapping.planner import delivery_events
+from seqbridge.mapping.registry import BrokenHook, HookRegistry, UnknownHook
 from seqbridge.services.common import CursorPage, decode_time_cursor, format_time, time_cursor
 from seqbridge.services.inbox import REPLAYABLE, DeliveryStatus, Inbox
 from seqbridge.services.processing import DeliveryProcessing
@@ -115,7 +116,18 @@ class DeliveryService:
             row = tx.deliveries.get_delivery(caller.org_id, delivery_id)
         if row is None:
             raise NotFound(f"No delivery with id {delivery_id}.")
-        return delivery_to_api(row, detail=True)
+        return delivery_to_api(self._with_events(row), detail=True)
+
+    def _with_events(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The row with its events: as stored, or read again from its request by its hook's
+        connector when the inbox left them to be (none if the hook cannot read it any more)."""
+        if row["events"] is not None:
+            return row
+        try:
+            events = delivery_events(self.registry.get(row["hook"]), row)
+        except (UnknownHook, BrokenHook, MalformedPayload):
+            events = []
+        return {**row, "events": events}
 
     def replay(self, caller: Caller, delivery_id: str) -> dict[str, Any]:
         """Queue a processed, failed or dead delivery again. Raises :class:`NotFound`, or
@@ -130,7 +142,9 @@ class DeliveryService:
                                details={"status": row["status"]})  # fmt: skip
             record(tx, caller, _tag_for(caller, "delivery", "replayed"), "delivery", delivery_id,
                    {"hook": row["hook"], "previous_status": row["status"]}, now)  # fmt: skip
-            return delivery_to_api(tx.deliveries.get_delivery(caller.org_id, delivery_id), detail=True)
+            return delivery_to_api(
+                self._with_events(tx.deliveries.get_delivery(caller.org_id, delivery_id)), detail=True
+            )
 
     def replay_many(self, caller_for_org, *, statuses: list[str], since: datetime | None, hook: str | None,
                     org_id: str | None, limit: int = 10_000) -> list[str]:  # fmt: skip

@@ -2,12 +2,17 @@
 
 Every acknowledged webhook must be committed before its 2xx, and a durable commit costs a disk
 flush. When requests arrive together, the first one to find no write in progress becomes the
-*leader*: it takes everything waiting (its own item included), writes it in one transaction and
-wakes the others, each with its own result. A request that arrives while a write is in progress
-waits for the next batch. Alone, a request writes its own batch of one in its own thread: there
-is no extra thread and no hand-off.
+*leader*: it takes the write lock, then everything waiting (its own item included), writes it in
+one transaction and wakes the others, each with its own result. A request that arrives while a
+write is in progress waits for the next batch. Alone, a request writes its own batch of one in
+its own thread: there is no extra thread and no hand-off.
 
-If a batch fails, its items are written again one by one, so one bad item fails only itself.
+Waiting costs one blocked lock per request: each waiting thread sleeps on its own lock, which
+the leader releases once (its item is written, or it is handed the lead).
+
+If a batch fails, its items are written again one by one, so one bad item fails only itself. If
+the write lock cannot be had (the database is busy past its timeout), everything waiting fails
+with that error: it would only wait for the same busy database in turn.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ class _Ticket:
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
-        #: Set when the ticket is written, or when its thread is handed the lead.
-        self.wake = threading.Event()
+        #: Held until the ticket is written or its thread is handed the lead; the waiting
+        #: thread blocks acquiring it. Released once per wake-up, acquired once per wait.
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class GroupCommit(Generic[Item]):
@@ -61,9 +68,8 @@ class GroupCommit(Generic[Item]):
             lead = not self._writing
             self._writing = True
         while True:
-            if not lead:  # wait to be written, or to be handed the lead (one wake-up per thread)
-                ticket.wake.wait()
-                ticket.wake.clear()
+            if not lead:  # wait to be written, or to be handed the lead
+                ticket.wake.acquire()
                 if ticket.done:
                     return self._outcome(ticket)
             batch: list[_Ticket] = []
@@ -73,20 +79,20 @@ class GroupCommit(Generic[Item]):
                         batch = self._pending[: self._max_batch]
                         del self._pending[: self._max_batch]
                     self._write_batch(batch)  # never raises: errors are kept per item
-            except BaseException as error:  # the lock could not be had: the leader's item fails
+            except BaseException as error:  # the lock could not be had
                 if not batch:
-                    with self._mutex:
-                        if ticket in self._pending:
-                            self._pending.remove(ticket)
-                    ticket.error = error
-                    batch = [ticket]
+                    with self._mutex:  # everything waiting would wait for the same busy database
+                        batch, self._pending = self._pending, []
+                    for failed in batch:
+                        failed.error = error
             finally:
                 with self._mutex:
                     for written in batch:
                         written.done = True
-                        written.wake.set()
+                        if written is not ticket:
+                            written.wake.release()
                     if self._pending:  # hand the lead to the oldest waiting item's thread
-                        self._pending[0].wake.set()
+                        self._pending[0].wake.release()
                     else:
                         self._writing = False
             if ticket.done:

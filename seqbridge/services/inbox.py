@@ -1,10 +1,13 @@
 """The webhook inbox: find the hook, rate-limit, verify, parse, deduplicate and store — all before
 the sender gets its answer.
 
-A delivery is committed, with its dedupe keys and its ``received`` audit event, before the 2xx;
-concurrent deliveries share one commit (:mod:`seqbridge.services.group_commit`). A repeat of a
-dedupe key acts on nothing and answers with the original delivery. Processing is
-:mod:`seqbridge.services.deliveries`.
+A delivery's receipt (its raw body, redacted headers and dedupe keys) is committed before the
+2xx; concurrent deliveries share one commit (:mod:`seqbridge.services.group_commit`), and so do
+rejected requests, which are recorded all the same. Its ``received`` (or ``rejected``) audit
+event is written later, by the worker that claims it (:mod:`seqbridge.services.receipts`). A
+repeat of a dedupe key acts on nothing and answers with the original delivery: what became of
+it and where to replay it. How a receipt is made and written is :mod:`seqbridge.services.intake`;
+processing is :mod:`seqbridge.services.deliveries`.
 """
 
 from __future__ import annotations
@@ -13,85 +16,46 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from connectors.base import InboundEvent, InboundRequest, MalformedPayload, VerificationError, body_hash
 from seqbridge import strictjson
-from seqbridge.audit import REDACTED, record, record_each, redact
-from seqbridge.audit import tag_for as _tag_for
 from seqbridge.clock import Clock
-from seqbridge.context import Actor, ActorType, Caller
 from seqbridge.errors import BadRequest, HookMisconfigured, NotFound, SignatureRejected
 from seqbridge.mapping.hooks import Hook
 from seqbridge.mapping.registry import BrokenHook, HookRegistry, UnknownHook
 from seqbridge.services.common import new_id
 from seqbridge.services.group_commit import GroupCommit
-from seqbridge.storage.bulk import RawJSON
+from seqbridge.services.intake import (
+    REPLAYABLE,
+    DeliveryStatus,
+    Receipt,
+    Received,
+    delivery_tag,
+    hook_caller,
+    key_expiry,
+    receipt_values,
+    stored_events,
+    write_receipts,
+)
 from seqbridge.storage.db import Database
-from seqbridge.storage.schema import deliveries, delivery_keys
+from seqbridge.storage.deliveries import receipt_time
+from seqbridge.storage.schema import delivery_keys
+from seqbridge.storage.wakeup import announce_work
 
 log = logging.getLogger("seqbridge.deliveries")
 
 _KEY_LENGTH = delivery_keys.c.dedupe_key.type.length
-_CONTENT_TYPE_LENGTH = deliveries.c.content_type.type.length
+#: The stored events of a delivery whose events the connector reads again from its request.
+_LAZY_EVENTS = "null"
+#: How often a hook's rejections make a log line at most (each is in the audit log and /metrics).
+_REJECTION_LOG_SECONDS = 10.0
 
-
-class DeliveryStatus(StrEnum):
-    QUEUED = "queued"  # stored; waiting for its first or next attempt
-    PROCESSING = "processing"  # leased by a worker (or by the request, for respond: after_actions)
-    PROCESSED = "processed"  # every event mapped, every action done or skipped
-    FAILED = "failed"  # the mapping or an action failed in a way a retry cannot fix; replayable
-    DEAD = "dead"  # out of attempts after transient failures; replayable
-    REJECTED = "rejected"  # failed verification or was malformed; never processed
-    IGNORED = "ignored"  # verified but held nothing to act on (a status callback, a honeypot hit)
-
-
-REPLAYABLE = (DeliveryStatus.PROCESSED, DeliveryStatus.FAILED, DeliveryStatus.DEAD)
-
-
-@dataclass(frozen=True)
-class Received:
-    """What a hook answers: 202 queued, 200 duplicate / ignored, or 200 with results."""
-
-    delivery_id: str | None
-    status: str
-    results: list[dict[str, Any]] | None = None
-    events: int = 0
-
-    @property
-    def http_status(self) -> int:
-        return 202 if self.status == "queued" else 200
-
-
-@dataclass(frozen=True)
-class _Arrival:
-    """One request's delivery on its way into the inbox."""
-
-    caller: Caller
-    hook: str
-    row: dict[str, Any]
-    keys: list[str]
-    events: list[dict[str, Any]]
-
-
-def hook_caller(org_id: str, hook: str, request_id: str | None, **via: Any) -> Caller:
-    return Caller(org_id, Actor(ActorType.HOOK, hook), request_id, via={"hook": hook, **via})
-
-
-def delivery_tag(caller: Caller, action: str):
-    """``<source>:delivery:<action>`` for this caller (``hook:delivery:received``, …)."""
-    return _tag_for(caller, "delivery", action)
-
-
-def stored_headers(headers: dict[str, str], extra_secret: str | None = None) -> dict[str, str]:
-    """The headers with secrets redacted: the audit log's rule (authorization, cookies, signatures,
-    tokens, keys …) plus the hook's own token header, whatever it is called."""
-    secret = extra_secret.lower() if extra_secret else None
-    return redact({k: (REDACTED if k == secret else v) for k, v in headers.items()})
+__all__ = ["REPLAYABLE", "DeliveryStatus", "Inbox", "Received", "delivery_tag", "hook_caller"]
 
 
 class TokenBucket:
@@ -116,8 +80,13 @@ class TokenBucket:
 
 
 class Inbox:
-    def __init__(self, db: Database, clock: Clock, settings: dict[str, Any],
-                 process: Callable[[str, str], dict[str, Any] | None]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        settings: dict[str, Any],
+        process: Callable[[str, str], dict[str, Any] | None],
+    ) -> None:
         """``process(delivery_id, lease_owner)`` runs a delivery at once (``respond: after_actions``)."""
         self.db = db
         self.clock = clock
@@ -127,7 +96,9 @@ class Inbox:
         self._registry: HookRegistry | None = None
         self._orgs: dict[str, tuple[str, float]] = {}
         self._buckets: dict[str, TokenBucket] = {}
-        self._commit: GroupCommit[_Arrival] = GroupCommit(self._write_arrivals, lock=db.write_lock)
+        self._time = receipt_time(db.engine.dialect.name)
+        self._commit: GroupCommit[Receipt] = GroupCommit(self._write_receipts, lock=db.write_lock)
+        self._rejections = _RejectionLog()
         self._lock = threading.Lock()
 
     # The hooks ---------------------------------------------------------------------------------
@@ -198,121 +169,104 @@ class Inbox:
         """
         org_id = self.organization_id(hook)
         now = self.clock.now()
-        caller = hook_caller(org_id, hook.name, request_id)
         try:
             hook.connector.verify(request, now)
         except VerificationError as error:
-            self._store_rejected(caller, hook, request, error.reason, now, keep_body=False)
+            self._reject(org_id, hook, request, request_id, error.reason, now, keep_body=False)
             raise SignatureRejected(error.message, code=error.reason) from None
         except MalformedPayload as error:  # verifying needed the body read, and it cannot be
-            self._store_rejected(caller, hook, request, "malformed_payload", now, keep_body=False)
+            self._reject(org_id, hook, request, request_id, "malformed_payload", now, keep_body=False)
             raise _malformed(hook, error) from None
         try:
-            events = _storable(hook.connector.parse(request))
+            parsed = hook.connector.parse(request)
+            events = _storable(parsed, request)
         except MalformedPayload as error:
-            self._store_rejected(caller, hook, request, "malformed_payload", now, keep_body=True)
+            self._reject(org_id, hook, request, request_id, "malformed_payload", now, keep_body=True)
             raise _malformed(hook, error) from None
-        return self._store(caller, hook, request, events, now)
+        # Stored events only when reading the request again would not give the same ones.
+        lazy = len(events) == len(parsed) and all(a is b for a, b in zip(events, parsed, strict=True))
+        return self._store(org_id, hook, request, request_id, events, lazy, now)
 
-    def _row(self, caller: Caller, hook: Hook, request: InboundRequest, status: str, now: datetime,
-             body: bytes | None, events: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
-        header = getattr(getattr(hook.connector, "auth", None), "header", None)
-        return {
-            "id": new_id(),
-            "org_id": caller.org_id,
-            "hook": hook.name,
-            "status": status,
-            "received_at": now,
-            "request_id": caller.request_id,
-            "method": request.method,
-            "content_type": request.content_type[:_CONTENT_TYPE_LENGTH] or None,
-            # JSON made here, before the write lock is taken: the lock is the bottleneck.
-            "headers": RawJSON(json.dumps(stored_headers(request.headers, header))),
-            "query": RawJSON(json.dumps(redact(request.query))),
-            "body": body,
-            "body_size": len(request.body),
-            "events": RawJSON(json.dumps(events)),
-            "reject_reason": None,
-            "attempts": 0,
-            "next_attempt_at": now if status == DeliveryStatus.QUEUED else None,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "results": None,
-            "errors": RawJSON("[]"),
-            "replays": 0,
-            "processed_at": None,
-            "updated_at": now,
-        }
+    def _secret_header(self, hook: Hook) -> str | None:
+        """The hook's own token header (redacted whatever it is called)."""
+        return getattr(getattr(hook.connector, "auth", None), "header", None)
 
-    def _store_rejected(self, caller: Caller, hook: Hook, request: InboundRequest, reason: str, now: datetime,
-                        *, keep_body: bool) -> None:  # fmt: skip
-        row = self._row(
-            caller, hook, request, DeliveryStatus.REJECTED, now, request.body if keep_body else None, []
+    def _reject(
+        self,
+        org_id: str,
+        hook: Hook,
+        request: InboundRequest,
+        request_id: str | None,
+        reason: str,
+        now: datetime,
+        *,
+        keep_body: bool,
+    ) -> None:
+        """Record a refused request (body kept only when it was verified) in the next shared
+        commit; its ``rejected`` audit event is the worker's to write."""
+        delivery_id = new_id()
+        values = receipt_values(
+            self._time,
+            delivery_id=delivery_id,
+            org_id=org_id,
+            hook=hook.name,
+            status=DeliveryStatus.REJECTED,
+            now=now,
+            request_id=request_id,
+            request=request,
+            secret_header=self._secret_header(hook),
+            body=request.body if keep_body else None,
+            events_json="[]",
+            reject_reason=reason,
         )
-        row["reject_reason"] = reason
-        with self.db.transaction() as tx:
-            tx.deliveries.insert_delivery(row)
-            record(tx, caller, delivery_tag(caller, "rejected"), "delivery", row["id"],
-                   {"hook": hook.name, "reason": reason, "body_size": len(request.body)}, now)  # fmt: skip
-        log.warning("hook %s rejected a request: %s", hook.name, reason)
+        receipt = Receipt(delivery_id, org_id, hook.name, request_id, DeliveryStatus.REJECTED, values, [], [])
+        self._commit.submit(receipt)
+        self._rejections.note(hook.name, reason)
 
-    def _store(self, caller: Caller, hook: Hook, request: InboundRequest, events: list[InboundEvent],
-               now: datetime) -> Received:  # fmt: skip
+    def _store(
+        self,
+        org_id: str,
+        hook: Hook,
+        request: InboundRequest,
+        request_id: str | None,
+        events: list[InboundEvent],
+        lazy: bool,
+        now: datetime,
+    ) -> Received:
         inline = bool(events) and hook.respond == "after_actions"
-        status = DeliveryStatus.IGNORED if not events else (
-            DeliveryStatus.PROCESSING if inline else DeliveryStatus.QUEUED)  # fmt: skip
-        payload = [{"dedupe_key": e.dedupe_key, "kind": e.kind, "data": e.data} for e in events]
-        row = self._row(caller, hook, request, status, now, request.body, payload)
         if not events:
-            row.update(processed_at=now, results=RawJSON("[]"))
-        if inline:
-            row.update(lease_owner=f"inline:{row['id']}", lease_expires_at=now + self.lease, attempts=1)
+            status = DeliveryStatus.IGNORED
+        else:
+            status = DeliveryStatus.PROCESSING if inline else DeliveryStatus.QUEUED
+        delivery_id = new_id()
+        values = receipt_values(
+            self._time,
+            delivery_id=delivery_id,
+            org_id=org_id,
+            hook=hook.name,
+            status=status,
+            now=now,
+            request_id=request_id,
+            request=request,
+            secret_header=self._secret_header(hook),
+            body=request.body,
+            events_json=_LAZY_EVENTS if lazy else json.dumps(stored_events(events)),
+            lease=(f"inline:{delivery_id}", now + self.lease) if inline else None,
+            processed=not events,
+        )
+        keys = [(e.dedupe_key, key_expiry(e, now, hook.dedupe_window)) for e in events]
         received = self._commit.submit(
-            _Arrival(caller, hook.name, row, [e.dedupe_key for e in events], payload)
+            Receipt(delivery_id, org_id, hook.name, request_id, status, values, keys, events)
         )
         if inline and received.status == "queued":
             return self._respond_after_actions(hook, received.delivery_id, received.events)
         return received
 
-    def _write_arrivals(self, arrivals: list[_Arrival]) -> list[Received]:
-        """Store a batch of deliveries in one transaction (the group commit's writer).
-
-        Dedupe keys are claimed in arrival order, so of two arrivals in one batch with the same
-        key the first is stored and the second is its duplicate, exactly as if they came apart.
-        """
-        now = self.clock.now()
+    def _write_receipts(self, receipts: list[Receipt]) -> list[Received]:
+        """Store a batch of receipts in one transaction (the group commit's writer)."""
         with self.db.transaction() as tx:
-            store = tx.deliveries
-            store.insert_deliveries([a.row for a in arrivals])
-            claimed = store.claim_keys([(a.caller.org_id, a.hook, key, a.row["id"]) for a in arrivals for key in a.keys],
-                                       now)  # fmt: skip
-            results: list[Received] = []
-            audit: list[tuple] = []
-            duplicates: list[str] = []
-            for arrival in arrivals:
-                caller, row, keys = arrival.caller, arrival.row, arrival.keys
-                if not keys:
-                    results.append(Received(row["id"], "ignored"))
-                    audit.append((caller, delivery_tag(caller, "received"), "delivery", row["id"],
-                                  {"hook": arrival.hook, "events": 0, "status": "ignored"}))  # fmt: skip
-                    continue
-                owners = [claimed.get((caller.org_id, arrival.hook, key)) for key in keys]
-                fresh = [key for key, owner in zip(keys, owners, strict=True) if owner == row["id"]]
-                if not fresh:
-                    duplicates.append(row["id"])
-                    original = owners[0] or store.key_owner(caller.org_id, arrival.hook, keys[0])
-                    results.append(Received(original, "duplicate", events=len(keys)))
-                    audit.append((caller, delivery_tag(caller, "duplicate"), "delivery", original,
-                                  {"hook": arrival.hook, "dedupe_keys": keys[:20]}))  # fmt: skip
-                    continue
-                if len(fresh) < len(keys):  # some events were seen before: keep only the new ones
-                    store.set_events(row["id"], [e for e in arrival.events if e["dedupe_key"] in fresh])
-                results.append(Received(row["id"], "queued", events=len(fresh)))
-                audit.append((caller, delivery_tag(caller, "received"), "delivery", row["id"],
-                              {"hook": arrival.hook, "events": len(fresh), "dedupe_keys": fresh[:20]}))  # fmt: skip
-            store.delete_deliveries(duplicates)
-            record_each(tx, audit, now)
-        return results
+            tx.on_commit(announce_work, self.db)  # wake the worker once these are committed
+            return write_receipts(tx, receipts, self.clock.now())
 
     def _respond_after_actions(self, hook: Hook, delivery_id: str, events: int) -> Received:
         """Process at once, in a thread, and wait up to the hook's timeout for the results."""
@@ -337,19 +291,58 @@ def _malformed(hook: Hook, error: MalformedPayload) -> BadRequest:
     return BadRequest(f"The body is not what {hook.connector_name} sends: {error}", code="malformed_payload")
 
 
-def _storable(events: list[InboundEvent]) -> list[InboundEvent]:
+def _may_hold_nul(request: InboundRequest) -> bool:
+    """Could any event of this request hold U+0000? Not if neither the body, the query nor the
+    headers hold it in any spelling (raw, JSON's escape, a form's %00): most requests."""
+    body = request.body
+    if b"\x00" in body or b"\\u0000" in body or b"%00" in body:
+        return True
+    return any("\x00" in v for v in request.headers.values()) or any(
+        "\x00" in k or any("\x00" in v for v in values) for k, values in request.query.items()
+    )
+
+
+def _storable(events: list[InboundEvent], request: InboundRequest) -> list[InboundEvent]:
     """The events, each once, ready to store: a dedupe key longer than its column becomes its
     SHA-256 (still unique, still the same on a retry). Raises :class:`MalformedPayload` for text
-    holding U+0000, which no PostgreSQL text or jsonb can store."""
+    holding U+0000, which no PostgreSQL text or jsonb can store. Events that need no change are
+    returned as they are (the same objects)."""
+    check = _may_hold_nul(request)
     seen: set[str] = set()
     out = []
     for event in events:
-        where = strictjson.find_nul({"dedupe_key": event.dedupe_key, "kind": event.kind, "data": event.data})
-        if where is not None:
-            raise MalformedPayload(f"{where} holds the NUL character (U+0000), which cannot be stored")
+        if check:
+            where = strictjson.find_nul(
+                {"dedupe_key": event.dedupe_key, "kind": event.kind, "data": event.data}
+            )
+            if where is not None:
+                raise MalformedPayload(f"{where} holds the NUL character (U+0000), which cannot be stored")
         if len(event.dedupe_key) > _KEY_LENGTH:
             event = replace(event, dedupe_key="sha256:" + body_hash(event.dedupe_key.encode()))
         if event.dedupe_key not in seen:
             seen.add(event.dedupe_key)
             out.append(event)
     return out
+
+
+class _RejectionLog:
+    """One warning line per hook every :data:`_REJECTION_LOG_SECONDS` at most, with the counts
+    since the last: a flood of bad signatures must not become a flood of log lines."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, Counter[str]] = {}
+        self._next: dict[str, float] = {}
+
+    def note(self, hook: str, reason: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            counts = self._counts.setdefault(hook, Counter())
+            counts[reason] += 1
+            if now < self._next.get(hook, 0.0):
+                return
+            self._next[hook] = now + _REJECTION_LOG_SECONDS
+            summary = ", ".join(f"{why} x{n}" for why, n in counts.most_common())
+            total = sum(counts.values())
+            counts.clear()
+        log.warning("hook %s rejected %d request(s) since its last report: %s", hook, total, summary)

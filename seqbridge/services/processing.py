@@ -33,6 +33,7 @@ from seqbridge.mapping.registry import BrokenHook, HookRegistry, UnknownHook
 from seqbridge.services.actions import STAGEABLE, LocalTarget
 from seqbridge.services.common import format_time
 from seqbridge.services.inbox import DeliveryStatus, delivery_tag, hook_caller
+from seqbridge.services.receipts import record_receipts, sweep_receipts
 from seqbridge.storage.db import Database
 from seqbridge.storage.staged import NotStaged
 from seqbridge.storage.tx import Tx
@@ -95,7 +96,9 @@ class DeliveryProcessing:
 
     def claim(self, worker_id: str, limit: int) -> list[dict[str, Any]]:
         """Reclaim expired leases, then lease up to ``limit`` due deliveries, oldest first, and
-        return them whole. An idle poll only reads: it must not take the write lock that webhook
+        return them whole. The same transaction writes the receipt events of the ones claimed,
+        and of up to ``limit`` others no claim picks up (ignored and rejected deliveries): see
+        :mod:`.receipts`. An idle poll only reads: it must not take the write lock that webhook
         ingest is queueing on."""
         now = self.clock.now()
         with self.db.transaction(write=False) as tx:
@@ -104,6 +107,8 @@ class DeliveryProcessing:
         with self.db.transaction() as tx:
             reclaimed = tx.deliveries.reclaim_expired_leases(now)
             claimed = tx.deliveries.claim_batch(now, worker_id, now + self.lease, limit)
+            record_receipts(tx, [row["id"] for row in claimed])
+            sweep_receipts(tx, limit)
         if reclaimed:
             log.warning("worker %s: reclaimed %d deliveries whose lease expired", worker_id, reclaimed)
         return claimed
@@ -233,6 +238,9 @@ class DeliveryProcessing:
         with one_instant(self.clock), self.db.transaction(staged=True) as tx:
             held = tx.deliveries.lock_leased([row["id"] for row, _ in ran], worker_id)
             ran = [(row, outcome) for row, outcome in ran if row["id"] in held]
+            # Claimed by a worker, their receipts are audited already (this writes nothing); run
+            # at once by the request (respond: after_actions), they are audited here, first.
+            record_receipts(tx, [row["id"] for row, _ in ran])
             by_org: dict[str, list[dict[str, Any]]] = {}
             for row, outcome in ran:
                 if isinstance(outcome, Done):
@@ -244,6 +252,7 @@ class DeliveryProcessing:
                 tx.staging.prefetch(self.local.lookups(org_id, actions))
             finished = []
             for row, outcome in ran:
+                events = _events_to_store(row, outcome)
                 if isinstance(outcome, Done):
                     mark = tx.mark()
                     try:
@@ -253,7 +262,7 @@ class DeliveryProcessing:
                     except Exception as error:
                         tx.rollback_to(mark)
                         outcome = self._attempt_failed_with(row, error)
-                finished.append((row, outcome, self._values(tx, row, outcome)))
+                finished.append((row, outcome, self._values(tx, row, outcome, events)))
             tx.flush()
             rows = [{"id": row["id"], **values} for row, _, values in finished]
             if len(tx.deliveries.finish_many(worker_id, rows)) != len(rows):
@@ -265,16 +274,19 @@ class DeliveryProcessing:
 
     def _settle_one(self, worker_id: str, row: dict[str, Any], outcome: Outcome) -> Settled | None:
         """One delivery in a plain transaction of its own, through the plain stores."""
+        events = _events_to_store(row, outcome)
         if isinstance(outcome, Done):
             try:
                 with self.db.transaction() as tx:
                     if tx.deliveries.load_leased(row["id"], worker_id) is None:
                         return None  # the lease was lost while the remote calls ran
-                    return self._finish(tx, worker_id, row, self._acted(row, outcome.result))
+                    record_receipts(tx, [row["id"]])
+                    return self._finish(tx, worker_id, row, self._acted(row, outcome.result), events)
             except Exception as error:
                 outcome = self._attempt_failed_with(row, error)
         with self.db.transaction() as tx:
-            return self._finish(tx, worker_id, row, outcome)
+            record_receipts(tx, [row["id"]])
+            return self._finish(tx, worker_id, row, outcome, events)
 
     def _attempt_failed_with(self, row: dict[str, Any], error: Exception) -> Retry | Dead:
         if isinstance(error, Transient):
@@ -315,19 +327,24 @@ class DeliveryProcessing:
             results.append(entry)
         return results
 
-    def _finish(self, tx: Tx, worker_id: str, row: dict[str, Any], outcome: Outcome) -> Settled | None:
+    def _finish(
+        self, tx: Tx, worker_id: str, row: dict[str, Any], outcome: Outcome, events: list | None = None
+    ) -> Settled | None:
         """Mark one delivery with ``outcome``; None if the lease was lost (then ``tx`` must roll
         back: raise)."""
-        values = self._values(tx, row, outcome)
+        values = self._values(tx, row, outcome, events)
         if not tx.deliveries.finish(row["id"], worker_id, values):
             if isinstance(outcome, Done | Failed):
                 raise Transient("the lease was lost")  # roll back every local action of this attempt
             return None
         return Settled({**row, **values, "lease_owner": None, "lease_expires_at": None}, outcome)
 
-    def _values(self, tx: Tx, row: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
-        """What the delivery's row becomes with ``outcome`` (the same columns whatever it is), and
-        its audit event (processed, failed or dead; an attempt that will be retried has none)."""
+    def _values(
+        self, tx: Tx, row: dict[str, Any], outcome: Outcome, events: list | None = None
+    ) -> dict[str, Any]:
+        """What the delivery's row becomes with ``outcome`` (the same columns whatever it is, and
+        ``events`` when the inbox left them to be read), and its audit event (processed, failed
+        or dead; an attempt that will be retried has none)."""
         now = self.clock.now()
         caller = hook_caller(row["org_id"], row["hook"], row["request_id"], delivery_id=row["id"])
         values: dict[str, Any] = {
@@ -338,6 +355,8 @@ class DeliveryProcessing:
             "processed_at": row["processed_at"],
             "updated_at": now,
         }
+        if events is not None:
+            values["events"] = events
         if isinstance(outcome, Done | Failed):
             results = outcome.result
             status = DeliveryStatus.PROCESSED if isinstance(outcome, Done) else DeliveryStatus.FAILED
@@ -395,6 +414,17 @@ class DeliveryProcessing:
                 "request_id": row["request_id"],
             },
         )
+
+
+def _events_to_store(row: dict[str, Any], outcome: Outcome) -> list[dict[str, Any]] | None:
+    """The events read from the stored request, when the inbox left them to be (kept with the
+    delivery's mark, so the operator's view and mapping diffs need not read them again)."""
+    if row.get("events") is not None or not isinstance(outcome, Done):
+        return None
+    return [
+        {"dedupe_key": e.planned.dedupe_key, "kind": e.planned.kind, "data": e.planned.data}
+        for e in outcome.result.events
+    ]
 
 
 def _segments(ran: list[tuple[dict[str, Any], Outcome]]):

@@ -73,11 +73,28 @@ def execute_raw(conn: Connection, sql: str, params: Sequence[Any] = ()) -> list[
     dbapi_error = conn.dialect.loaded_dbapi.Error
     cursor = conn.connection.driver_connection.cursor()
     params = tuple(params)
-    if conn._has_events or conn.engine._has_events:  # listeners (statement counters, tracing) still see it
+    if conn.dispatch.before_cursor_execute:  # listeners (statement counters, tracing) still see it
         conn.dispatch.before_cursor_execute(conn, cursor, sql, params, None, False)
     try:
         cursor.execute(sql, params)
         return cursor.fetchall() if cursor.description is not None else []
+    except dbapi_error as error:
+        raise DBAPIError.instance(sql, params, error, dbapi_error) from error
+    finally:
+        cursor.close()
+
+
+def execute_count(conn: Connection, sql: str, params: Sequence[Any] = ()) -> int:
+    """Run one statement that returns no rows on the transaction's DBAPI connection, as
+    :func:`execute_raw` does; return the number of rows it changed."""
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    cursor = conn.connection.driver_connection.cursor()
+    params = tuple(params)
+    if conn.dispatch.before_cursor_execute:
+        conn.dispatch.before_cursor_execute(conn, cursor, sql, params, None, False)
+    try:
+        cursor.execute(sql, params)
+        return cursor.rowcount
     except dbapi_error as error:
         raise DBAPIError.instance(sql, params, error, dbapi_error) from error
     finally:

@@ -7,10 +7,8 @@ SQLite runs in WAL mode with a busy timeout, and every transaction that writes s
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import functools
 import os
-import threading
-import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from pathlib import Path
@@ -22,9 +20,12 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from seqbridge.errors import ServiceUnavailable
+from seqbridge.storage.bulk import execute_raw
+from seqbridge.storage.write_lock import SQLiteWriteLock
 
 if TYPE_CHECKING:
     from seqbridge.storage.tx import Tx
+    from seqbridge.storage.wakeup import Announcer
 
 _WRITE_OPTION = "seqbridge_write"
 
@@ -89,69 +90,10 @@ def _build_sqlite_engine(parsed: URL, settings: dict[str, Any]) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection):
-        if conn.get_execution_options().get(_WRITE_OPTION):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
-            conn.exec_driver_sql("BEGIN")
+        # On the DBAPI cursor (every transaction runs this): errors come out as SQLAlchemy's.
+        execute_raw(conn, "BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE_OPTION) else "BEGIN")
 
     return engine
-
-
-class SQLiteWriteLock:
-    """One writer at a time across every process on this database, with prompt hand-over.
-
-    SQLite lets one transaction write; the others retry on a busy handler that sleeps 1, 2, 5 …
-    up to 100 ms between tries, so under load the lock sits free while writers sleep (seen as a
-    one-second p99 with two web processes). Writers here queue instead: threads of one process on
-    a lock, processes on an ``flock`` of ``<database>.writelock``, polled every 0.2 ms. Each is
-    bounded by the busy timeout, after which the database counts as busy (503, retry later).
-    """
-
-    def __init__(self, database: str, timeout_seconds: float) -> None:
-        self.path = database + ".writelock"
-        self.timeout = timeout_seconds
-        self._thread_lock = threading.Lock()
-        self._owner: int | None = None  # the thread holding it (it may enter again)
-        self._fd: int | None = None
-        self._pid = os.getpid()
-
-    def _file(self) -> int:
-        if self._fd is None or self._pid != os.getpid():  # a forked child needs its own descriptor
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            self._pid = os.getpid()
-        return self._fd
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        if self._owner == threading.get_ident():  # already ours: a group commit's leader holds it
-            yield
-            return
-        deadline = time.monotonic() + self.timeout
-        if not self._thread_lock.acquire(timeout=self.timeout):
-            raise _busy()
-        self._owner = threading.get_ident()
-        try:
-            fd = self._file()
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise _busy() from None
-                    time.sleep(0.0002)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            self._owner = None
-            self._thread_lock.release()
-
-
-def _busy() -> ServiceUnavailable:
-    return ServiceUnavailable("The database is busy; retry later.", code="database_unavailable",
-                              headers={"Retry-After": "1"})  # fmt: skip
 
 
 class Database:
@@ -168,6 +110,8 @@ class Database:
             if self.is_sqlite and database and database != ":memory:" and not database.startswith("file:")
             else None
         )
+        self._writer: Connection | None = None
+        self._writer_pid: int | None = None
 
     @contextlib.contextmanager
     def transaction(self, *, write: bool = True, staged: bool = False) -> Iterator[Tx]:
@@ -207,17 +151,27 @@ class Database:
                 raise
             return
         try:
-            with (self._write_lock.held() if write and self._write_lock else contextlib.nullcontext()), \
-                    self.engine.connect() as conn:  # fmt: skip
-                conn = conn.execution_options(**{_WRITE_OPTION: write})
-                with conn.begin():
-                    tx = (StagedTx if staged else Tx)(conn, self)
-                    token = _OPEN.set(tx)
-                    try:
-                        yield tx
-                        tx.run_before_commit()
-                    finally:
-                        _OPEN.reset(token)
+            with contextlib.ExitStack() as stack:
+                if write and self._write_lock:  # SQLite: the one writer connection, under the lock
+                    stack.enter_context(self._write_lock.held())
+                    conn = self._writer_connection()
+                else:
+                    conn = stack.enter_context(self.engine.connect()).execution_options(
+                        **{_WRITE_OPTION: write}
+                    )
+                try:
+                    with conn.begin():
+                        tx = (StagedTx if staged else Tx)(conn, self)
+                        token = _OPEN.set(tx)
+                        try:
+                            yield tx
+                            tx.run_before_commit()
+                        finally:
+                            _OPEN.reset(token)
+                except (OperationalError, InterfaceError):
+                    if conn is self._writer:  # do not keep a connection in an unknown state
+                        self._drop_writer()
+                    raise
             tx.run_on_commit()
         except (OperationalError, InterfaceError, PoolTimeout) as exc:
             if isinstance(exc, PoolTimeout) or _is_unavailable(exc):
@@ -228,10 +182,32 @@ class Database:
                 ) from exc
             raise
 
+    def _writer_connection(self) -> Connection:
+        """SQLite: the connection every write transaction of this process runs on, one at a time
+        (only the write lock's holder uses it). Kept open: no pool round trip, no new connection
+        state per transaction, and its page cache stays warm with what was just written."""
+        if self._writer is None or self._writer_pid != os.getpid() or self._writer.closed:
+            self._writer = self.engine.connect().execution_options(**{_WRITE_OPTION: True})
+            self._writer_pid = os.getpid()  # a forked child opens its own
+        return self._writer
+
+    def _drop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None and self._writer_pid == os.getpid():
+            with contextlib.suppress(Exception):
+                writer.close()
+
     def write_lock(self) -> contextlib.AbstractContextManager[None]:
         """Hold the right to write (SQLite: this process's and every other's); transactions this
         thread opens meanwhile go straight in. A no-op on PostgreSQL, whose writers run at once."""
         return self._write_lock.held() if self._write_lock else contextlib.nullcontext()
+
+    @functools.cached_property
+    def announcer(self) -> Announcer:
+        """Wakes the workers of this database when new work was committed."""
+        from seqbridge.storage.wakeup import Announcer
+
+        return Announcer(self)
 
     def analyze(self, conn: Connection | None = None) -> None:
         """Gather the query planner's statistics over every table (after migrations). SQLite
@@ -259,6 +235,7 @@ class Database:
             tx.conn.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
+        self._drop_writer()
         self.engine.dispose()
 
 

@@ -4,17 +4,115 @@ retry, replay. Claims take ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, like the st
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import lru_cache
+from itertools import chain
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, false, func, or_, select, true, update
 from sqlalchemy.engine import Connection
 
-from seqbridge.storage.bulk import bulk_insert, bulk_update, insert_returning
+from seqbridge.storage.bulk import bulk_insert, bulk_update, execute_count, execute_raw
 from seqbridge.storage.schema import deliveries, delivery_keys
 
 #: What the list view shows (the body and events are for the detail view).
 _SUMMARY = [c for c in deliveries.c if c.name not in ("body", "events", "results", "headers", "query")]
+#: What a receipt's audit event is made of.
+_RECEIPT_COLUMNS = tuple(
+    [
+        "id",
+        "org_id",
+        "hook",
+        "status",
+        "received_at",
+        "request_id",
+        "method",
+        "content_type",
+        "headers",
+        "query",
+        "body",
+        "body_size",
+        "events",
+        "reject_reason",
+        "attempts",
+        "next_attempt_at",
+        "lease_owner",
+        "lease_expires_at",
+        "results",
+        "errors",
+        "replays",
+        "processed_at",
+        "updated_at",
+        "receipt_audited",
+    ]
+)
+_RECEIPT = [deliveries.c[name] for name in _RECEIPT_COLUMNS]
+
+
+#: A receipt's columns, in the order :meth:`DeliveryStore.insert_receipts` takes its values.
+RECEIPT_COLUMNS = (
+    "id",
+    "org_id",
+    "hook",
+    "status",
+    "received_at",
+    "request_id",
+    "method",
+    "content_type",
+    "headers",
+    "query",
+    "body",
+    "body_size",
+    "events",
+    "reject_reason",
+    "attempts",
+    "next_attempt_at",
+    "lease_owner",
+    "lease_expires_at",
+    "results",
+    "errors",
+    "replays",
+    "processed_at",
+    "updated_at",
+    "receipt_audited",
+)
+
+
+def receipt_time(dialect_name: str) -> Callable[[datetime | None], Any]:
+    """How a time goes to this database's driver in a receipt (what ``UTCDateTime`` and the
+    dialect would send: naive UTC; on SQLite as the text SQLAlchemy stores). For the request
+    threads, which prepare their receipt before the write lock."""
+    if dialect_name == "sqlite":
+        return lambda moment: (
+            None
+            if moment is None
+            else moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+        )
+    return lambda moment: None if moment is None else moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _marks(paramstyle: str, columns: int, rows: int) -> str:
+    mark = "?" if paramstyle == "qmark" else "%s"
+    row = "(" + ", ".join([mark] * columns) + ")"
+    return ", ".join([row] * rows)
+
+
+@lru_cache(maxsize=256)
+def _receipts_sql(paramstyle: str, rows: int) -> str:
+    return f"INSERT INTO deliveries ({', '.join(RECEIPT_COLUMNS)}) VALUES {_marks(paramstyle, len(RECEIPT_COLUMNS), rows)}"
+
+
+@lru_cache(maxsize=256)
+def _claims_sql(paramstyle: str, rows: int) -> str:
+    # The claim's created_at is its own value, so "expired" compares the old key's end with it.
+    return (
+        "INSERT INTO delivery_keys (org_id, hook, dedupe_key, delivery_id, expires_at, created_at) VALUES "
+        + _marks(paramstyle, 6, rows)
+        + " ON CONFLICT (org_id, hook, dedupe_key) DO UPDATE SET delivery_id = excluded.delivery_id,"
+        " created_at = excluded.created_at, expires_at = excluded.expires_at"
+        " WHERE delivery_keys.expires_at <= excluded.created_at"
+    )
 
 
 class DeliveryStore:
@@ -22,36 +120,61 @@ class DeliveryStore:
         self.conn = conn
 
     # Ingest ------------------------------------------------------------------------------------
+    # The webhook's request path: every statement here runs for each batch of receipts, on the
+    # DBAPI cursor (SQLAlchemy's per-statement work would cost more than the statements), with
+    # values the request threads converted before the write lock (:func:`receipt_time`).
+
+    def insert_receipts(self, receipts: list[tuple]) -> None:
+        """Insert receipts in one statement, each a tuple of :data:`RECEIPT_COLUMNS` values
+        already in the driver's form."""
+        sql = _receipts_sql(self.conn.dialect.paramstyle, len(receipts))
+        execute_raw(self.conn, sql, tuple(chain.from_iterable(receipts)))
 
     def insert_delivery(self, row: dict[str, Any]) -> None:
-        self.insert_deliveries([row])
-
-    def insert_deliveries(self, rows: list[dict[str, Any]]) -> None:
-        bulk_insert(self.conn, deliveries, rows)
+        """Insert one delivery given as a dict of column values (tests and tools; the inbox uses
+        :meth:`insert_receipts`)."""
+        bulk_insert(self.conn, deliveries, [row])
 
     def claim_keys(
-        self, claims: list[tuple[str, str, str, str]], now: datetime
-    ) -> dict[tuple[str, str, str], str]:
-        """Record dedupe keys, ``(org_id, hook, key, delivery_id)`` in order; return the owner of
-        each key that was new. A key seen before (or earlier in ``claims``) is left to its first
-        owner: concurrent claims of one key, exactly one wins."""
-        rows = [
-            {"org_id": o, "hook": h, "dedupe_key": k, "delivery_id": d, "created_at": now}
-            for o, h, k, d in claims
-        ]
-        inserted = insert_returning(self.conn, delivery_keys, rows, ("org_id", "hook", "dedupe_key", "delivery_id"),
-                                    skip_conflicts=True)  # fmt: skip
-        return {(o, h, k): d for o, h, k, d in inserted}
-
-    def key_owner(self, org_id: str, hook: str, key: str) -> str | None:
-        """The delivery that first carried this dedupe key."""
-        return self.conn.execute(
-            select(delivery_keys.c.delivery_id).where(
+        self, claims: list[tuple[str, str, str, str, Any]], now: Any
+    ) -> dict[tuple[str, str, str], tuple[str, Any]]:
+        """Claim dedupe keys, ``(org_id, hook, key, delivery_id, expires_at)`` with each key at
+        most once and the times in the driver's form; return ``(owner, expires_at)`` of every key
+        once claimed. A new key, or one whose ``expires_at`` has passed (a body hash after the
+        hook's dedupe window), goes to the claiming delivery; any other stays with its owner:
+        of concurrent claims of one key, exactly one wins. One statement when every key was
+        new or expired, as usual; the owners are read back only when some were not."""
+        if not claims:
+            return {}
+        sql = _claims_sql(self.conn.dialect.paramstyle, len(claims))
+        taken = execute_count(self.conn, sql, tuple(chain.from_iterable((*c, now) for c in claims)))
+        if taken == len(claims):
+            return {(o, h, k): (d, e) for o, h, k, d, e in claims}
+        owners: dict[tuple[str, str, str], tuple[str, Any]] = {}
+        by_hook: dict[tuple[str, str], list[str]] = {}
+        for o, h, k, _, _ in claims:
+            by_hook.setdefault((o, h), []).append(k)
+        for (org_id, hook), keys in by_hook.items():
+            query = select(
+                delivery_keys.c.dedupe_key, delivery_keys.c.delivery_id, delivery_keys.c.expires_at
+            ).where(
                 delivery_keys.c.org_id == org_id,
                 delivery_keys.c.hook == hook,
-                delivery_keys.c.dedupe_key == key,
+                delivery_keys.c.dedupe_key.in_(keys),
             )
-        ).scalar()
+            for key, owner, expires in self.conn.execute(query):
+                owners[(org_id, hook, key)] = (owner, expires)
+        return owners
+
+    def summaries(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Status and receipt time of these deliveries, by id (what a duplicate's answer says of
+        its original)."""
+        if not ids:
+            return {}
+        query = select(deliveries.c.id, deliveries.c.status, deliveries.c.received_at).where(
+            deliveries.c.id.in_(ids)
+        )
+        return {r.id: {"status": r.status, "received_at": r.received_at} for r in self.conn.execute(query)}
 
     def delete_deliveries(self, ids: list[str]) -> None:
         if ids:
@@ -59,6 +182,48 @@ class DeliveryStore:
 
     def set_events(self, delivery_id: str, events: list[dict[str, Any]]) -> None:
         self.conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(events=events))
+
+    # Receipts ------------------------------------------------------------------------------------
+
+    def mark_receipts_audited(self, ids: list[str]) -> list[dict[str, Any]]:
+        """Mark the receipts of these deliveries audited, and return the ones this call marked,
+        with what their audit event says. A delivery already marked (by an earlier claim, or by
+        another worker at the same moment: its row lock serialises the two) is not returned, so
+        each receipt is recorded exactly once."""
+        if not ids:
+            return []
+        result = self.conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_(ids), deliveries.c.receipt_audited == false())
+            .values(receipt_audited=True)
+            .returning(*_RECEIPT)
+        )
+        return [dict(r) for r in result.mappings()]
+
+    def unaudited_receipts(self, limit: int) -> list[str]:
+        """The ids of the oldest deliveries whose receipt is not in the audit log yet (the
+        partial index ix_deliveries_unaudited holds only those). Rows another transaction has
+        locked are skipped on PostgreSQL."""
+        query = (
+            select(deliveries.c.id)
+            .where(deliveries.c.receipt_audited == false())
+            .order_by(deliveries.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list(self.conn.execute(query).scalars())
+
+    def keys_of(self, ids: list[str]) -> dict[str, list[str]]:
+        """The dedupe keys each of these deliveries owns, sorted."""
+        if not ids:
+            return {}
+        query = select(delivery_keys.c.delivery_id, delivery_keys.c.dedupe_key).where(
+            delivery_keys.c.delivery_id.in_(ids)
+        )
+        out: dict[str, list[str]] = {}
+        for delivery_id, key in self.conn.execute(query):
+            out.setdefault(delivery_id, []).append(key)
+        return {delivery_id: sorted(keys) for delivery_id, keys in out.items()}
 
     # Reads ---------------------------------------------------------------------------------------
 
@@ -95,13 +260,18 @@ class DeliveryStore:
             query = query.where(deliveries.c.received_at < until)
         if before:
             at, last_id = before
-            query = query.where(or_(deliveries.c.received_at < at,
-                                    and_(deliveries.c.received_at == at, deliveries.c.id < last_id)))  # fmt: skip
+            query = query.where(
+                or_(
+                    deliveries.c.received_at < at,
+                    and_(deliveries.c.received_at == at, deliveries.c.id < last_id),
+                )
+            )
         query = query.order_by(deliveries.c.received_at.desc(), deliveries.c.id.desc()).limit(limit)
         return [dict(r) for r in self.conn.execute(query).mappings()]
 
-    def ids_to_replay(self, statuses: list[str], since: datetime | None, hook: str | None,
-                      org_id: str | None, limit: int) -> list[tuple[str, str]]:  # fmt: skip
+    def ids_to_replay(
+        self, statuses: list[str], since: datetime | None, hook: str | None, org_id: str | None, limit: int
+    ) -> list[tuple[str, str]]:
         """(org_id, id) of deliveries in these statuses, oldest first."""
         query = select(deliveries.c.org_id, deliveries.c.id).where(deliveries.c.status.in_(statuses))
         if since:
@@ -120,29 +290,33 @@ class DeliveryStore:
     # Processing ----------------------------------------------------------------------------------
 
     def any_work(self, now: datetime) -> bool:
-        """Is a delivery due, or a lease expired? (Two index probes on ix_deliveries_due.)"""
+        """Is a delivery due, a lease expired or a receipt not audited yet? (Three index probes:
+        two on ix_deliveries_due, one on ix_deliveries_unaudited.)"""
         due = select(deliveries.c.id).where(
             deliveries.c.status == "queued", deliveries.c.next_attempt_at <= now
         )
         expired = select(deliveries.c.id).where(
             deliveries.c.status == "processing", deliveries.c.lease_expires_at < now
         )
-        return any(self.conn.execute(q.limit(1)).first() is not None for q in (due, expired))
+        unaudited = select(deliveries.c.id).where(deliveries.c.receipt_audited == false())
+        return any(self.conn.execute(q.limit(1)).first() is not None for q in (due, expired, unaudited))
 
     def reclaim_expired_leases(self, now: datetime) -> int:
         """Deliveries whose worker stopped mid-way go back in the queue."""
         return self.conn.execute(
             update(deliveries)
             .where(deliveries.c.status == "processing", deliveries.c.lease_expires_at < now)
-            .values(status="queued", lease_owner=None, lease_expires_at=None, next_attempt_at=now, updated_at=now)
-        ).rowcount  # fmt: skip
+            .values(
+                status="queued", lease_owner=None, lease_expires_at=None, next_attempt_at=now, updated_at=now
+            )
+        ).rowcount
 
     def claim_due(self, now: datetime, worker_id: str, lease_until: datetime, limit: int) -> list[str]:
         """Lease up to ``limit`` queued deliveries that are due, oldest first."""
         due = (
             select(deliveries.c.id)
             .where(deliveries.c.status == "queued", deliveries.c.next_attempt_at <= now)
-            .order_by(deliveries.c.next_attempt_at, deliveries.c.received_at)
+            .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -155,13 +329,15 @@ class DeliveryStore:
         self, now: datetime, worker_id: str, lease_until: datetime, limit: int
     ) -> list[dict[str, Any]]:
         """Lease up to ``limit`` queued deliveries that are due, oldest first, and return them
-        whole. The due ones are picked ``FOR UPDATE SKIP LOCKED`` in a statement of their own:
+        whole. Oldest first is by due time, then by id (time-ordered, so arrival order even for
+        deliveries stored at the same instant: a contact's STOP and START stay in order); that is
+        the order of ix_deliveries_due, so a claim reads only the rows it takes. The due ones are picked ``FOR UPDATE SKIP LOCKED`` in a statement of their own:
         as a subquery of the UPDATE, PostgreSQL may run it again for each row and lease far more
         than ``limit``."""
         due = (
             select(deliveries.c.id)
             .where(deliveries.c.status == "queued", deliveries.c.next_attempt_at <= now)
-            .order_by(deliveries.c.next_attempt_at, deliveries.c.received_at)
+            .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -181,7 +357,7 @@ class DeliveryStore:
             .returning(*deliveries.c)
         ).mappings()
         rows = [dict(r) for r in claimed]
-        rows.sort(key=lambda r: (r["next_attempt_at"], r["received_at"], r["id"]))
+        rows.sort(key=lambda r: (r["next_attempt_at"], r["id"]))
         return rows
 
     def extend_leases(self, ids: list[str], worker_id: str, lease_until: datetime) -> None:
@@ -199,37 +375,66 @@ class DeliveryStore:
         result = self.conn.execute(
             update(deliveries)
             .where(deliveries.c.id.in_(ids), deliveries.c.status == "queued")
-            .values(status="processing", lease_owner=worker_id, lease_expires_at=lease_until,
-                    attempts=deliveries.c.attempts + 1, updated_at=now)
+            .values(
+                status="processing",
+                lease_owner=worker_id,
+                lease_expires_at=lease_until,
+                attempts=deliveries.c.attempts + 1,
+                updated_at=now,
+            )
             .returning(deliveries.c.id)
-        )  # fmt: skip
+        )
         return set(result.scalars())
 
     def release(self, ids: list[str], worker_id: str, now: datetime) -> int:
         """Back to the queue, due at once, without counting the attempt."""
         return self.conn.execute(
             update(deliveries)
-            .where(deliveries.c.id.in_(ids), deliveries.c.status == "processing", deliveries.c.lease_owner == worker_id)
-            .values(status="queued", lease_owner=None, lease_expires_at=None, next_attempt_at=now,
-                    attempts=deliveries.c.attempts - 1, updated_at=now)
-        ).rowcount  # fmt: skip
+            .where(
+                deliveries.c.id.in_(ids),
+                deliveries.c.status == "processing",
+                deliveries.c.lease_owner == worker_id,
+            )
+            .values(
+                status="queued",
+                lease_owner=None,
+                lease_expires_at=None,
+                next_attempt_at=now,
+                attempts=deliveries.c.attempts - 1,
+                updated_at=now,
+            )
+        ).rowcount
 
     def get_leased(self, delivery_id: str, worker_id: str) -> dict[str, Any] | None:
         """The delivery, if ``worker_id`` holds its lease (no row lock: for reading before acting)."""
-        row = self.conn.execute(
-            select(deliveries).where(deliveries.c.id == delivery_id, deliveries.c.status == "processing",
-                                     deliveries.c.lease_owner == worker_id)
-        ).mappings().first()  # fmt: skip
+        row = (
+            self.conn.execute(
+                select(deliveries).where(
+                    deliveries.c.id == delivery_id,
+                    deliveries.c.status == "processing",
+                    deliveries.c.lease_owner == worker_id,
+                )
+            )
+            .mappings()
+            .first()
+        )
         return dict(row) if row else None
 
     def load_leased(self, delivery_id: str, worker_id: str) -> dict[str, Any] | None:
         """The delivery, if ``worker_id`` still holds its lease (locked for the rest of the transaction)."""
-        row = self.conn.execute(
-            select(deliveries)
-            .where(deliveries.c.id == delivery_id, deliveries.c.status == "processing",
-                   deliveries.c.lease_owner == worker_id)
-            .with_for_update()
-        ).mappings().first()  # fmt: skip
+        row = (
+            self.conn.execute(
+                select(deliveries)
+                .where(
+                    deliveries.c.id == delivery_id,
+                    deliveries.c.status == "processing",
+                    deliveries.c.lease_owner == worker_id,
+                )
+                .with_for_update()
+            )
+            .mappings()
+            .first()
+        )
         return dict(row) if row else None
 
     def lock_leased(self, ids: list[str], worker_id: str) -> set[str]:
@@ -270,34 +475,54 @@ class DeliveryStore:
         lease was lost in the meantime."""
         result = self.conn.execute(
             update(deliveries)
-            .where(deliveries.c.id == delivery_id, deliveries.c.status == "processing",
-                   deliveries.c.lease_owner == worker_id)
+            .where(
+                deliveries.c.id == delivery_id,
+                deliveries.c.status == "processing",
+                deliveries.c.lease_owner == worker_id,
+            )
             .values(lease_owner=None, lease_expires_at=None, **values)
-        )  # fmt: skip
+        )
         return result.rowcount == 1
 
     def requeue(self, org_id: str, delivery_id: str, now: datetime, statuses: tuple[str, ...]) -> bool:
         """Queue a delivery again (a replay): attempts start over, the history stays."""
         result = self.conn.execute(
             update(deliveries)
-            .where(deliveries.c.org_id == org_id, deliveries.c.id == delivery_id, deliveries.c.status.in_(statuses))
-            .values(status="queued", attempts=0, next_attempt_at=now, lease_owner=None, lease_expires_at=None,
-                    replays=deliveries.c.replays + 1, updated_at=now)
-        )  # fmt: skip
+            .where(
+                deliveries.c.org_id == org_id,
+                deliveries.c.id == delivery_id,
+                deliveries.c.status.in_(statuses),
+            )
+            .values(
+                status="queued",
+                attempts=0,
+                next_attempt_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+                replays=deliveries.c.replays + 1,
+                updated_at=now,
+            )
+        )
         return result.rowcount == 1
 
     # Retention -----------------------------------------------------------------------------------
 
-    def prune_candidates(self, org_id: str, received_before: datetime, after: tuple[datetime, str] | None,
-                         limit: int) -> list[dict[str, Any]]:  # fmt: skip
+    def prune_candidates(
+        self, org_id: str, received_before: datetime, after: tuple[datetime, str] | None, limit: int
+    ) -> list[dict[str, Any]]:
         """The organization's next ``limit`` deliveries received before ``received_before``, oldest
         first, after the (received_at, id) ``after`` (a range of ix_deliveries_org_received)."""
-        query = select(deliveries.c.id, deliveries.c.status, deliveries.c.received_at, deliveries.c.updated_at)\
-            .where(deliveries.c.org_id == org_id, deliveries.c.received_at < received_before)  # fmt: skip
+        query = select(
+            deliveries.c.id, deliveries.c.status, deliveries.c.received_at, deliveries.c.updated_at
+        ).where(deliveries.c.org_id == org_id, deliveries.c.received_at < received_before)
         if after:
             at, last_id = after
-            query = query.where(or_(deliveries.c.received_at > at,
-                                    and_(deliveries.c.received_at == at, deliveries.c.id > last_id)))  # fmt: skip
+            query = query.where(
+                or_(
+                    deliveries.c.received_at > at,
+                    and_(deliveries.c.received_at == at, deliveries.c.id > last_id),
+                )
+            )
         query = query.order_by(deliveries.c.received_at, deliveries.c.id).limit(limit)
         return [dict(r) for r in self.conn.execute(query).mappings()]
 
@@ -306,15 +531,22 @@ class DeliveryStore:
     ) -> tuple[int, int]:
         """Delete those of ``ids`` still in ``statuses`` and unchanged since ``untouched_since``, with
         their dedupe keys; return (deliveries, keys) deleted. The rows are locked first, so a replay
-        racing the prune either wins (and the delivery stays) or finds it gone."""
+        racing the prune either wins (and the delivery stays) or finds it gone. A delivery whose
+        receipt the worker has not audited yet stays until it has."""
         if not ids:
             return 0, 0
-        locked = list(self.conn.execute(
-            select(deliveries.c.id)
-            .where(deliveries.c.id.in_(ids), deliveries.c.status.in_(statuses),
-                   deliveries.c.updated_at < untouched_since)
-            .with_for_update()
-        ).scalars())  # fmt: skip
+        locked = list(
+            self.conn.execute(
+                select(deliveries.c.id)
+                .where(
+                    deliveries.c.id.in_(ids),
+                    deliveries.c.status.in_(statuses),
+                    deliveries.c.updated_at < untouched_since,
+                    deliveries.c.receipt_audited == true(),  # else its audit event is still to come
+                )
+                .with_for_update()
+            ).scalars()
+        )
         if not locked:
             return 0, 0
         keys = self.conn.execute(

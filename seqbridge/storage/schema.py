@@ -15,6 +15,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
+    true,
 )
 
 from seqbridge.storage.types import JSONDoc, SerialId, UTCDateTime
@@ -320,7 +321,8 @@ deliveries = Table(
     # The raw body as received; None for a rejected request (an unverified body is not kept).
     Column("body", LargeBinary, nullable=True),
     Column("body_size", Integer, nullable=False),
-    # [{dedupe_key, kind, data}] as the connector parsed them.
+    # [{dedupe_key, kind, data}] as the connector parsed them; JSON null when they are exactly
+    # what the connector reads from the stored request again (left to the worker to read).
     Column("events", JSONDoc, nullable=False),
     Column("reject_reason", String(50), nullable=True),
     Column("attempts", Integer, nullable=False),
@@ -334,9 +336,21 @@ deliveries = Table(
     Column("replays", Integer, nullable=False),
     Column("processed_at", UTCDateTime, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Whether its receipt (``hook:delivery:received`` / ``rejected``) is in the audit log. The
+    # inbox stores False and answers; the worker writes the event when it claims the delivery
+    # (or sweeps ignored and rejected ones) and sets this in the same transaction.
+    Column("receipt_audited", Boolean, nullable=False, server_default=true()),
     Index("ix_deliveries_org_received", "org_id", "received_at", "id"),
     Index("ix_deliveries_org_hook_received", "org_id", "hook", "received_at"),
-    Index("ix_deliveries_due", "status", "next_attempt_at"),
+    # Claims: due ones in due order, then arrival order (ids are time-ordered).
+    Index("ix_deliveries_due", "status", "next_attempt_at", "id"),
+    # Only the few deliveries whose receipt is not audited yet.
+    Index(
+        "ix_deliveries_unaudited",
+        "id",
+        sqlite_where=text("receipt_audited = 0"),
+        postgresql_where=text("NOT receipt_audited"),
+    ),
 )
 
 # The provider ids already seen per hook: a retried delivery finds its key here and acts on nothing.
@@ -348,6 +362,11 @@ delivery_keys = Table(
     Column("dedupe_key", String(255), primary_key=True),
     Column("delivery_id", ID, ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # A body-hash key's end (the hook's ``dedupe`` window): the same body after it is a new
+    # delivery, which takes the key over. None for a provider's own id: kept with its delivery.
+    Column("expires_at", UTCDateTime, nullable=True),
+    # The keys of a delivery (its receipt's audit event, retention, the cascade from deliveries).
+    Index("ix_delivery_keys_delivery", "delivery_id"),
 )
 
 # Idempotency-Key on the API's POST routes: the first answer is kept and replayed for a retry.

@@ -29,6 +29,7 @@ _FLASK_PARAM = re.compile(r"<(?:[a-z]+:)?([A-Za-z_][A-Za-z0-9_]*)>")
 _MAX_MESSAGE = 300
 
 
+@lru_cache(maxsize=1024)
 def flask_rule_to_openapi(rule: str) -> str:
     """``/api/v1/contacts/<contact_id>`` → ``/api/v1/contacts/{contact_id}``."""
     return _FLASK_PARAM.sub(r"{\1}", rule)
@@ -152,6 +153,13 @@ class Contract:
 
         Raises :class:`ValidationFailed` naming every offending parameter.
         """
+        if not args and not any(param.required for param in operation.query):  # most requests
+            # What the loop below gives for no parameters: the defaults of the scalar ones.
+            return {
+                p.name: p.schema["default"]
+                for p in operation.query
+                if "default" in p.schema and p.schema.get("type") != "array"
+            }
         values: dict[str, Any] = {}
         nul = {name for name, value in args.items(multi=True) if "\x00" in name or "\x00" in value}
         problems = [

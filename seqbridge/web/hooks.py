@@ -8,9 +8,11 @@ Each refusal has its own code (``hook_not_found``, ``hook_misconfigured``, ``rat
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 
-from flask import Blueprint, Response, current_app, g, redirect, request
+from flask import Blueprint, Request, Response, current_app, g, redirect, request
 
 from connectors.base import InboundRequest, VerificationError
 from seqbridge import metrics
@@ -21,60 +23,97 @@ from seqbridge.errors import (
     TooManyRequests,
     UnsupportedMediaType,
 )
-from seqbridge.web.envelope import ok
-from seqbridge.web.pipeline import services
+from seqbridge.services.intake import Received
 
 bp = Blueprint("hooks", __name__)
 
 
-def _inbound(body: bytes, connector) -> InboundRequest:
-    base = current_app.config.get("PUBLIC_BASE_URL") or ""
+def _inbound(req: Request, body: bytes, connector, base_url: str) -> InboundRequest:
+    environ = req.environ
     if not getattr(connector, "signs_url", False):
         url = ""  # only senders that sign the URL need it (building it costs per request)
-    elif base:
-        query = request.query_string.decode("latin-1")
-        url = base.rstrip("/") + request.path + (f"?{query}" if query else "")
+    elif base_url:
+        query = req.query_string.decode("latin-1")
+        url = base_url.rstrip("/") + req.path + (f"?{query}" if query else "")
     else:
-        url = request.url
+        url = req.url
     return InboundRequest(
-        method=request.method,
+        method=req.method,
         url=url,
-        headers={k.lower(): v for k, v in request.headers.items()},
-        query=request.args.to_dict(flat=False),
+        headers=_headers(environ),
+        query=req.args.to_dict(flat=False) if environ.get("QUERY_STRING") else {},
         body=body,
-        content_type=request.content_type or "",
+        content_type=environ.get("CONTENT_TYPE", ""),
     )
+
+
+def _body(req: Request) -> bytes:
+    """The raw body. With a Content-Length (the view has checked it against the limit) exactly
+    that many bytes are read from the server's stream, as WSGI asks; werkzeug's ``get_data``
+    would wrap the stream in a guard that costs per request and has nothing to guard here."""
+    length = req.content_length
+    if length is not None:
+        return req.environ["wsgi.input"].read(length)
+    return req.get_data(cache=False)  # chunked: read up to the limit, and no further
+
+
+def _headers(environ: dict) -> dict[str, str]:
+    """The request's headers, names lower-cased (what werkzeug's ``request.headers`` holds, read
+    straight from the WSGI environ)."""
+    headers = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            if key not in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+                headers[key[5:].replace("_", "-").lower()] = value
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            headers[key.replace("_", "-").lower()] = value
+    return headers
+
+
+def _answer(app, received: Received) -> Response:
+    """The JSON envelope, made directly: this runs for every webhook."""
+    body = json.dumps({"data": received.to_api()}, separators=(",", ":"))
+    return app.response_class(body + "\n", status=received.http_status, content_type="application/json")
+
+
+@functools.lru_cache(maxsize=1024)
+def _delivered(hook: str, status: str):
+    """The deliveries counter for this hook and outcome (``labels()`` costs a lock per call)."""
+    return metrics.DELIVERIES.labels(hook, status)
 
 
 @bp.route("/hooks/<hook_name>", methods=["GET", "POST", "PUT"])
 def receive(hook_name: str):
-    inbox = services().inbox
+    req = request._get_current_object()  # looked up once: this view runs for every webhook
+    app = current_app._get_current_object()
+    inbox = app.extensions["seqbridge"].inbox
     hook = inbox.hook(hook_name)
     wait = inbox.throttle(hook)
     if wait:
-        raise TooManyRequests(f"Hook {hook_name!r} is over its rate limit.",
-                              headers={"Retry-After": str(max(1, math.ceil(wait)))})  # fmt: skip
-    if request.method == "GET":
+        raise TooManyRequests(
+            f"Hook {hook_name!r} is over its rate limit.",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+    if req.method == "GET":
         return _handshake(hook)
-    limit = hook.max_body_bytes or current_app.config["MAX_CONTENT_LENGTH"]
-    if (request.content_length or 0) > limit:
+    limit = hook.max_body_bytes or app.config["MAX_CONTENT_LENGTH"]
+    if (req.content_length or 0) > limit:
         raise PayloadTooLarge(details={"limit_bytes": limit})
     accepted = getattr(hook.connector, "content_types", ())
-    if accepted and request.mimetype not in accepted:
-        raise UnsupportedMediaType(f"{hook.connector_name} sends {' or '.join(accepted)}.",
-                                   details={"accepted": list(accepted)})  # fmt: skip
-    body = request.get_data(cache=False)
+    if accepted and req.mimetype not in accepted:
+        raise UnsupportedMediaType(
+            f"{hook.connector_name} sends {' or '.join(accepted)}.", details={"accepted": list(accepted)}
+        )
+    body = _body(req)
     if len(body) > limit:
         raise PayloadTooLarge(details={"limit_bytes": limit})
-    received = inbox.receive(hook, _inbound(body, hook.connector), g.request_id)
-    metrics.DELIVERIES.labels(hook.name, received.status).inc()
+    inbound = _inbound(req, body, hook.connector, app.config.get("PUBLIC_BASE_URL") or "")
+    received = inbox.receive(hook, inbound, g.request_id)
+    _delivered(hook.name, received.status).inc()
     redirect_to = getattr(hook.connector, "redirect_to", None)
     if redirect_to:  # a browser form: land the visitor on a page, not on JSON
         return redirect(redirect_to, code=303)
-    data = {"delivery_id": received.delivery_id, "status": received.status}
-    if received.results is not None:
-        data["results"] = received.results
-    return ok(data, received.http_status)
+    return _answer(app, received)
 
 
 def _handshake(hook):
@@ -85,7 +124,9 @@ def _handshake(hook):
             f"Hook {hook.name!r} accepts POST; {hook.connector_name} has no GET handshake."
         )
     try:
-        challenge = handshake(_inbound(b"", hook.connector))
+        challenge = handshake(
+            _inbound(request, b"", hook.connector, current_app.config.get("PUBLIC_BASE_URL") or "")
+        )
     except VerificationError as error:
         raise Forbidden(error.message, code=error.reason) from None
     return Response(challenge, status=200, mimetype="text/plain")

@@ -7,11 +7,12 @@ Authentication and scopes come from the contract (``x-required-scope``), so no r
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
-import uuid
 
+import uuid_utils
 from flask import Flask, current_app, g, request
 
 from seqbridge import metrics
@@ -23,6 +24,13 @@ from seqbridge.web.contract import Contract
 
 access_log = logging.getLogger("seqbridge.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,100}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _answered(route: str, method: str, status: int):
+    """The request counter for this route, method and status (prometheus' ``labels()`` takes a
+    lock and builds a key on every call; routes are few)."""
+    return metrics.REQUESTS.labels(route, method, str(status))
 
 
 def services() -> Services:
@@ -42,53 +50,61 @@ def _bearer_token() -> str | None:
 
 
 def init_app(app: Flask) -> None:
+    # Each runs for every request: the request and g are looked up once, not per attribute.
     @app.before_request
     def _assign_request_id():
-        g.started = time.perf_counter()
-        incoming = request.headers.get("X-Request-Id", "")
-        g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
-        g.query, g.body, g.caller = {}, None, None
+        state = g._get_current_object()
+        state.started = time.perf_counter()
+        incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
+        state.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid_utils.uuid4().hex
+        state.query, state.body, state.caller = {}, None, None
 
     @app.before_request
     def _enforce_contract():
-        if request.url_rule is None or request.method == "OPTIONS":
+        req = request._get_current_object()
+        if req.url_rule is None or req.method == "OPTIONS":
             return  # 404 / 405 are answered by the error handlers; OPTIONS runs no view
         # HEAD runs the GET view, so it is checked exactly like GET.
-        method = "GET" if request.method == "HEAD" else request.method
-        operation = contract().operation_for(request.url_rule.rule, method)
-        if any("\x00" in str(v) for v in (request.view_args or {}).values()):
+        method = "GET" if req.method == "HEAD" else req.method
+        c = contract()
+        operation = c.operation_for(req.url_rule.rule, method)
+        if any("\x00" in str(v) for v in (req.view_args or {}).values()):
             raise NotFound()  # no id contains NUL; PostgreSQL could not even compare it
         if operation is None:
             # Every route is in the spec (a test checks it); refuse rather than run unchecked.
             raise SeqbridgeError("This route is not in the API contract.", code="route_not_in_contract")
+        state = g._get_current_object()
         if not operation.public:
-            if request.headers.get("Authorization") is None:
+            if req.headers.get("Authorization") is None:
                 raise Unauthorized()
             principal = services().keys.authenticate(_bearer_token())
             if operation.scope and not scope_granted(principal.scopes, operation.scope):
                 raise ScopeDenied(operation.scope)
-            g.caller = Caller(
-                principal.org_id, Actor(ActorType.API_KEY, principal.key_id), g.request_id, principal.scopes
+            state.caller = Caller(
+                principal.org_id,
+                Actor(ActorType.API_KEY, principal.key_id),
+                state.request_id,
+                principal.scopes,
             )
-        c = contract()
-        g.query = c.parse_query(operation, request.args)
+        state.query = c.parse_query(operation, req.args)
         if operation.body_validator is not None:
-            g.body = c.parse_body(operation, request.mimetype, request.get_data(cache=True))
+            state.body = c.parse_body(operation, req.mimetype, req.get_data(cache=True))
 
     @app.after_request
     def _tag_response(response):
-        response.headers["X-Request-Id"] = getattr(g, "request_id", None) or uuid.uuid4().hex
-        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        metrics.REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        req = request._get_current_object()
+        response.headers["X-Request-Id"] = getattr(g, "request_id", None) or uuid_utils.uuid4().hex
+        route = req.url_rule.rule if req.url_rule is not None else "unmatched"
+        _answered(route, req.method, response.status_code).inc()
         if route == "/hooks/<hook_name>" and response.status_code >= 400 and response.is_json:
             code = ((response.get_json(silent=True) or {}).get("error") or {}).get("code", "error")
             hook = (
-                "unknown"
-                if code == "hook_not_found"
-                else (request.view_args or {}).get("hook_name", "unknown")
+                "unknown" if code == "hook_not_found" else (req.view_args or {}).get("hook_name", "unknown")
             )
             metrics.REJECTIONS.labels(hook, code).inc()
         # One line per request: the path without its query string (a ?token= stays out of logs).
+        if not access_log.isEnabledFor(logging.INFO):
+            return response
         started = getattr(g, "started", None)
         access_log.info(
             "%s %s %s", request.method, request.path, response.status_code,

@@ -9,6 +9,9 @@ Create Date: 2026-11-23 09:00:00.000000
   prefers walking ``(org_id, created_at)`` over the whole organization.
 - ``contact_attributes``: each contact's scalar custom attributes as text, filled from the
   contacts already stored, so a lookup by attribute is an index probe on SQLite too.
+- ``deliveries (status, next_attempt_at, id)`` replaces ``(status, next_attempt_at)``: a claim
+  takes due deliveries in arrival order (ties of the due time broken by the time-ordered id)
+  straight from the index.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ def _text(value):
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_deliveries_due")
+        batch_op.create_index("ix_deliveries_due", ["status", "next_attempt_at", "id"], unique=False)
     with op.batch_alter_table("contacts", schema=None) as batch_op:
         batch_op.drop_index("ix_contacts_org_phone")
         batch_op.create_index(
@@ -105,3 +111,6 @@ def downgrade() -> None:
     with op.batch_alter_table("contacts", schema=None) as batch_op:
         batch_op.drop_index("ix_contacts_org_phone_created")
         batch_op.create_index("ix_contacts_org_phone", ["org_id", "phone"], unique=False)
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_deliveries_due")
+        batch_op.create_index("ix_deliveries_due", ["status", "next_attempt_at"], unique=False)
