@@ -311,6 +311,7 @@ def mappings_test(paths: tuple[str, ...]) -> None:
 @main.command()
 def worker() -> None:
     """Run the background worker alone (any number may run against PostgreSQL)."""
+    from seqbridge.storage.wakeup import Listener
     from seqbridge.worker import Worker
     from seqbridge.worker.deliveries import DeliveryProcessor
     from seqbridge.worker.maintenance import Statistics
@@ -318,7 +319,8 @@ def worker() -> None:
     from seqbridge.worker.processor import StepProcessor
 
     services = _services()
-    runner = Worker(jobs=[], poll_interval=services.settings["PROCESSOR_POLL_SECONDS"], clock=services.clock)
+    poll = services.settings["PROCESSOR_POLL_SECONDS"]
+    runner = Worker(jobs=[], poll_interval=poll, clock=services.clock, wakeup=Listener(services.db))
     try:
         processor = StepProcessor(services, stopping=runner.stopping)
     except ValueError as error:  # e.g. a malformed SEQBRIDGE_SMTP_URL

@@ -57,6 +57,18 @@ class _QueueCollector:
         )
         for status, value in sorted(counts.get("deliveries", {}).items()):
             deliveries.add_metric([status], value)
+        backlog = counts.get("backlog", {})
+        waiting = GaugeMetricFamily(
+            "seqbridge_deliveries_backlog",
+            "Webhook deliveries waiting for a worker, by state",
+            labels=["state"],
+        )
+        for state in ("due", "processing", "retrying"):
+            waiting.add_metric([state], backlog.get(state, 0))
+        oldest = GaugeMetricFamily(
+            "seqbridge_deliveries_oldest_due_seconds", "How long the oldest due delivery has waited"
+        )
+        oldest.add_metric([], backlog.get("oldest_due_seconds", 0.0))
         notifications = GaugeMetricFamily(
             "seqbridge_rest_hook_notifications", "REST hook notifications by status", labels=["status"]
         )
@@ -64,6 +76,8 @@ class _QueueCollector:
             notifications.add_metric([status], value)
         yield steps
         yield deliveries
+        yield waiting
+        yield oldest
         yield notifications
 
 

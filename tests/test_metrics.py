@@ -64,3 +64,20 @@ def test_metrics_need_a_key_with_audit_read(client, make_key):
     weak = make_key("acme", ["contacts:read"])
     denied = client.get("/metrics", headers={"Authorization": f"Bearer {weak}"})
     assert denied.status_code == 403 and denied.json["error"]["code"] == "audit_read_denied"
+
+
+def test_readyz_and_metrics_show_the_webhook_backlog_and_how_long_it_has_waited(
+    app_config, api, client, services, clock
+):
+    write_mapping(app_config, WHATSAPP_STOP)
+    for n in range(3):
+        assert post_meta(client, meta_body("hello", message_id=f"wamid.B{n}")).status_code == 202
+    clock.advance(seconds=30)
+    ready = client.get("/readyz").json["data"]["deliveries"]
+    assert ready == {"due": 3, "processing": 0, "retrying": 0, "oldest_due_seconds": 30.0}
+    samples = scrape(api)
+    assert value(samples, "seqbridge_deliveries_backlog", state="due") == 3
+    assert value(samples, "seqbridge_deliveries_oldest_due_seconds") == 30.0
+    drain(services)
+    assert client.get("/readyz").json["data"]["deliveries"]["due"] == 0
+    assert value(scrape(api), "seqbridge_deliveries_oldest_due_seconds") == 0.0

@@ -21,6 +21,7 @@ from seqbridge.services.common import CursorPage, decode_time_cursor, format_tim
 from seqbridge.services.inbox import REPLAYABLE, DeliveryStatus, Inbox
 from seqbridge.services.processing import DeliveryProcessing
 from seqbridge.storage.db import Database
+from seqbridge.storage.wakeup import announce_work
 
 log = logging.getLogger("seqbridge.deliveries")
 
@@ -142,6 +143,7 @@ class DeliveryService:
                                details={"status": row["status"]})  # fmt: skip
             record(tx, caller, _tag_for(caller, "delivery", "replayed"), "delivery", delivery_id,
                    {"hook": row["hook"], "previous_status": row["status"]}, now)  # fmt: skip
+            tx.on_commit(announce_work, self.db)
             return delivery_to_api(
                 self._with_events(tx.deliveries.get_delivery(caller.org_id, delivery_id)), detail=True
             )
@@ -186,12 +188,20 @@ class DeliveryService:
             org = tx.orgs.get_org(caller.org_id)
         return org["name"] if org else ""
 
-    def queue_counts(self) -> dict[str, dict[str, int]]:
-        """Step tasks, deliveries and REST hook notifications by state, for the metrics' gauges."""
+    def backlog(self) -> dict[str, Any]:
+        """Due, processing and retrying deliveries, and how long the oldest due one has waited."""
+        with self.db.transaction(write=False) as tx:
+            return tx.deliveries.backlog(self.clock.now())
+
+    def queue_counts(self) -> dict[str, dict[str, Any]]:
+        """Step tasks, deliveries (by status, and the backlog) and REST hook notifications by
+        state, for the metrics' gauges."""
+        now = self.clock.now()
         with self.db.transaction(write=False) as tx:
             return {
-                "steps": tx.processor.counts(self.clock.now()),
+                "steps": tx.processor.counts(now),
                 "deliveries": tx.deliveries.count_by_status(),
+                "backlog": tx.deliveries.backlog(now),
                 "rest_hooks": tx.subscriptions.count_by_status(),
             }
 

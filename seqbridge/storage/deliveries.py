@@ -283,6 +283,24 @@ class DeliveryStore:
         query = query.order_by(deliveries.c.received_at, deliveries.c.id).limit(limit)
         return [(r[0], r[1]) for r in self.conn.execute(query)]
 
+    def backlog(self, now: datetime) -> dict[str, Any]:
+        """What the worker has to get through: due, processing and retrying deliveries, and how
+        long the oldest due one has waited (ranges of ix_deliveries_due, never the whole table)."""
+        queued = deliveries.c.status == "queued"
+
+        def count(*conditions) -> int:
+            return self.conn.execute(
+                select(func.count()).select_from(deliveries).where(*conditions)
+            ).scalar_one()
+
+        oldest = self.conn.execute(select(func.min(deliveries.c.next_attempt_at)).where(queued)).scalar()
+        return {
+            "due": count(queued, deliveries.c.next_attempt_at <= now),
+            "processing": count(deliveries.c.status == "processing"),
+            "retrying": count(queued, deliveries.c.next_attempt_at > now),
+            "oldest_due_seconds": max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0,
+        }
+
     def count_by_status(self) -> dict[str, int]:
         query = select(deliveries.c.status, func.count()).group_by(deliveries.c.status)
         return {status: n for status, n in self.conn.execute(query)}

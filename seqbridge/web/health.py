@@ -47,7 +47,16 @@ def readyz():
             details={"database": "ok", "schema_revision": revision, "expected_revision": head},
         )
     counts = services().outbox.processor_counts()
-    return ok({"status": "ready", "database": "ok", "schema_revision": revision, "processor": counts})
+    backlog = services().deliveries.backlog()
+    return ok(
+        {
+            "status": "ready",
+            "database": "ok",
+            "schema_revision": revision,
+            "processor": counts,
+            "deliveries": backlog,
+        }
+    )
 
 
 @bp.get("/metrics")

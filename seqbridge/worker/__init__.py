@@ -32,6 +32,7 @@ from typing import Generic, Protocol, TypeVar
 from seqbridge.clock import Clock, SystemClock
 from seqbridge.errors import ServiceUnavailable
 from seqbridge.jobs import Outcome
+from seqbridge.storage.wakeup import Listener
 
 log = logging.getLogger("seqbridge.worker")
 
@@ -150,10 +151,21 @@ class StopFlag:
 
 
 class Worker:
-    def __init__(self, jobs: list[Job], *, poll_interval: float = 1.0, clock: Clock | None = None) -> None:
+    """Runs its jobs in a loop; sleeps between idle rounds until the poll interval has passed or
+    ``wakeup`` (a :class:`seqbridge.storage.wakeup.Listener`) says work was committed."""
+
+    def __init__(
+        self,
+        jobs: list[Job],
+        *,
+        poll_interval: float = 1.0,
+        clock: Clock | None = None,
+        wakeup: Listener | None = None,
+    ) -> None:
         self.jobs = jobs
         self.poll_interval = poll_interval
         self.clock = clock or SystemClock()
+        self.wakeup = wakeup
         self.id = f"{socket.gethostname()}:{os.getpid()}"
         self.stopping = StopFlag()
         #: Called in the loop (never in the signal handler) after a SIGHUP: e.g. reload mappings.
@@ -192,12 +204,26 @@ class Worker:
     def run(self) -> None:
         """Loop until stopped."""
         log.info("worker %s: started with jobs: %s", self.id, ", ".join(j.name for j in self.jobs) or "none")
-        while not self.stopping.is_set():
-            if self._reload_requested:
-                self._reload_requested = False
-                log.info("worker %s: SIGHUP, reloading", self.id)
-                for reload in self.on_reload:
-                    reload()
-            if self.run_pending() == 0:
-                self.stopping.wait(self.poll_interval)
+        if self.wakeup is not None:
+            self.wakeup.open()
+        try:
+            while not self.stopping.is_set():
+                if self._reload_requested:
+                    self._reload_requested = False
+                    log.info("worker %s: SIGHUP, reloading", self.id)
+                    for reload in self.on_reload:
+                        reload()
+                if self.wakeup is not None:
+                    self.wakeup.drain()  # what they announced, the round below will find
+                if self.run_pending() == 0:
+                    self._idle()
+        finally:
+            if self.wakeup is not None:
+                self.wakeup.close()
         log.info("worker %s: stopped", self.id)
+
+    def _idle(self) -> None:
+        if self.wakeup is None:
+            self.stopping.wait(self.poll_interval)
+        else:
+            self.wakeup.wait(self.poll_interval, self.stopping.is_set)
