@@ -13,7 +13,6 @@ backoff. A target that answers 410 Gone is unsubscribed, and one that fails for
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +22,7 @@ from seqbridge.audit import SOURCES, record, tag_for
 from seqbridge.clock import Clock
 from seqbridge.context import Actor, ActorType, Caller
 from seqbridge.errors import BadRequest, NotFound
+from seqbridge.jobs import Done, Failed, Outcome, Retry
 from seqbridge.services.common import CursorPage, decode_time_cursor, format_time, new_id, time_cursor
 from seqbridge.services.contacts import contact_to_api
 from seqbridge.services.deliveries import delivery_to_api
@@ -67,13 +67,9 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """How one send went: ``sent``, ``gone`` (410), ``retry`` (with a delay) or ``failed``."""
-
-    kind: str
-    detail: str
-    retry_after: float | None = None
+#: What a send the target answered 410 Gone comes to (``Failed(detail, GONE)``): the target
+#: wants no more, so the subscription goes, as REST hooks ask.
+GONE = "gone"
 
 
 class SubscriptionService:
@@ -189,41 +185,40 @@ class SubscriptionService:
         with self.db.transaction() as tx:
             return tx.subscriptions.claim_due(now, worker_id, now + lease, limit)
 
-    def record_outcome(self, notification: dict[str, Any], worker_id: str, outcome: Outcome, *,
-                       max_attempts: int, retry_in: float) -> str:  # fmt: skip
+    def record_outcome(self, notification: dict[str, Any], worker_id: str, outcome: Outcome) -> str:
         """Apply one send's outcome to the notification and its subscription; return the
-        notification's new status (``sent``, ``pending``, ``failed``, or ``gone`` when the
-        subscription no longer exists)."""
+        notification's new status: ``sent`` (:class:`Done`), ``pending`` (:class:`Retry`),
+        ``failed`` (:class:`Failed`, or :class:`Dead` out of attempts), or ``gone`` when the
+        target answered 410 (``Failed(detail, GONE)``) or the subscription no longer exists."""
         now = self.clock.now()
         caller = Caller(notification["org_id"], Actor(ActorType.WORKER, worker_id))
         with self.db.transaction() as tx:
             sub = tx.subscriptions.lock_subscription(notification["subscription_id"])
             if sub is None:
                 return "gone"
-            if outcome.kind == "gone":
+            if isinstance(outcome, Failed) and outcome.result == GONE:
                 tx.subscriptions.delete_subscription(sub["org_id"], sub["id"])
                 record(tx, caller, tag_for(caller, "hook_subscription", "deleted"), "hook_subscription", sub["id"],
                        {"event": sub["event"], "target": _origin(sub["target_url"]),
-                        "reason": f"the target answered {outcome.detail}: unsubscribed, as REST hooks ask"}, now)  # fmt: skip
+                        "reason": f"the target answered {outcome.error}: unsubscribed, as REST hooks ask"}, now)  # fmt: skip
                 return "gone"
-            if outcome.kind == "sent":
+            if isinstance(outcome, Done):
                 tx.subscriptions.finish(notification["id"], worker_id, {"status": "sent", "sent_at": now,
                                         "last_error": None, "next_attempt_at": None, "updated_at": now})  # fmt: skip
                 tx.subscriptions.update_subscription(sub["id"], {"failing_since": None, "last_success_at": now,
                                                                  "updated_at": now})  # fmt: skip
                 return "sent"
-            status = (
-                "pending" if outcome.kind == "retry" and notification["attempts"] < max_attempts else "failed"
-            )
+            detail = outcome.error or "failed"
+            status = "pending" if isinstance(outcome, Retry) else "failed"
             tx.subscriptions.finish(notification["id"], worker_id, {
-                "status": status, "last_error": outcome.detail, "updated_at": now,
-                "next_attempt_at": now + timedelta(seconds=retry_in) if status == "pending" else None})  # fmt: skip
+                "status": status, "last_error": detail, "updated_at": now,
+                "next_attempt_at": outcome.at if isinstance(outcome, Retry) else None})  # fmt: skip
             failing_since = sub["failing_since"] or now
-            values = {"failing_since": failing_since, "last_failure_at": now, "last_error": outcome.detail,
+            values = {"failing_since": failing_since, "last_failure_at": now, "last_error": detail,
                       "updated_at": now}  # fmt: skip
             if sub["status"] == "active" and now - failing_since >= self.disable_after:
                 reason = (f"every send has failed since {format_time(failing_since)} "
-                          f"(last: {outcome.detail}); re-subscribe to start again")  # fmt: skip
+                          f"(last: {detail}); re-subscribe to start again")  # fmt: skip
                 values.update(status="disabled", disabled_at=now, disabled_reason=reason)
                 dropped = tx.subscriptions.drop_pending(sub["id"], "the subscription was disabled", now)
                 record(tx, caller, tag_for(caller, "hook_subscription", "disabled"), "hook_subscription", sub["id"],

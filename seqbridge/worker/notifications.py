@@ -1,9 +1,11 @@
-"""The REST hooks job: relay new audit events into notifications → send each, signed → record.
+"""The REST hooks jobs: relay new audit events into notifications, then send each, signed, and
+record the outcome.
 
-Sending is the step processor's business (same retry settings, same Standard Webhooks signing);
-what a subscription wants and what an outcome means is :class:`SubscriptionService`'s. A crash
-between a send and its record leaves the notification leased; when the lease expires it is sent
-again with the same ``webhook-id``, so a receiver can drop the repeat.
+Sending is on the job contract: claim a batch of due notifications → send one (a network call) →
+its outcome (sent; retry with the :class:`RetryPolicy`, honouring ``Retry-After``; failed; dead;
+or 410 Gone) → recorded at once by :class:`SubscriptionService`, before the next send, so a crash
+can repeat at most the one notification on the wire. It is sent again with the same
+``webhook-id`` when its lease expires, and the receiver can drop the repeat.
 """
 
 from __future__ import annotations
@@ -11,58 +13,106 @@ from __future__ import annotations
 import logging
 import random
 from datetime import timedelta
+from typing import Any
 
 from seqbridge import metrics
-from seqbridge.jobs import RetryPolicy
+from seqbridge.jobs import Done, Failed, Outcome, RetryPolicy
 from seqbridge.services import Services
-from seqbridge.services.subscriptions import Outcome
-from seqbridge.worker import StopFlag
+from seqbridge.services.subscriptions import GONE
+from seqbridge.worker import Batches, StopFlag
 from seqbridge.worker.channels import Gone, PermanentFailure, TransientFailure, WebhookSender
 
 log = logging.getLogger("seqbridge.worker")
 
+Notification = dict[str, Any]
 
-class HookNotifier:
-    """A worker job. One call of :meth:`run_once` relays one batch and sends one batch."""
 
-    name = "rest_hooks"
+class NotificationJob:
+    """REST hook notifications on the job contract (a :class:`seqbridge.worker.BatchJob`)."""
 
-    def __init__(self, services: Services, *, stopping: StopFlag | None = None, batch: int = 20,
-                 rng: random.Random | None = None) -> None:  # fmt: skip
+    name = "rest_hook_sends"
+    settle_every = 0.0  # every send is on the wire: record it before the next
+
+    def __init__(self, services: Services, *, batch: int = 20, rng: random.Random | None = None) -> None:
         settings = services.settings
         self.subscriptions = services.subscriptions
-        self.stopping = stopping or StopFlag()
+        self.clock = services.clock
         self.batch = batch
         self.rng = rng or random.Random()
         self.lease = timedelta(seconds=settings["PROCESSOR_LEASE_SECONDS"])
         self.policy = RetryPolicy.from_settings(settings, "PROCESSOR")
-        self.sender = WebhookSender(None, settings["WEBHOOK_TIMEOUT_SECONDS"], settings["ALLOW_PRIVATE_TARGETS"],
-                                    user_agent="Seqbridge/0.1 (+REST hook)")  # fmt: skip
+        self.sender = WebhookSender(
+            None,
+            settings["WEBHOOK_TIMEOUT_SECONDS"],
+            settings["ALLOW_PRIVATE_TARGETS"],
+            user_agent="Seqbridge/0.1 (+REST hook)",
+        )
+
+    def claim(self, worker_id: str) -> list[Notification]:
+        return self.subscriptions.claim(worker_id, self.batch, self.lease)
+
+    def run(self, worker_id: str, item: Notification) -> Outcome:
+        """Send one notification, signed with its subscription's secret."""
+        secret = self.subscriptions.secret_of(item["subscription_id"])
+        try:
+            return Done(self.sender.post(item["target_url"], item["id"], item["payload"], secret=secret))
+        except Gone as gone:
+            return Failed(str(gone), GONE)
+        except TransientFailure as failure:
+            return self.policy.after_failure(
+                item["attempts"],
+                str(failure),
+                self.clock.now(),
+                retry_after=failure.retry_after,
+                rng=self.rng,
+            )
+        except PermanentFailure as failure:
+            return Failed(str(failure))
+
+    def crashed(self, item: Notification, error: Exception) -> Outcome:
+        return self.policy.after_failure(
+            item["attempts"], f"{type(error).__name__}: {error}", self.clock.now()
+        )
+
+    def checkpoint(self, item: Notification, outcome: Outcome) -> bool:
+        return True
+
+    def settle(self, worker_id: str, ran: list[tuple[Notification, Outcome]]) -> None:
+        for notification, outcome in ran:
+            status = self.subscriptions.record_outcome(notification, worker_id, outcome)
+            metrics.REST_HOOKS.labels(event=notification["event"], outcome=status).inc()
+            detail = outcome.result if isinstance(outcome, Done) else outcome.error
+            log.info(
+                "rest hook %s %s → %s: %s",
+                notification["event"],
+                notification["id"],
+                status,
+                detail,
+                extra={"org": notification["org_id"]},
+            )
+
+    def extend(self, worker_id: str, items: list[Notification]) -> None:
+        pass  # a batch is 20 sends at most, each bounded by the webhook timeout, well inside a lease
+
+    def release(self, worker_id: str, items: list[Notification]) -> None:
+        pass  # the rest are picked up again when their lease expires
+
+
+class HookNotifier:
+    """A worker job: relay one batch of audit events into notifications, then send one batch."""
+
+    name = "rest_hooks"
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        stopping: StopFlag | None = None,
+        batch: int = 20,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.subscriptions = services.subscriptions
+        self.sends = Batches(NotificationJob(services, batch=batch, rng=rng), stopping or StopFlag())
 
     def run_once(self, worker_id: str) -> int:
-        handled = self.subscriptions.relay()
-        for notification in self.subscriptions.claim(worker_id, self.batch, self.lease):
-            if self.stopping.is_set():
-                break  # the rest are picked up again when their lease expires
-            outcome = self._send(notification)
-            status = self.subscriptions.record_outcome(
-                notification, worker_id, outcome, max_attempts=self.policy.max_attempts,
-                retry_in=self.policy.delay(notification["attempts"], outcome.retry_after, self.rng),
-            )  # fmt: skip
-            metrics.REST_HOOKS.labels(event=notification["event"], outcome=status).inc()
-            log.info("rest hook %s %s → %s: %s", notification["event"], notification["id"], status, outcome.detail,
-                     extra={"org": notification["org_id"]})  # fmt: skip
-            handled += 1
-        return handled
-
-    def _send(self, notification: dict) -> Outcome:
-        try:
-            answer = self.sender.post(notification["target_url"], notification["id"], notification["payload"],
-                                      secret=self.subscriptions.secret_of(notification["subscription_id"]))  # fmt: skip
-        except Gone as gone:
-            return Outcome("gone", str(gone))
-        except TransientFailure as failure:
-            return Outcome("retry", str(failure), failure.retry_after)
-        except PermanentFailure as failure:
-            return Outcome("failed", str(failure))
-        return Outcome("sent", answer)
+        return self.subscriptions.relay() + self.sends.run_once(worker_id)
