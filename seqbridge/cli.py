@@ -434,3 +434,13 @@ def _supervise(web_cmd: list[str], worker_cmd: list[str] | None) -> int:
 
 if __name__ == "__main__":
     main()
+
+
+def _add_commands() -> None:
+    """The commands that live in seqbridge/commands/ (one module each)."""
+    from seqbridge.commands.demo import demo
+
+    main.add_command(demo)
+
+
+_add_commands()
