@@ -438,8 +438,10 @@ if __name__ == "__main__":
 
 def _add_commands() -> None:
     """The commands that live in seqbridge/commands/ (one module each)."""
+    from seqbridge.commands.db import db
     from seqbridge.commands.demo import demo
 
+    main.add_command(db)
     main.add_command(demo)
 
 
