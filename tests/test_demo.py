@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from tests.test_envfile import SHIPPED_SECRETS, _clean_env
-from tests.test_processes import _free_port
+from tests.test_processes import _free_port, _wait_for
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,19 +39,6 @@ class Demo:
         response = requests.get(self.url + path, headers={"Authorization": f"Bearer {self.key}"}, timeout=10)
         assert response.status_code == 200, response.text
         return response.json()
-
-
-def _wait_for(url: str, timeout: float = 90) -> None:
-    """Until the server answers (gunicorn binds before its workers have booted: reads may wait)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            requests.get(url, timeout=10).raise_for_status()
-            return
-        except requests.RequestException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
 
 
 def _cli(*args: str, demo_env: dict[str, str], cwd: Path) -> str:

@@ -21,12 +21,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_for(url: str, timeout: float = 30) -> requests.Response:
+def _wait_for(url: str, timeout: float = 90) -> requests.Response:
+    """The first answer from ``url``. Gunicorn binds before its workers have booted, so on a busy
+    machine a read may time out before the first answer: that is waited out too."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return requests.get(url, timeout=2)
-        except requests.ConnectionError:
+            return requests.get(url, timeout=10)
+        except (requests.ConnectionError, requests.Timeout):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
