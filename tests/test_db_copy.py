@@ -132,6 +132,8 @@ def test_a_target_with_data_is_refused_and_an_interrupted_copy_keeps_nothing(fil
     assert counts(target) == counts(source)
     with pytest.raises(CopyError, match="already holds data"):
         copy_database(source, target)
+    with pytest.raises(CopyError, match=r"cannot prepare the target: .*Connection refused"):
+        copy_database(source, Database("postgresql://nobody:x@127.0.0.1:1/none"))
     with pytest.raises(CopyError, match="the target is the source"):
         copy_database(source, Database(str(source.engine.url.render_as_string(hide_password=False))))
     target.dispose()

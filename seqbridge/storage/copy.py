@@ -19,6 +19,7 @@ from sqlalchemy import Integer, LargeBinary, Table, func, select, text, tuple_
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from seqbridge.errors import SeqbridgeError
 from seqbridge.storage.bulk import bulk_insert
 from seqbridge.storage.db import Database
 from seqbridge.storage.migrate import current_revision, head_revision, upgrade
@@ -69,7 +70,10 @@ def copy_database(
             f"the source schema is not current (revision {current_revision(source)}, "
             f"expected {head}): run `seqbridge init` on it first"
         )
-    upgrade(target)
+    try:
+        upgrade(target)
+    except (SQLAlchemyError, SeqbridgeError) as error:
+        raise CopyError(f"cannot prepare the target: {_first_line(error)}") from error
     tables = list(metadata.sorted_tables)
     report = CopyReport()
     with source.engine.connect() as reader, target.engine.connect() as writer:
