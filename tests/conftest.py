@@ -23,6 +23,9 @@ from seqbridge.storage.db import Database
 from seqbridge.storage.migrate import upgrade
 from tests import pg_server
 
+# Commands the tests start read no developer's var/hooks.env (tests of the env file name theirs).
+os.environ["SEQBRIDGE_ENV_FILE"] = ""
+
 BACKENDS = [
     b.strip() for b in os.environ.get("SEQBRIDGE_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()
 ]
