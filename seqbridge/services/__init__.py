@@ -17,6 +17,7 @@ from seqbridge.services.outbox import OutboxService
 from seqbridge.services.retention import RetentionService
 from seqbridge.services.scheduling import Scheduler
 from seqbridge.services.sequences import SequenceService
+from seqbridge.services.steps import StepService
 from seqbridge.services.subscriptions import SubscriptionService
 from seqbridge.storage.db import Database
 
@@ -36,6 +37,7 @@ class Services:
         self.sequences = SequenceService(db, clock, self.scheduler)
         self.enrollment = EnrollmentService(db, clock, self.sequences, self.scheduler)
         self.outbox = OutboxService(db, clock)
+        self.steps = StepService(db, clock, self.enrollment, self.scheduler)
         # The inbox runs a delivery at once for `respond: after_actions` hooks, through processing.
         self.inbox = Inbox(db, clock, settings, process=lambda delivery_id, owner: self.deliveries.process(
             delivery_id, owner))  # fmt: skip

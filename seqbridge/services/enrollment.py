@@ -612,6 +612,17 @@ class EnrollmentService:
                {"sequence_id": enrollment["sequence_id"], "contact_id": enrollment["contact_id"],
                 "reason": reason, "tasks_cancelled": cancelled}, now)  # fmt: skip
 
+    def fail_in_tx(
+        self, tx: Tx, caller: Caller, enrollment: dict[str, Any], error: str, now: datetime
+    ) -> None:
+        """A step failed for good: the enrollment fails with the error, and what was pending is cancelled."""
+        tx.enrollments.update_enrollment(enrollment["id"], {"status": "failed", "last_error": error, "next_send_at": None,
+                                                            "current_step_id": None, "updated_at": now})  # fmt: skip
+        tx.enrollments.cancel_open_tasks(enrollment["id"], now, "enrollment failed")
+        record(tx, caller, tag_for(caller, "enrollment", "failed"), "enrollment", enrollment["id"],
+               {"sequence_id": enrollment["sequence_id"], "contact_id": enrollment["contact_id"], "error": error[:500]},
+               now)  # fmt: skip
+
     # Auto-enrollment (listeners on the contact service) ----------------------------------
 
     def on_contact_created(self, tx: Tx, caller: Caller, contact: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import smtplib
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
@@ -40,16 +40,6 @@ class PermanentFailure(DeliveryFailure):
 
 class Gone(PermanentFailure):
     """The receiver answered 410 Gone: it wants no more (REST hooks: unsubscribe)."""
-
-
-@dataclass
-class Delivered:
-    status: str  # sent | captured
-    recipient: str
-    subject: str | None = None
-    body: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    detail: str | None = None
 
 
 # Email ----------------------------------------------------------------------------------------
@@ -236,7 +226,6 @@ def _retry_after(value: str | None, now: datetime) -> float | None:
 
 
 __all__ = [
-    "Delivered",
     "Gone",
     "PermanentFailure",
     "SmtpSettings",
