@@ -250,7 +250,7 @@ class _Compiler:
     def filters(self, spec: dict[str, Any], where: tuple) -> None:
         """Check the fields of a bulk_enroll filter written in the file with the service's own check
         (values computed at run time are checked again then)."""
-        from seqbridge.services.enrollment import filter_problems
+        from seqbridge.services.filters import filter_problems
 
         given = {key: _known_part(spec.get(key)) for key in ("filter", "customer_filter")}
         for problem in filter_problems(given["filter"], given["customer_filter"]):

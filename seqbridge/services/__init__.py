@@ -37,7 +37,7 @@ class Services:
         self.sequences = SequenceService(db, clock, self.scheduler)
         self.enrollment = EnrollmentService(db, clock, self.sequences, self.scheduler)
         self.outbox = OutboxService(db, clock)
-        self.steps = StepService(db, clock, self.enrollment, self.scheduler)
+        self.steps = StepService(db, clock, self.scheduler)
         # The inbox runs a delivery at once for `respond: after_actions` hooks, through processing.
         self.inbox = Inbox(db, clock, settings, process=lambda delivery_id, owner: self.deliveries.process(
             delivery_id, owner))  # fmt: skip

@@ -18,7 +18,7 @@ from typing import Any
 
 from seqbridge.context import Caller
 from seqbridge.errors import Conflict, NotFound, SeqbridgeError, Unprocessable
-from seqbridge.services.enrollment import ContactRef
+from seqbridge.services.contacts import ContactRef
 from seqbridge.services.normalize import normalize_phone
 from seqbridge.services.sequences import SequenceKind
 from seqbridge.storage.staged import Lookups

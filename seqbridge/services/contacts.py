@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -12,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from seqbridge.audit import record, tag_for
 from seqbridge.clock import Clock
 from seqbridge.context import Caller
-from seqbridge.errors import Conflict, NotFound, ValidationFailed
+from seqbridge.errors import Conflict, MissingField, NotFound, ValidationFailed
 from seqbridge.services.common import OffsetPage, format_time, new_id
 from seqbridge.services.normalize import normalize_email, normalize_phone, normalize_tags, normalize_timezone
 from seqbridge.storage.db import Database
@@ -33,6 +34,47 @@ TEXT_FIELDS = ("first_name", "last_name", "contact_type", "source", "job_title",
 ContactCreatedListener = Callable[[Tx, Caller, dict[str, Any]], None]
 #: Called inside the transaction that added tags: (tx, caller, contact, new_tags).
 TagsAddedListener = Callable[[Tx, Caller, dict[str, Any], list[str]], None]
+
+
+@dataclass(frozen=True)
+class ContactRef:
+    """How a caller named a contact: by ``id`` (customer_id / contact_id), ``email``, ``phone``
+    (E.164) or ``attribute:<name>`` (a custom attribute, e.g. a CRM's own id)."""
+
+    kind: str
+    value: str
+
+
+def contact_ref(body: dict[str, Any]) -> ContactRef:
+    """The first identifier present of customer_id, email, contact_id, contactId.
+
+    Raises :class:`MissingField` when none is given.
+    """
+    for key, kind in (("customer_id", "id"), ("email", "email"), ("contact_id", "id"), ("contactId", "id")):
+        value = body.get(key)
+        if isinstance(value, str) and value.strip():
+            return ContactRef(kind, value.strip())
+    raise MissingField(
+        "contact_id is required (or customer_id, email, contactId).",
+        details={"fields": ["customer_id", "email", "contact_id", "contactId"]},
+    )
+
+
+def resolve_contact(tx: Tx, caller: Caller, ref: ContactRef) -> dict[str, Any]:
+    """The contact ``ref`` names (the oldest, for a phone or an attribute several share).
+    Raises :class:`NotFound`."""
+    if ref.kind == "email":
+        contact = tx.contacts.find_contact_by_email(caller.org_id, ref.value.lower())
+    elif ref.kind == "phone":  # already E.164
+        contact = next(iter(tx.contacts.find_contacts_by_phone(caller.org_id, ref.value)), None)
+    elif ref.kind.startswith("attribute:"):
+        matches = tx.contacts.find_contacts_by_attribute(caller.org_id, ref.kind.partition(":")[2], ref.value)
+        contact = next(iter(matches), None)
+    else:
+        contact = tx.contacts.get_contact(caller.org_id, ref.value)
+    if contact is None:
+        raise NotFound(f"No contact with {ref.kind} {ref.value}.")
+    return contact
 
 
 def contact_to_api(row: dict[str, Any], tags: list[str]) -> dict[str, Any]:

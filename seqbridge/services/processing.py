@@ -17,53 +17,33 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from connectors.base import MalformedPayload
 from connectors.remote import Transient
-from seqbridge import metrics
-from seqbridge.audit import record, redact
 from seqbridge.clock import Clock, one_instant
-from seqbridge.jobs import Dead, Done, Failed, Outcome, OutcomeKind, Retry, RetryPolicy
+from seqbridge.jobs import Dead, Done, Failed, Outcome, Retry, RetryPolicy
 from seqbridge.mapping.hooks import Hook
 from seqbridge.mapping.planner import PlannedEvent, plan_delivery
 from seqbridge.mapping.registry import BrokenHook, HookRegistry, UnknownHook
 from seqbridge.services.actions import STAGEABLE, LocalTarget
 from seqbridge.services.common import format_time
-from seqbridge.services.inbox import DeliveryStatus, delivery_tag, hook_caller
+from seqbridge.services.delivery_results import (
+    Prepared,
+    PreparedEvent,
+    Settled,
+    acted,
+    events_to_store,
+    observe,
+    settled_values,
+)
 from seqbridge.services.receipts import record_receipts, sweep_receipts
 from seqbridge.storage.db import Database
 from seqbridge.storage.staged import NotStaged
 from seqbridge.storage.tx import Tx
 
 log = logging.getLogger("seqbridge.deliveries")
-
-
-@dataclass(frozen=True)
-class PreparedEvent:
-    """One event of a delivery, planned, with the outcomes of its remote actions (by index)."""
-
-    planned: PlannedEvent
-    remote: dict[int, dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """What running a delivery gave: its hook and its events, ready for the local actions."""
-
-    hook: Hook
-    events: tuple[PreparedEvent, ...]
-
-
-@dataclass(frozen=True)
-class Settled:
-    """A delivery as its attempt left it (``row`` updated), for the log, metrics and the inline
-    answer of ``respond: after_actions`` hooks."""
-
-    row: dict[str, Any]
-    outcome: Outcome
 
 
 class DeliveryProcessing:
@@ -228,7 +208,7 @@ class DeliveryProcessing:
                 if one is not None:
                     settled.append(one)
         for one in settled:
-            self._observe(one)
+            observe(one)
         return settled
 
     def _settle_together(self, worker_id: str, ran: list[tuple[dict[str, Any], Outcome]]) -> list[Settled]:
@@ -252,17 +232,17 @@ class DeliveryProcessing:
                 tx.staging.prefetch(self.local.lookups(org_id, actions))
             finished = []
             for row, outcome in ran:
-                events = _events_to_store(row, outcome)
+                events = events_to_store(row, outcome)
                 if isinstance(outcome, Done):
                     mark = tx.mark()
                     try:
-                        outcome = self._acted(row, outcome.result)
+                        outcome = acted(self.local, row, outcome.result)
                     except NotStaged:
                         raise  # not for this unit of work after all: every delivery runs alone
                     except Exception as error:
                         tx.rollback_to(mark)
                         outcome = self._attempt_failed_with(row, error)
-                finished.append((row, outcome, self._values(tx, row, outcome, events)))
+                finished.append((row, outcome, settled_values(tx, row, outcome, self.clock.now(), events)))
             tx.flush()
             rows = [{"id": row["id"], **values} for row, _, values in finished]
             if len(tx.deliveries.finish_many(worker_id, rows)) != len(rows):
@@ -274,14 +254,14 @@ class DeliveryProcessing:
 
     def _settle_one(self, worker_id: str, row: dict[str, Any], outcome: Outcome) -> Settled | None:
         """One delivery in a plain transaction of its own, through the plain stores."""
-        events = _events_to_store(row, outcome)
+        events = events_to_store(row, outcome)
         if isinstance(outcome, Done):
             try:
                 with self.db.transaction() as tx:
                     if tx.deliveries.load_leased(row["id"], worker_id) is None:
                         return None  # the lease was lost while the remote calls ran
                     record_receipts(tx, [row["id"]])
-                    return self._finish(tx, worker_id, row, self._acted(row, outcome.result), events)
+                    return self._finish(tx, worker_id, row, acted(self.local, row, outcome.result), events)
             except Exception as error:
                 outcome = self._attempt_failed_with(row, error)
         with self.db.transaction() as tx:
@@ -294,137 +274,17 @@ class DeliveryProcessing:
         log.exception("delivery %s: attempt failed", row["id"], extra={"delivery_id": row["id"]})
         return self.failed_attempt(row, _describe(error))
 
-    def _acted(self, row: dict[str, Any], prepared: Prepared) -> Done | Failed:
-        """Carry out the local actions; the delivery is done, or failed if something failed."""
-        results = self.act_locally(row, prepared)
-        if _failed(prepared.hook, results):
-            return Failed("an event or action failed", results)
-        return Done(results)
-
-    def act_locally(self, row: dict[str, Any], prepared: Prepared) -> list[dict[str, Any]]:
-        """Carry out the local actions of every event, in order; return the results per event."""
-        results = []
-        for event in prepared.events:
-            planned = event.planned
-            entry: dict[str, Any] = {"dedupe_key": planned.dedupe_key, "kind": planned.kind, "actions": []}
-            if planned.error is not None:
-                results.append({**entry, "rules": [], "error": planned.error})
-                continue
-            entry["rules"] = list(planned.rules)
-            if not planned.matched:
-                entry["unmatched"] = True
-            caller = hook_caller(
-                row["org_id"],
-                prepared.hook.name,
-                row["request_id"],
-                delivery_id=row["id"],
-                rule=", ".join(planned.rules) or None,
-                event=planned.dedupe_key,
-            )
-            for a, action in enumerate(planned.actions):
-                outcome = event.remote[a] if a in event.remote else self.local.run(caller, action)
-                entry["actions"].append({**redact(action), "outcome": outcome})
-            results.append(entry)
-        return results
-
     def _finish(
         self, tx: Tx, worker_id: str, row: dict[str, Any], outcome: Outcome, events: list | None = None
     ) -> Settled | None:
         """Mark one delivery with ``outcome``; None if the lease was lost (then ``tx`` must roll
         back: raise)."""
-        values = self._values(tx, row, outcome, events)
+        values = settled_values(tx, row, outcome, self.clock.now(), events)
         if not tx.deliveries.finish(row["id"], worker_id, values):
             if isinstance(outcome, Done | Failed):
                 raise Transient("the lease was lost")  # roll back every local action of this attempt
             return None
         return Settled({**row, **values, "lease_owner": None, "lease_expires_at": None}, outcome)
-
-    def _values(
-        self, tx: Tx, row: dict[str, Any], outcome: Outcome, events: list | None = None
-    ) -> dict[str, Any]:
-        """What the delivery's row becomes with ``outcome`` (the same columns whatever it is, and
-        ``events`` when the inbox left them to be read), and its audit event (processed, failed
-        or dead; an attempt that will be retried has none)."""
-        now = self.clock.now()
-        caller = hook_caller(row["org_id"], row["hook"], row["request_id"], delivery_id=row["id"])
-        values: dict[str, Any] = {
-            "status": row["status"],
-            "results": row["results"],
-            "errors": row["errors"],
-            "next_attempt_at": row["next_attempt_at"],
-            "processed_at": row["processed_at"],
-            "updated_at": now,
-        }
-        if events is not None:
-            values["events"] = events
-        if isinstance(outcome, Done | Failed):
-            results = outcome.result
-            status = DeliveryStatus.PROCESSED if isinstance(outcome, Done) else DeliveryStatus.FAILED
-            values.update(status=status.value, results=results, processed_at=now)
-            record(
-                tx,
-                caller,
-                delivery_tag(caller, "failed" if isinstance(outcome, Failed) else "processed"),
-                "delivery",
-                row["id"],
-                {"hook": row["hook"], "status": status.value, **_summary(results)},
-                now,
-            )
-        else:  # Retry or Dead: the attempt failed
-            values["errors"] = [
-                *(row["errors"] or []),
-                {"at": format_time(now), "attempt": row["attempts"], "error": outcome.error},
-            ]
-            if isinstance(outcome, Dead):
-                values.update(status=DeliveryStatus.DEAD.value, next_attempt_at=None)
-                record(
-                    tx,
-                    caller,
-                    delivery_tag(caller, "dead"),
-                    "delivery",
-                    row["id"],
-                    {"hook": row["hook"], "attempts": row["attempts"], "error": outcome.error},
-                    now,
-                )
-            else:
-                values.update(status=DeliveryStatus.QUEUED.value, next_attempt_at=outcome.at)
-        return values
-
-    @staticmethod
-    def _observe(settled: Settled) -> None:
-        """One log line and the counters per delivery attempt."""
-        row = settled.row
-        metrics.PROCESSED.labels(row["hook"], row["status"]).inc()
-        if settled.outcome.kind in (OutcomeKind.DONE, OutcomeKind.FAILED) and row.get("processed_at"):
-            metrics.INGEST_TO_ACTION.labels(row["hook"]).observe(
-                max(0.0, (row["processed_at"] - row["received_at"]).total_seconds())
-            )
-            for entry in row.get("results") or []:
-                for action in entry.get("actions", []):
-                    metrics.ACTIONS.labels(
-                        action["target"], action["action"], action["outcome"]["status"]
-                    ).inc()
-        log.info(
-            "delivery %s",
-            row["status"],
-            extra={
-                "delivery_id": row["id"],
-                "hook": row["hook"],
-                "org": row["org_id"],
-                "request_id": row["request_id"],
-            },
-        )
-
-
-def _events_to_store(row: dict[str, Any], outcome: Outcome) -> list[dict[str, Any]] | None:
-    """The events read from the stored request, when the inbox left them to be (kept with the
-    delivery's mark, so the operator's view and mapping diffs need not read them again)."""
-    if row.get("events") is not None or not isinstance(outcome, Done):
-        return None
-    return [
-        {"dedupe_key": e.planned.dedupe_key, "kind": e.planned.kind, "data": e.planned.data}
-        for e in outcome.result.events
-    ]
 
 
 def _segments(ran: list[tuple[dict[str, Any], Outcome]]):
@@ -448,31 +308,6 @@ def _segments(ran: list[tuple[dict[str, Any], Outcome]]):
             together.append(item)
     if together:
         yield True, together
-
-
-def _failed(hook: Hook, results: list[dict[str, Any]]) -> bool:
-    """A delivery fails when an event could not be evaluated, an action failed, or (on an
-    ``on_unmatched: fail`` hook) no rule matched an event."""
-    return any(
-        "error" in entry
-        or (entry.get("unmatched") and hook.on_unmatched == "fail")
-        or any(a["outcome"]["status"] == "failed" for a in entry["actions"])
-        for entry in results
-    )
-
-
-def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
-    counts: dict[str, int] = {}
-    for entry in results:
-        for action in entry.get("actions", []):
-            status = action["outcome"]["status"]
-            counts[status] = counts.get(status, 0) + 1
-    return {
-        "events": len(results),
-        "rules": sorted({r for e in results for r in e.get("rules", [])}),
-        "unmatched": sum(1 for e in results if e.get("unmatched")),
-        "actions": counts,
-    }
 
 
 def _describe(error: Exception) -> str:

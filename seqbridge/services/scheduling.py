@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from seqbridge.audit import record, tag_for
 from seqbridge.context import Caller
 from seqbridge.storage.tx import Tx
 
@@ -50,6 +49,9 @@ def task_row(
     }
 
 
+_NO_STEPS_LEFT = "no steps left after a step was deleted"
+
+
 class Scheduler:
     def plan(
         self, kind: str, steps: list[dict[str, Any]], enrollment: dict[str, Any], now: datetime
@@ -84,6 +86,8 @@ class Scheduler:
             return 0
         steps = tx.sequences.list_steps([sequence_id])
         successor = next((s for s in steps if s["position"] >= step["position"]), None)
+        from seqbridge.services.lifecycle import LIVE, EnrollmentStatus, move
+
         for task in tasks:
             tx.enrollments.update_task(
                 task["id"],
@@ -93,13 +97,8 @@ class Scheduler:
             if kind != "sequence":
                 # Queue tasks are planned per step: the others keep their times. An enrollment
                 # left with nothing to run is complete.
-                if not tx.enrollments.open_tasks(enrollment["id"]) and enrollment["status"] in (
-                    "active",
-                    "paused",
-                ):
-                    tx.enrollments.update_enrollment(
-                        enrollment["id"], {"status": "completed", "completed_at": now, "updated_at": now}
-                    )
+                if not tx.enrollments.open_tasks(enrollment["id"]) and enrollment["status"] in LIVE:
+                    move(tx, caller, [enrollment], EnrollmentStatus.COMPLETED, now, note=_NO_STEPS_LEFT)
                 continue
             if successor is not None:
                 replacement = task_row(enrollment, successor, task["scheduled_for"] or now, now)
@@ -108,13 +107,8 @@ class Scheduler:
                         status="paused", scheduled_for=None, remaining_seconds=task["remaining_seconds"]
                     )
                 tx.enrollments.insert_tasks([replacement])
-            else:
-                tx.enrollments.update_enrollment(
-                    enrollment["id"], {"status": "completed", "completed_at": now, "updated_at": now}
-                )
-                record(tx, caller, tag_for(caller, "enrollment", "completed"), "enrollment", enrollment["id"],
-                       {"sequence_id": sequence_id, "contact_id": enrollment["contact_id"],
-                        "reason": "no steps left after a step was deleted"}, now)  # fmt: skip
+            elif enrollment["status"] in LIVE:
+                move(tx, caller, [enrollment], EnrollmentStatus.COMPLETED, now, note=_NO_STEPS_LEFT)
         for enrollment_id in {t["enrollment_id"] for t in tasks}:
             self.mirror(tx, enrollment_id, now)
         return len(tasks)

@@ -181,7 +181,11 @@ class SequenceService:
             counters = tx.sequences.enrollment_counters([sequence_id])[sequence_id]
             live = tx.enrollments.count_live(sequence_id)
             if kind is SequenceKind.EVENT_QUEUE:
-                cancelled = tx.enrollments.end_all_live(sequence_id, "exited", "queue_deleted", now)
+                from seqbridge.services.lifecycle import EnrollmentStatus, end_all_in_sequence
+
+                cancelled = end_all_in_sequence(
+                    tx, sequence_id, EnrollmentStatus.EXITED, "queue_deleted", now
+                )
                 tx.sequences.update_sequence(
                     caller.org_id, sequence_id, {"deleted_at": now, "updated_at": now}
                 )

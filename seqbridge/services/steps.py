@@ -21,12 +21,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from seqbridge.audit import record_many, tag_for
 from seqbridge.clock import Clock
 from seqbridge.context import Actor, ActorType, Caller
 from seqbridge.jobs import Dead, Done, Failed, Outcome, Retry
 from seqbridge.services.contacts import TEXT_FIELDS
-from seqbridge.services.enrollment import EnrollmentStatus, ineligibility
+from seqbridge.services.enrolling import ineligibility
+from seqbridge.services.lifecycle import LIVE, EnrollmentStatus, move
 from seqbridge.services.scheduling import step_delay, task_idempotency_key, task_row
 from seqbridge.services.windows import next_opening
 from seqbridge.storage.db import Database
@@ -100,13 +100,12 @@ class StepResult:
 
 
 class StepService:
-    """Claims, decides and settles step tasks. ``enrollment`` moves enrollments; ``scheduler``
-    mirrors a queue's next task onto its enrollment."""
+    """Claims, decides and settles step tasks; ``scheduler`` mirrors a queue's next task onto its
+    enrollment."""
 
-    def __init__(self, db: Database, clock: Clock, enrollment, scheduler) -> None:
+    def __init__(self, db: Database, clock: Clock, scheduler) -> None:
         self.db = db
         self.clock = clock
-        self.enrollment = enrollment
         self.scheduler = scheduler
 
     # Claim -----------------------------------------------------------------------------------
@@ -126,10 +125,14 @@ class StepService:
         if reclaimed:
             log.warning("worker %s: reclaimed %d tasks whose lease expired", worker_id, reclaimed)
         return [
-            ClaimedTask(t, people.get(t["contact_id"]), sent.get(task_idempotency_key(t)),
-                        tuple(steps.get(t["sequence_id"], ())))
+            ClaimedTask(
+                t,
+                people.get(t["contact_id"]),
+                sent.get(task_idempotency_key(t)),
+                tuple(steps.get(t["sequence_id"], ())),
+            )
             for t in tasks
-        ]  # fmt: skip
+        ]
 
     def extend(self, worker_id: str, items: list[ClaimedTask], lease: timedelta) -> None:
         with self.db.transaction() as tx:
@@ -221,18 +224,13 @@ class StepService:
             finished.append(task)
         tx.enrollments.insert_tasks(next_tasks)
         tx.processor.point_enrollments(pointers, now)
-        tx.processor.complete_enrollments([t["enrollment_id"] for t in finished], now)
+        # Complete those still active (one may have been paused or exited since it was claimed).
         by_org: dict[str, list[dict[str, Any]]] = {}
-        for task in finished:
-            by_org.setdefault(task["org_id"], []).append(task)
-        for org_id, org_tasks in by_org.items():
+        for enrollment in _current(tx, [t["enrollment_id"] for t in finished], (EnrollmentStatus.ACTIVE,)):
+            by_org.setdefault(enrollment["org_id"], []).append(enrollment)
+        for org_id, ended in by_org.items():
             caller = Caller(org_id, Actor(ActorType.WORKER, worker_id))
-            entries = [
-                (tag_for(caller, "enrollment", "completed"), "enrollment", t["enrollment_id"],
-                 {"sequence_id": t["sequence_id"], "contact_id": t["contact_id"], "reason": "all steps sent"})
-                for t in org_tasks
-            ]  # fmt: skip
-            record_many(tx, caller, entries, now)
+            move(tx, caller, ended, EnrollmentStatus.COMPLETED, now)
 
     def _settle_other(
         self, tx: Tx, worker_id: str, item: ClaimedTask, outcome: Outcome, now: datetime
@@ -246,15 +244,20 @@ class StepService:
             store.hold_task(task["id"], worker_id, now)
         elif isinstance(outcome, Done) and outcome.result.action is StepAction.EXIT:
             if store.finish_task(task["id"], worker_id, "cancelled", now, outcome.result.note):
-                self.enrollment.end_in_tx(tx, caller, _enrollment_of(task), EnrollmentStatus.EXITED,
-                                          outcome.result.exit_reason, now)  # fmt: skip
+                live = _current(tx, [task["enrollment_id"]], LIVE)
+                move(tx, caller, live, EnrollmentStatus.EXITED, now, reason=outcome.result.exit_reason)
         elif isinstance(outcome, Retry) and not outcome.counts:  # a closed send window
             if store.retry_task(task["id"], worker_id, outcome.at, now, None):
                 store.uncount_attempt(task["id"])
         elif isinstance(outcome, Retry):
             if store.retry_task(task["id"], worker_id, outcome.at, now, outcome.error):
-                log.info("worker %s: task %s failed (%s); retry at %s", worker_id, task["id"], outcome.error,
-                         outcome.at.isoformat())  # fmt: skip
+                log.info(
+                    "worker %s: task %s failed (%s); retry at %s",
+                    worker_id,
+                    task["id"],
+                    outcome.error,
+                    outcome.at.isoformat(),
+                )
         elif isinstance(outcome, Failed | Dead):
             error = (
                 outcome.error
@@ -272,7 +275,8 @@ class StepService:
             tx.processor.record_sends(
                 [_outbox_row(item, Delivered("failed", item.recipient, detail=error), now)]
             )
-        self.enrollment.fail_in_tx(tx, caller, _enrollment_of(task), error, now)
+        live = _current(tx, [task["enrollment_id"]], LIVE)  # not one exited meanwhile
+        move(tx, caller, live, EnrollmentStatus.FAILED, now, error=error)
         log.warning("worker %s: task %s failed permanently: %s", caller.actor.id, task["id"], error)
 
 
@@ -289,9 +293,22 @@ def _run_database_action(tx: Tx, task: dict[str, Any], now: datetime) -> None:
         tx.contacts.update_contact(task["org_id"], task["contact_id"], {**fields, "updated_at": now})
 
 
+def _current(
+    tx: Tx, enrollment_ids: list[str], statuses: tuple[EnrollmentStatus, ...]
+) -> list[dict[str, Any]]:
+    """The enrollments as they are now, in the order given, those with one of ``statuses``."""
+    current = tx.enrollments.get_enrollments(enrollment_ids)
+    return [current[i] for i in enrollment_ids if i in current and current[i]["status"] in statuses]
+
+
 def _enrollment_of(task: dict[str, Any]) -> dict[str, Any]:
-    return {"id": task["enrollment_id"], "org_id": task["org_id"], "sequence_id": task["sequence_id"],
-            "contact_id": task["contact_id"], "status": task["enrollment_status"]}  # fmt: skip
+    return {
+        "id": task["enrollment_id"],
+        "org_id": task["org_id"],
+        "sequence_id": task["sequence_id"],
+        "contact_id": task["contact_id"],
+        "status": task["enrollment_status"],
+    }
 
 
 def _outbox_row(item: ClaimedTask, delivered: Delivered, now: datetime) -> dict[str, Any]:

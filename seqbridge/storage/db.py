@@ -236,6 +236,8 @@ class Database:
 
     def dispose(self) -> None:
         self._drop_writer()
+        if "announcer" in self.__dict__:  # only if one was made
+            self.announcer.close()
         self.engine.dispose()
 
 

@@ -18,36 +18,6 @@ from seqbridge.storage.schema import deliveries, delivery_keys
 
 #: What the list view shows (the body and events are for the detail view).
 _SUMMARY = [c for c in deliveries.c if c.name not in ("body", "events", "results", "headers", "query")]
-#: What a receipt's audit event is made of.
-_RECEIPT_COLUMNS = tuple(
-    [
-        "id",
-        "org_id",
-        "hook",
-        "status",
-        "received_at",
-        "request_id",
-        "method",
-        "content_type",
-        "headers",
-        "query",
-        "body",
-        "body_size",
-        "events",
-        "reject_reason",
-        "attempts",
-        "next_attempt_at",
-        "lease_owner",
-        "lease_expires_at",
-        "results",
-        "errors",
-        "replays",
-        "processed_at",
-        "updated_at",
-        "receipt_audited",
-    ]
-)
-_RECEIPT = [deliveries.c[name] for name in _RECEIPT_COLUMNS]
 
 
 #: A receipt's columns, in the order :meth:`DeliveryStore.insert_receipts` takes its values.
@@ -77,6 +47,8 @@ RECEIPT_COLUMNS = (
     "updated_at",
     "receipt_audited",
 )
+#: What a receipt's audit event is made of: the same columns.
+_RECEIPT = [deliveries.c[name] for name in RECEIPT_COLUMNS]
 
 
 def receipt_time(dialect_name: str) -> Callable[[datetime | None], Any]:
@@ -363,16 +335,7 @@ class DeliveryStore:
         if not ids:
             return []
         claimed = self.conn.execute(
-            update(deliveries)
-            .where(deliveries.c.id.in_(ids), deliveries.c.status == "queued")
-            .values(
-                status="processing",
-                lease_owner=worker_id,
-                lease_expires_at=lease_until,
-                attempts=deliveries.c.attempts + 1,
-                updated_at=now,
-            )
-            .returning(*deliveries.c)
+            _leasing(ids, worker_id, lease_until, now).returning(*deliveries.c)
         ).mappings()
         rows = [dict(r) for r in claimed]
         rows.sort(key=lambda r: (r["next_attempt_at"], r["id"]))
@@ -390,18 +353,7 @@ class DeliveryStore:
 
     def lease(self, ids: list[str], worker_id: str, lease_until: datetime, now: datetime) -> set[str]:
         """Lease these queued deliveries to ``worker_id``; return the ones it got."""
-        result = self.conn.execute(
-            update(deliveries)
-            .where(deliveries.c.id.in_(ids), deliveries.c.status == "queued")
-            .values(
-                status="processing",
-                lease_owner=worker_id,
-                lease_expires_at=lease_until,
-                attempts=deliveries.c.attempts + 1,
-                updated_at=now,
-            )
-            .returning(deliveries.c.id)
-        )
+        result = self.conn.execute(_leasing(ids, worker_id, lease_until, now).returning(deliveries.c.id))
         return set(result.scalars())
 
     def release(self, ids: list[str], worker_id: str, now: datetime) -> int:
@@ -572,3 +524,18 @@ class DeliveryStore:
         ).rowcount
         rows = self.conn.execute(delete(deliveries).where(deliveries.c.id.in_(locked))).rowcount
         return rows, keys
+
+
+def _leasing(ids: list[str], worker_id: str, lease_until: datetime, now: datetime):
+    """The update that leases these queued deliveries to ``worker_id`` (an attempt counted)."""
+    return (
+        update(deliveries)
+        .where(deliveries.c.id.in_(ids), deliveries.c.status == "queued")
+        .values(
+            status="processing",
+            lease_owner=worker_id,
+            lease_expires_at=lease_until,
+            attempts=deliveries.c.attempts + 1,
+            updated_at=now,
+        )
+    )

@@ -215,6 +215,24 @@ class EnrollmentStore:
         )
         return result.rowcount
 
+    def cancel_tasks_counted(self, enrollment_ids: list[str], now, reason: str) -> dict[str, int]:
+        """Cancel whatever is still scheduled for these enrollments, in one statement; return
+        how many tasks each had."""
+        counts = dict.fromkeys(enrollment_ids, 0)
+        if enrollment_ids:
+            result = self.conn.execute(
+                update(step_tasks)
+                .where(
+                    step_tasks.c.enrollment_id.in_(enrollment_ids),
+                    step_tasks.c.status.in_(("pending", "paused")),
+                )
+                .values(status="cancelled", last_error=reason, updated_at=now, finished_at=now)
+                .returning(step_tasks.c.enrollment_id)
+            )
+            for enrollment_id in result.scalars():
+                counts[enrollment_id] += 1
+        return counts
+
     def cancel_open_tasks(self, enrollment_id: str, now, reason: str) -> int:
         """Cancel whatever is still scheduled for the enrollment; return how many tasks."""
         result = self.conn.execute(

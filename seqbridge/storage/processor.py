@@ -139,14 +139,6 @@ class ProcessorStore:
         )
         return set(self.conn.execute(query).scalars())
 
-    def complete_enrollments(self, enrollment_ids: list[str], now: datetime) -> None:
-        if enrollment_ids:
-            self.conn.execute(
-                update(enrollments)
-                .where(enrollments.c.id.in_(enrollment_ids), enrollments.c.status == "active")
-                .values(status="completed", completed_at=now, next_send_at=None, current_step_id=None, updated_at=now)
-            )  # fmt: skip
-
     def point_enrollments(self, rows: list[dict[str, Any]], now: datetime) -> None:
         """Set each enrollment's next step and time (``enrollment_id``, ``step_id``, ``at``)."""
         if rows:

@@ -98,6 +98,12 @@ class Announcer:
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
 
+    def close(self) -> None:
+        """Close the sending socket (the database is being disposed of)."""
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
 
 class Listener:
     """The receiving side: a worker's wait between batches, cut short by a wake-up."""
@@ -105,6 +111,7 @@ class Listener:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._socket: socket.socket | None = None
+        self._poll: select.poll | None = None
         self._path: str | None = None
         self._pg = None
         self._retry_at = 0.0
@@ -129,6 +136,9 @@ class Listener:
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._socket.setblocking(False)
         self._socket.bind(self._path)
+        # poll, not select: a process with many files open has descriptors past FD_SETSIZE.
+        self._poll = select.poll()
+        self._poll.register(self._socket, select.POLLIN)
 
     def _listen_postgresql(self) -> None:
         import psycopg
@@ -161,8 +171,7 @@ class Listener:
         return False
 
     def _received_datagram(self, timeout: float) -> bool:
-        readable, _, _ = select.select([self._socket], [], [], timeout)
-        if not readable:
+        if not self._poll.poll(timeout * 1000):
             return False
         with contextlib.suppress(BlockingIOError):
             while self._socket.recv(64):
@@ -202,6 +211,7 @@ class Listener:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+            self._poll = None
         if self._path is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self._path)

@@ -13,7 +13,7 @@ from flask import Blueprint
 
 from seqbridge.errors import BadRequest
 from seqbridge.services.common import decode_cursor, encode_cursor, format_time
-from seqbridge.services.enrollment import ContactRef
+from seqbridge.services.contacts import ContactRef
 from seqbridge.services.sequences import SequenceKind
 from seqbridge.web.definitions import add_definition_routes
 from seqbridge.web.envelope import body, caller, ok, query, time_param

@@ -11,7 +11,8 @@ from typing import Any
 from flask import Blueprint
 
 from seqbridge.services.common import format_time
-from seqbridge.services.enrollment import contact_ref
+from seqbridge.services.contacts import contact_ref
+from seqbridge.services.lifecycle import EnrollmentStatus
 from seqbridge.services.sequences import SEQUENCE_FIELDS, SequenceKind
 from seqbridge.web.definitions import add_definition_routes
 from seqbridge.web.envelope import body, caller, ok, query
@@ -199,7 +200,7 @@ def exit_enrollment(sequence_id: str, enrollment_id: str):
 def unenroll(sequence_id: str):
     # The bot dialect marks the enrollment completed (a sequence holds one live enrollment per contact).
     [enrollment] = services().enrollment.unenroll(
-        caller(), KIND, sequence_id, contact_ref(body() or {}), status="completed"
+        caller(), KIND, sequence_id, contact_ref(body() or {}), status=EnrollmentStatus.COMPLETED
     )
     return ok(
         {

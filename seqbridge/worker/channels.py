@@ -9,8 +9,10 @@ errors, HTTP 429 and 5xx, timeouts; with the server's Retry-After when given) an
 from __future__ import annotations
 
 import json
+import random
 import smtplib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -22,6 +24,7 @@ import requests
 from standardwebhooks.webhooks import Webhook
 
 from connectors.net import AddressRefused, check_address
+from seqbridge.jobs import Done, Failed, Outcome, RetryPolicy
 
 
 class DeliveryFailure(Exception):
@@ -40,6 +43,26 @@ class PermanentFailure(DeliveryFailure):
 
 class Gone(PermanentFailure):
     """The receiver answered 410 Gone: it wants no more (REST hooks: unsubscribe)."""
+
+
+def attempt(
+    send: Callable[[], Any],
+    policy: RetryPolicy,
+    attempts: int,
+    now: datetime,
+    rng: random.Random,
+    *,
+    failed: Callable[[PermanentFailure], Failed] = lambda failure: Failed(str(failure)),
+) -> Outcome:
+    """Send once: :class:`Done` with what ``send`` returned; after a :class:`TransientFailure`
+    (the ``attempts``-th), a retry or dead by ``policy``, honouring the server's Retry-After;
+    after a :class:`PermanentFailure`, ``failed(failure)``."""
+    try:
+        return Done(send())
+    except TransientFailure as failure:
+        return policy.after_failure(attempts, str(failure), now, retry_after=failure.retry_after, rng=rng)
+    except PermanentFailure as failure:
+        return failed(failure)
 
 
 # Email ----------------------------------------------------------------------------------------

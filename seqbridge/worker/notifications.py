@@ -20,7 +20,7 @@ from seqbridge.jobs import Done, Failed, Outcome, RetryPolicy
 from seqbridge.services import Services
 from seqbridge.services.subscriptions import GONE
 from seqbridge.worker import Batches, StopFlag
-from seqbridge.worker.channels import Gone, PermanentFailure, TransientFailure, WebhookSender
+from seqbridge.worker.channels import Gone, WebhookSender, attempt
 
 log = logging.getLogger("seqbridge.worker")
 
@@ -54,20 +54,14 @@ class NotificationJob:
     def run(self, worker_id: str, item: Notification) -> Outcome:
         """Send one notification, signed with its subscription's secret."""
         secret = self.subscriptions.secret_of(item["subscription_id"])
-        try:
-            return Done(self.sender.post(item["target_url"], item["id"], item["payload"], secret=secret))
-        except Gone as gone:
-            return Failed(str(gone), GONE)
-        except TransientFailure as failure:
-            return self.policy.after_failure(
-                item["attempts"],
-                str(failure),
-                self.clock.now(),
-                retry_after=failure.retry_after,
-                rng=self.rng,
-            )
-        except PermanentFailure as failure:
-            return Failed(str(failure))
+        return attempt(
+            lambda: self.sender.post(item["target_url"], item["id"], item["payload"], secret=secret),
+            self.policy,
+            item["attempts"],
+            self.clock.now(),
+            self.rng,
+            failed=lambda failure: Failed(str(failure), GONE if isinstance(failure, Gone) else None),
+        )
 
     def crashed(self, item: Notification, error: Exception) -> Outcome:
         return self.policy.after_failure(

@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from seqbridge.jobs import Done, Failed, Outcome, RetryPolicy
+from seqbridge.jobs import Done, Outcome, RetryPolicy
 from seqbridge.services import Services
 from seqbridge.services.common import format_time
 from seqbridge.services.contacts import TEXT_FIELDS
@@ -29,8 +29,8 @@ from seqbridge.worker import Batches, StopFlag
 from seqbridge.worker.channels import (
     PermanentFailure,
     SmtpSettings,
-    TransientFailure,
     WebhookSender,
+    attempt,
     build_email,
     email_headers,
     send_email,
@@ -81,18 +81,11 @@ class StepJob:
         decided = self.steps.decide(item)
         if decided is not None:
             return decided
-        try:
-            return Done(StepResult(StepAction.RUN, delivered=self._deliver(item, self.clock.now())))
-        except TransientFailure as failure:
-            return self.policy.after_failure(
-                item.task["attempts"],
-                str(failure),
-                self.clock.now(),
-                retry_after=failure.retry_after,
-                rng=self.rng,
-            )
-        except PermanentFailure as failure:
-            return Failed(str(failure))
+        now = self.clock.now()
+        outcome = attempt(lambda: self._deliver(item, now), self.policy, item.task["attempts"], now, self.rng)
+        if isinstance(outcome, Done):
+            return Done(StepResult(StepAction.RUN, delivered=outcome.result))
+        return outcome
 
     def crashed(self, item: ClaimedTask, error: Exception) -> Outcome:
         return self.policy.after_failure(
