@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.engine import Connection
 
 from seqbridge.storage.bulk import bulk_insert, execute_raw, insert_returning
@@ -106,3 +106,21 @@ class AuditStore:
                 return
             yield from rows
             last = rows[-1]["id"]
+
+    # The console -----------------------------------------------------------------------------
+
+    def events_about(self, org_id: str, subjects: list[tuple[str, str]], limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` events whose subject is one of ``subjects`` ((type, id) pairs),
+        newest first: one range of ix_audit_events_org_subject per subject."""
+        if not subjects:
+            return []
+        query = (
+            select(audit_events)
+            .where(
+                audit_events.c.org_id == org_id,
+                or_(*(and_(audit_events.c.subject_type == t, audit_events.c.subject_id == i) for t, i in subjects)),
+            )
+            .order_by(audit_events.c.id.desc())
+            .limit(limit)
+        )
+        return [dict(r) for r in self.conn.execute(query).mappings()]
