@@ -10,6 +10,7 @@ from seqbridge.services.companies import CompanyService
 from seqbridge.services.contacts import ContactService
 from seqbridge.services.deliveries import DeliveryService
 from seqbridge.services.enrollment import EnrollmentService
+from seqbridge.services.hook_catalog import HookCatalogService
 from seqbridge.services.idempotency import IdempotencyService
 from seqbridge.services.inbox import Inbox
 from seqbridge.services.activity import ActivityService
@@ -56,3 +57,4 @@ class Services:
         self.org_keys = OrgKeyService(db, clock)
         self.overview = OverviewService(db, clock, settings)
         self.activity = ActivityService(db)
+        self.hook_catalog = HookCatalogService(db, clock, self.deliveries)

@@ -77,6 +77,38 @@ class ActivityService:
         entries.sort(key=lambda e: (e["at"], 0 if e["kind"] == "delivery" else 1, e.get("event", {}).get("id", 0)))
         return {"enrollments": enrollments, "timeline": entries, "truncated": len(events) >= TIMELINE_EVENTS}
 
+    def delivery_audit(self, caller: Caller, delivery_id: str, hook: str) -> list[dict[str, Any]]:
+        """The audit events a delivery caused, oldest first: its own (received, processed,
+        replayed …) and, for each processing, what its actions recorded. Those are written in
+        the processing's transaction, just before its ``processed`` / ``failed`` event and in one
+        insert per organization, so they are the hook's events right before it."""
+        with self.db.transaction(write=False) as tx:
+            own = tx.audit.events_about(caller.org_id, [("delivery", delivery_id)], 100)
+            caused: list[dict[str, Any]] = []
+            for event in own:
+                if event["actor_type"] != "hook" or not event["tag"].endswith(("processed", "failed")):
+                    continue
+                for earlier in tx.audit.events_by_actor_before(caller.org_id, hook, event["id"], 200):
+                    if _via_delivery(earlier) != delivery_id:
+                        break
+                    caused.append(earlier)
+        return [event_to_api(e) for e in sorted(own + caused, key=lambda e: e["id"])]
+
+    def enrollment_counts(self, caller: Caller, kind: str, sequence_id: str) -> dict[str, int]:
+        """How many enrollments a sequence or queue has in each status. Raises :class:`NotFound`."""
+        with self.db.transaction(write=False) as tx:
+            if tx.sequences.get_sequence(caller.org_id, sequence_id, str(kind)) is None:
+                raise NotFound(f"No {str(kind).replace('_', ' ')} with id {sequence_id}.")
+            return tx.enrollments.status_counts(sequence_id)
+
+    def find_enrollment(self, caller: Caller, enrollment_id: str) -> dict[str, Any]:
+        """An enrollment by id alone (sequence or queue). Raises :class:`NotFound`."""
+        with self.db.transaction(write=False) as tx:
+            row = tx.enrollments.get_enrollment(caller.org_id, enrollment_id)
+        if row is None:
+            raise NotFound(f"No enrollment with id {enrollment_id}.")
+        return row
+
     @staticmethod
     def _events(tx: Tx, caller: Caller, contact_ids: list[str]) -> list[dict[str, Any]]:
         subjects = [("contact", c) for c in contact_ids]

@@ -66,4 +66,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(replay_jobs.bp)
     app.register_blueprint(deliveries.bp)
     app.register_blueprint(subscriptions.bp)
+
+    from seqbridge.web import console
+
+    console.init_app(app)  # the operator console at /
     return app
