@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from seqbridge.clock import Clock
+from seqbridge.services.activity import ActivityService
 from seqbridge.services.audit_log import AuditLogService
 from seqbridge.services.companies import CompanyService
+from seqbridge.services.console_sessions import SessionService
 from seqbridge.services.contacts import ContactService
 from seqbridge.services.deliveries import DeliveryService
 from seqbridge.services.enrollment import EnrollmentService
 from seqbridge.services.hook_catalog import HookCatalogService
 from seqbridge.services.idempotency import IdempotencyService
 from seqbridge.services.inbox import Inbox
-from seqbridge.services.activity import ActivityService
-from seqbridge.services.console_sessions import SessionService
 from seqbridge.services.keys import KeyService, OrgKeyService
 from seqbridge.services.outbox import OutboxService
 from seqbridge.services.overview import OverviewService

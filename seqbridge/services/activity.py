@@ -37,7 +37,9 @@ class ActivityService:
             ids = tx.delivery_stats.find_by_dedupe_key(caller.org_id, key.strip())
             return [delivery_to_api(r) for r in tx.delivery_stats.summaries(caller.org_id, ids)]
 
-    def deliveries_for_contacts(self, caller: Caller, contact_ids: list[str], limit: int = 50) -> list[dict[str, Any]]:
+    def deliveries_for_contacts(
+        self, caller: Caller, contact_ids: list[str], limit: int = 50
+    ) -> list[dict[str, Any]]:
         """The deliveries whose actions touched these contacts or their enrollments, newest first."""
         with self.db.transaction(write=False) as tx:
             events = self._events(tx, caller, contact_ids)
@@ -56,9 +58,10 @@ class ActivityService:
             enrollments = tx.enrollments.enrollments_of_contact(caller.org_id, contact_id)
             names = {e["sequence_id"]: e["sequence_name"] for e in enrollments}
             events = tx.audit.events_about(
-                caller.org_id, [("contact", contact_id)] + [("enrollment", e["id"]) for e in enrollments],
+                caller.org_id,
+                [("contact", contact_id)] + [("enrollment", e["id"]) for e in enrollments],
                 TIMELINE_EVENTS,
-            )  # fmt: skip
+            )
             delivery_ids = list(dict.fromkeys(i for i in map(_via_delivery, events) if i))
             deliveries = {
                 d["id"]: d for d in tx.delivery_stats.summaries(caller.org_id, delivery_ids, with_events=True)
@@ -67,14 +70,27 @@ class ActivityService:
         for delivery_id in delivery_ids:
             row = deliveries.get(delivery_id)
             if row is not None:  # pruned deliveries leave their audit events behind
-                entries.append({"kind": "delivery", "at": row["received_at"], "delivery": {
-                    **delivery_to_api(row), "events": row["events"]}})  # fmt: skip
+                entries.append(
+                    {
+                        "kind": "delivery",
+                        "at": row["received_at"],
+                        "delivery": {**delivery_to_api(row), "events": row["events"]},
+                    }
+                )
         for event in events:
             sequence_id = (event["data"] or {}).get("sequence_id")
-            entries.append({"kind": "audit", "at": event["occurred_at"], "event": event_to_api(event),
-                            "sequence_name": names.get(sequence_id) if sequence_id else None})  # fmt: skip
+            entries.append(
+                {
+                    "kind": "audit",
+                    "at": event["occurred_at"],
+                    "event": event_to_api(event),
+                    "sequence_name": names.get(sequence_id) if sequence_id else None,
+                }
+            )
         # Oldest first; at the same moment, a delivery comes before what it caused.
-        entries.sort(key=lambda e: (e["at"], 0 if e["kind"] == "delivery" else 1, e.get("event", {}).get("id", 0)))
+        entries.sort(
+            key=lambda e: (e["at"], 0 if e["kind"] == "delivery" else 1, e.get("event", {}).get("id", 0))
+        )
         return {"enrollments": enrollments, "timeline": entries, "truncated": len(events) >= TIMELINE_EVENTS}
 
     def delivery_audit(self, caller: Caller, delivery_id: str, hook: str) -> list[dict[str, Any]]:
@@ -113,5 +129,8 @@ class ActivityService:
     def _events(tx: Tx, caller: Caller, contact_ids: list[str]) -> list[dict[str, Any]]:
         subjects = [("contact", c) for c in contact_ids]
         for contact_id in contact_ids:
-            subjects += [("enrollment", e["id"]) for e in tx.enrollments.enrollments_of_contact(caller.org_id, contact_id)]
+            subjects += [
+                ("enrollment", e["id"])
+                for e in tx.enrollments.enrollments_of_contact(caller.org_id, contact_id)
+            ]
         return tx.audit.events_about(caller.org_id, subjects, TIMELINE_EVENTS)

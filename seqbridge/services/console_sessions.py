@@ -62,7 +62,9 @@ class SessionService:
     def csrf_token_for(token: str) -> str:
         return hmac.new(token.encode(), b"seqbridge-console-csrf", hashlib.sha256).hexdigest()
 
-    def sign_in(self, raw_key: str, user_agent: str | None, request_id: str | None) -> tuple[str, ConsoleSession]:
+    def sign_in(
+        self, raw_key: str, user_agent: str | None, request_id: str | None
+    ) -> tuple[str, ConsoleSession]:
         """Check the key and open a session; return (the cookie's token, the session).
 
         Raises :class:`Unauthorized` ``invalid_api_key`` for a wrong, malformed or revoked key.
@@ -83,8 +85,15 @@ class SessionService:
         caller = Caller(principal.org_id, Actor(ActorType.API_KEY, principal.key_id), request_id)
         with self.db.transaction() as tx:
             tx.sessions.insert_session(row)
-            record(tx, caller, tag_for(caller, "console_session", "created"), "console_session", row["id"],
-                   {"key_id": principal.key_id}, now)  # fmt: skip
+            record(
+                tx,
+                caller,
+                tag_for(caller, "console_session", "created"),
+                "console_session",
+                row["id"],
+                {"key_id": principal.key_id},
+                now,
+            )
         session = self.resume(token)
         assert session is not None
         return token, session
@@ -103,9 +112,15 @@ class SessionService:
             with self.db.transaction() as tx:
                 tx.sessions.touch(row["id"], now)
         return ConsoleSession(
-            row["id"], row["org_id"], row["org_name"], row["key_id"], row["key_name"], row["key_prefix"],
-            frozenset(row["scopes"]), self.csrf_token_for(token),
-        )  # fmt: skip
+            row["id"],
+            row["org_id"],
+            row["org_name"],
+            row["key_id"],
+            row["key_name"],
+            row["key_prefix"],
+            frozenset(row["scopes"]),
+            self.csrf_token_for(token),
+        )
 
     def sign_out(self, token: str | None, request_id: str | None) -> None:
         """End the session (nothing happens for an unknown or already ended one)."""
@@ -116,5 +131,12 @@ class SessionService:
             row = tx.sessions.end_session(_hash(token), now)
             if row is not None:
                 caller = Caller(row["org_id"], Actor(ActorType.API_KEY, row["key_id"]), request_id)
-                record(tx, caller, tag_for(caller, "console_session", "ended"), "console_session", row["id"],
-                       {"key_id": row["key_id"]}, now)  # fmt: skip
+                record(
+                    tx,
+                    caller,
+                    tag_for(caller, "console_session", "ended"),
+                    "console_session",
+                    row["id"],
+                    {"key_id": row["key_id"]},
+                    now,
+                )

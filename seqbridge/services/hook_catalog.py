@@ -36,14 +36,18 @@ class HookCatalogService:
         out = []
         for status in self.deliveries.mapping_statuses(caller):
             hook = self._hook(status["name"])
-            out.append({
-                **status,
-                "connector": status.get("connector") or (hook.connector_name if hook else None),
-                "rate_limit": {"per_second": hook.rate_per_second, "burst": hook.rate_burst} if hook and hook.rate_per_second else None,
-                "max_body_bytes": hook.max_body_bytes if hook else None,
-                "traffic": traffic.get(status["name"], {}),
-                "traffic_total": sum(traffic.get(status["name"], {}).values()),
-            })  # fmt: skip
+            out.append(
+                {
+                    **status,
+                    "connector": status.get("connector") or (hook.connector_name if hook else None),
+                    "rate_limit": {"per_second": hook.rate_per_second, "burst": hook.rate_burst}
+                    if hook and hook.rate_per_second
+                    else None,
+                    "max_body_bytes": hook.max_body_bytes if hook else None,
+                    "traffic": traffic.get(status["name"], {}),
+                    "traffic_total": sum(traffic.get(status["name"], {}).values()),
+                }
+            )
         return out
 
     def hook(self, caller: Caller, name: str) -> dict[str, Any]:
@@ -64,14 +68,21 @@ class HookCatalogService:
         rules, planned actions; nothing is stored or executed."""
         return self.deliveries.dry_run(caller, hook, spec)
 
-    def try_delivery(self, caller: Caller, hook: str, delivery_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def try_delivery(
+        self, caller: Caller, hook: str, delivery_id: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """The dry-run of a stored delivery's request against the hook's current mapping; returns
         (the spec that was run, the result). Raises :class:`NotFound`."""
         stored = self.deliveries.get_delivery(caller, delivery_id)
         request = stored["request"]
         if request["body"] is None:
             raise NotFound("That delivery kept no body (it was rejected): paste one instead.", code="no_body")
-        spec = {"body": request["body"], "content_type": request["content_type"] or "application/json",
-                "headers": request["headers"] or {},
-                "query": {k: (v[0] if isinstance(v, list) and v else v) for k, v in (request["query"] or {}).items()}}  # fmt: skip
+        spec = {
+            "body": request["body"],
+            "content_type": request["content_type"] or "application/json",
+            "headers": request["headers"] or {},
+            "query": {
+                k: (v[0] if isinstance(v, list) and v else v) for k, v in (request["query"] or {}).items()
+            },
+        }
         return spec, self.deliveries.dry_run(caller, hook, spec)

@@ -192,8 +192,11 @@ class KeyService:
 def require_all_scopes(caller: Caller) -> None:
     """Raises :class:`Forbidden` ``keys_manage_denied`` unless the caller's key has ``*``."""
     if ALL_SCOPES not in caller.scopes:
-        raise Forbidden("Only a key with every scope (*) can manage API keys.", code="keys_manage_denied",
-                        details={"required_scope": ALL_SCOPES})  # fmt: skip
+        raise Forbidden(
+            "Only a key with every scope (*) can manage API keys.",
+            code="keys_manage_denied",
+            details={"required_scope": ALL_SCOPES},
+        )
 
 
 class OrgKeyService:
@@ -220,18 +223,37 @@ class OrgKeyService:
         scopes = _check_scopes(scopes)
         beyond = [s for s in scopes if s != ALL_SCOPES and not scope_granted(caller.scopes, s)]
         if beyond or (ALL_SCOPES in scopes and ALL_SCOPES not in caller.scopes):
-            raise Forbidden("A key cannot grant scopes its creator lacks.", code="scope_not_held",
-                            details={"scopes": beyond or [ALL_SCOPES]})  # fmt: skip
+            raise Forbidden(
+                "A key cannot grant scopes its creator lacks.",
+                code="scope_not_held",
+                details={"scopes": beyond or [ALL_SCOPES]},
+            )
         raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
         key_id = new_id()
         prefix = raw_key[: len(KEY_PREFIX) + 4]
         now = self.clock.now()
         with self.db.transaction() as tx:
             org = tx.orgs.get_org(caller.org_id)
-            tx.keys.insert_key({"id": key_id, "org_id": caller.org_id, "name": name, "prefix": prefix,
-                                "key_hash": hash_key(raw_key), "scopes": scopes, "created_at": now})  # fmt: skip
-            record(tx, caller, tag_for(caller, "api_key", "created"), "api_key", key_id,
-                   {"name": name, "prefix": prefix, "scopes": scopes}, now)  # fmt: skip
+            tx.keys.insert_key(
+                {
+                    "id": key_id,
+                    "org_id": caller.org_id,
+                    "name": name,
+                    "prefix": prefix,
+                    "key_hash": hash_key(raw_key),
+                    "scopes": scopes,
+                    "created_at": now,
+                }
+            )
+            record(
+                tx,
+                caller,
+                tag_for(caller, "api_key", "created"),
+                "api_key",
+                key_id,
+                {"name": name, "prefix": prefix, "scopes": scopes},
+                now,
+            )
         return CreatedKey(key_id, caller.org_id, org["name"], name, prefix, scopes, raw_key)
 
     def revoke(self, caller: Caller, key_id: str) -> dict[str, Any]:
@@ -245,6 +267,13 @@ class OrgKeyService:
             if key is None or key["org_id"] != caller.org_id or not tx.keys.revoke_key(key_id, now):
                 raise NotFound(f"No active API key with id {key_id}.", code="api_key_not_found")
             sessions = tx.sessions.end_sessions_of_key(key_id, now)
-            record(tx, caller, tag_for(caller, "api_key", "revoked"), "api_key", key_id,
-                   {"name": key["name"], "prefix": key["prefix"], "sessions_ended": sessions}, now)  # fmt: skip
+            record(
+                tx,
+                caller,
+                tag_for(caller, "api_key", "revoked"),
+                "api_key",
+                key_id,
+                {"name": key["name"], "prefix": key["prefix"], "sessions_ended": sessions},
+                now,
+            )
             return {**key, "revoked_at": now}

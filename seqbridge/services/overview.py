@@ -108,10 +108,15 @@ class OverviewService:
             "series": {s: [round(v, 3) for v in values] for s, values in series.items()},
             "totals": totals,
             "per_hook": dict(sorted(per_hook.items(), key=lambda kv: -kv[1])),
-            "latency": {"p50": [percentile(h, 0.5) for h in histograms],
-                        "p99": [percentile(h, 0.99) for h in histograms]},  # fmt: skip
-            "latency_overall": {"p50": percentile(overall, 0.5), "p99": percentile(overall, 0.99),
-                                "count": sum(overall)},  # fmt: skip
+            "latency": {
+                "p50": [percentile(h, 0.5) for h in histograms],
+                "p99": [percentile(h, 0.99) for h in histograms],
+            },
+            "latency_overall": {
+                "p50": percentile(overall, 0.5),
+                "p99": percentile(overall, 0.99),
+                "count": sum(overall),
+            },
         }
 
     def health(self, caller: Caller) -> dict[str, Any]:
@@ -130,9 +135,16 @@ class OverviewService:
         shown = []
         for w in workers:
             alive = w["stopped_at"] is None and now - w["heartbeat_at"] <= self.alive_within
-            shown.append({"id": w["id"], "alive": alive, "started_at": format_time(w["started_at"]),
-                          "heartbeat_at": format_time(w["heartbeat_at"]), "stopped_at": format_time(w["stopped_at"]),
-                          "processed": w["processed"]})  # fmt: skip
+            shown.append(
+                {
+                    "id": w["id"],
+                    "alive": alive,
+                    "started_at": format_time(w["started_at"]),
+                    "heartbeat_at": format_time(w["heartbeat_at"]),
+                    "stopped_at": format_time(w["stopped_at"]),
+                    "processed": w["processed"],
+                }
+            )
         return {
             "backlog": {
                 "queued": queued["count"] - queued["attempted"],

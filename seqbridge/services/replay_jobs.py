@@ -77,8 +77,9 @@ class ReplayJobService:
     # The filter ----------------------------------------------------------------------------------
 
     @staticmethod
-    def make_filter(hook: str | None, statuses: list[str] | None, since: datetime | None,
-                    until: datetime | None) -> dict[str, Any]:  # fmt: skip
+    def make_filter(
+        hook: str | None, statuses: list[str] | None, since: datetime | None, until: datetime | None
+    ) -> dict[str, Any]:
         """The stored form of a filter (times as ISO text). Raises :class:`BadRequest`
         ``not_replayable`` for a status that cannot be replayed, ``invalid_filter`` for an
         empty time range."""
@@ -87,25 +88,35 @@ class ReplayJobService:
         if wrong:
             raise BadRequest(
                 f"Only {', '.join(_REPLAYABLE)} deliveries can be replayed, not {', '.join(wrong)}.",
-                code="not_replayable", details={"statuses": wrong},
-            )  # fmt: skip
+                code="not_replayable",
+                details={"statuses": wrong},
+            )
         if since and until and since >= until:
             raise BadRequest("since must be before until.", code="invalid_filter")
-        return {"hook": hook or None, "statuses": statuses, "since": format_time(since), "until": format_time(until)}
+        return {
+            "hook": hook or None,
+            "statuses": statuses,
+            "since": format_time(since),
+            "until": format_time(until),
+        }
 
     @staticmethod
     def _query_filter(flt: dict[str, Any]) -> dict[str, Any]:
         return {**flt, "since": _parse_time(flt.get("since")), "until": _parse_time(flt.get("until"))}
 
     def _bound(self, flt: dict[str, Any], now: datetime) -> datetime:
+        """The job's exclusive upper bound: ``until``, but never later than now (inclusive)."""
         until = _parse_time(flt.get("until"))
-        return min(until, now) if until else now
+        latest = now + timedelta(microseconds=1)
+        return min(until, latest) if until else latest
 
     def count(self, caller: Caller, flt: dict[str, Any]) -> int:
         """How many deliveries a filter (from :meth:`make_filter`) matches now."""
         now = self.clock.now()
         with self.db.transaction(write=False) as tx:
-            return tx.replay_jobs.count_matching(caller.org_id, self._query_filter(flt), self._bound(flt, now))
+            return tx.replay_jobs.count_matching(
+                caller.org_id, self._query_filter(flt), self._bound(flt, now)
+            )
 
     # The operator's side -------------------------------------------------------------------------
 
@@ -115,14 +126,35 @@ class ReplayJobService:
         bound = self._bound(flt, now)
         with self.db.transaction() as tx:
             total = tx.replay_jobs.count_matching(caller.org_id, self._query_filter(flt), bound)
-            row = {"id": new_id(), "org_id": caller.org_id, "status": ReplayJobStatus.QUEUED.value, "filter": flt,
-                   "received_before": bound, "total": total, "replayed": 0, "skipped": 0, "cursor_at": None,
-                   "cursor_id": None, "created_by": caller.actor.id, "request_id": caller.request_id,
-                   "lease_owner": None, "lease_expires_at": None, "created_at": now, "updated_at": now,
-                   "finished_at": None}  # fmt: skip
+            row = {
+                "id": new_id(),
+                "org_id": caller.org_id,
+                "status": ReplayJobStatus.QUEUED.value,
+                "filter": flt,
+                "received_before": bound,
+                "total": total,
+                "replayed": 0,
+                "skipped": 0,
+                "cursor_at": None,
+                "cursor_id": None,
+                "created_by": caller.actor.id,
+                "request_id": caller.request_id,
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "created_at": now,
+                "updated_at": now,
+                "finished_at": None,
+            }
             tx.replay_jobs.insert_job(row)
-            record(tx, caller, tag_for(caller, "replay_job", "created"), "replay_job", row["id"],
-                   {"filter": flt, "total": total}, now)  # fmt: skip
+            record(
+                tx,
+                caller,
+                tag_for(caller, "replay_job", "created"),
+                "replay_job",
+                row["id"],
+                {"filter": flt, "total": total},
+                now,
+            )
         return job_to_api(row)
 
     def get(self, caller: Caller, job_id: str) -> dict[str, Any]:
@@ -152,10 +184,20 @@ class ReplayJobService:
             if row is None:
                 raise NotFound(f"No replay job with id {job_id}.", code="replay_job_not_found")
             if not tx.replay_jobs.cancel(caller.org_id, job_id, now):
-                raise Conflict(f"The replay job is already {row['status']}.", code="replay_job_finished",
-                               details={"status": row["status"]})  # fmt: skip
-            record(tx, caller, tag_for(caller, "replay_job", "cancelled"), "replay_job", job_id,
-                   {"replayed": row["replayed"], "skipped": row["skipped"], "total": row["total"]}, now)  # fmt: skip
+                raise Conflict(
+                    f"The replay job is already {row['status']}.",
+                    code="replay_job_finished",
+                    details={"status": row["status"]},
+                )
+            record(
+                tx,
+                caller,
+                tag_for(caller, "replay_job", "cancelled"),
+                "replay_job",
+                job_id,
+                {"replayed": row["replayed"], "skipped": row["skipped"], "total": row["total"]},
+                now,
+            )
             return job_to_api(tx.replay_jobs.get_job(caller.org_id, job_id))
 
     # The worker's side ---------------------------------------------------------------------------
@@ -178,8 +220,12 @@ class ReplayJobService:
             flt = self._query_filter(job["filter"])
             after = (job["cursor_at"], job["cursor_id"]) if job["cursor_at"] else None
             targets = tx.replay_jobs.next_matching(job["org_id"], flt, job["received_before"], after, batch)
-            caller = Caller(job["org_id"], Actor(ActorType.API_KEY, job["created_by"]), job["request_id"],
-                            via={"replay_job": job["id"]})  # fmt: skip
+            caller = Caller(
+                job["org_id"],
+                Actor(ActorType.API_KEY, job["created_by"]),
+                job["request_id"],
+                via={"replay_job": job["id"]},
+            )
             replayed = skipped = 0
             for _, delivery_id in targets:
                 try:
@@ -187,16 +233,33 @@ class ReplayJobService:
                     replayed += 1
                 except (Conflict, NotFound):  # queued again or pruned meanwhile
                     skipped += 1
-            values: dict[str, Any] = {"replayed": job["replayed"] + replayed, "skipped": job["skipped"] + skipped,
-                                      "lease_owner": None, "lease_expires_at": None, "updated_at": now}  # fmt: skip
+            values: dict[str, Any] = {
+                "replayed": job["replayed"] + replayed,
+                "skipped": job["skipped"] + skipped,
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "updated_at": now,
+            }
             if targets:
                 values["cursor_at"], values["cursor_id"] = targets[-1]
             if len(targets) < batch:
                 values.update(status=ReplayJobStatus.DONE.value, finished_at=now)
                 worker = Caller(job["org_id"], Actor(ActorType.WORKER, worker_id), job["request_id"])
-                record(tx, worker, tag_for(worker, "replay_job", "finished"), "replay_job", job["id"],
-                       {"replayed": values["replayed"], "skipped": values["skipped"], "total": job["total"]}, now)  # fmt: skip
+                record(
+                    tx,
+                    worker,
+                    tag_for(worker, "replay_job", "finished"),
+                    "replay_job",
+                    job["id"],
+                    {"replayed": values["replayed"], "skipped": values["skipped"], "total": job["total"]},
+                    now,
+                )
             tx.replay_jobs.update_job(job["id"], values)
-        log.info("replay job %s: %d replayed, %d skipped in this batch", job["id"], replayed, skipped,
-                 extra={"org": job["org_id"]})  # fmt: skip
+        log.info(
+            "replay job %s: %d replayed, %d skipped in this batch",
+            job["id"],
+            replayed,
+            skipped,
+            extra={"org": job["org_id"]},
+        )
         return max(len(targets), 1)

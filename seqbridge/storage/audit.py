@@ -118,18 +118,29 @@ class AuditStore:
             select(audit_events)
             .where(
                 audit_events.c.org_id == org_id,
-                or_(*(and_(audit_events.c.subject_type == t, audit_events.c.subject_id == i) for t, i in subjects)),
+                or_(
+                    *(
+                        and_(audit_events.c.subject_type == t, audit_events.c.subject_id == i)
+                        for t, i in subjects
+                    )
+                ),
             )
             .order_by(audit_events.c.id.desc())
             .limit(limit)
         )
         return [dict(r) for r in self.conn.execute(query).mappings()]
 
-    def events_by_actor_before(self, org_id: str, actor_id: str, before_id: int, limit: int) -> list[dict[str, Any]]:
+    def events_by_actor_before(
+        self, org_id: str, actor_id: str, before_id: int, limit: int
+    ) -> list[dict[str, Any]]:
         """The actor's events just before ``before_id``, newest first (ix_audit_events_org_actor)."""
         query = (
             select(audit_events)
-            .where(audit_events.c.org_id == org_id, audit_events.c.actor_id == actor_id, audit_events.c.id < before_id)
+            .where(
+                audit_events.c.org_id == org_id,
+                audit_events.c.actor_id == actor_id,
+                audit_events.c.id < before_id,
+            )
             .order_by(audit_events.c.id.desc())
             .limit(limit)
         )

@@ -33,9 +33,13 @@ class DeliveryStatsStore:
     def _latency_ms(self) -> ColumnElement:
         if self.postgresql:
             return func.extract("epoch", deliveries.c.processed_at - deliveries.c.received_at) * 1000
-        return (func.julianday(deliveries.c.processed_at) - func.julianday(deliveries.c.received_at)) * 86_400_000
+        return (
+            func.julianday(deliveries.c.processed_at) - func.julianday(deliveries.c.received_at)
+        ) * 86_400_000
 
-    def counts_by_bucket(self, org_id: str, since: datetime, seconds: int, hook: str | None) -> list[dict[str, Any]]:
+    def counts_by_bucket(
+        self, org_id: str, since: datetime, seconds: int, hook: str | None
+    ) -> list[dict[str, Any]]:
         """(bucket, hook, status, n): deliveries received since ``since`` per time bucket of
         ``seconds`` (bucket = epoch seconds // seconds)."""
         bucket = self._bucket(deliveries.c.received_at, seconds)
@@ -47,7 +51,9 @@ class DeliveryStatsStore:
         query = query.group_by(literal_column("bucket"), deliveries.c.hook, deliveries.c.status)
         return [dict(r) for r in self.conn.execute(query).mappings()]
 
-    def latency_histogram(self, org_id: str, since: datetime, seconds: int, hook: str | None) -> list[dict[str, Any]]:
+    def latency_histogram(
+        self, org_id: str, since: datetime, seconds: int, hook: str | None
+    ) -> list[dict[str, Any]]:
         """(bucket, slot, n): processed deliveries per time bucket and latency slot, where slot i
         counts latencies up to ``LATENCY_BOUNDS_MS[i]`` (and the last slot everything above)."""
         latency = self._latency_ms()
@@ -89,7 +95,11 @@ class DeliveryStatsStore:
                 )
             elif oldest is not None and oldest.tzinfo is None:
                 oldest = deliveries.c.received_at.type.process_result_value(oldest, self.conn.dialect)
-            out[row["status"]] = {"count": int(row["n"]), "attempted": int(row["attempted"] or 0), "oldest": oldest}
+            out[row["status"]] = {
+                "count": int(row["n"]),
+                "attempted": int(row["attempted"] or 0),
+                "oldest": oldest,
+            }
         return out
 
     def hooks_seen(self, org_id: str, since: datetime) -> list[str]:

@@ -190,7 +190,9 @@ class EnrollmentStore:
         """The contact's enrollments in sequences and queues alike, newest first, with the
         sequence's name and kind (ix_enrollments_contact)."""
         query = (
-            select(enrollments, sequences.c.name.label("sequence_name"), sequences.c.kind.label("sequence_kind"))
+            select(
+                enrollments, sequences.c.name.label("sequence_name"), sequences.c.kind.label("sequence_kind")
+            )
             .join(sequences, sequences.c.id == enrollments.c.sequence_id)
             .where(enrollments.c.org_id == org_id, enrollments.c.contact_id == contact_id)
             .order_by(enrollments.c.enrolled_at.desc())

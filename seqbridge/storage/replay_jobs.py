@@ -39,14 +39,25 @@ class ReplayJobStore:
         query = select(func.count()).select_from(deliveries).where(*_matching(org_id, flt, received_before))
         return int(self.conn.execute(query).scalar_one())
 
-    def next_matching(self, org_id: str, flt: dict[str, Any], received_before: datetime,
-                      after: tuple[datetime, str] | None, limit: int) -> list[tuple[datetime, str]]:  # fmt: skip
+    def next_matching(
+        self,
+        org_id: str,
+        flt: dict[str, Any],
+        received_before: datetime,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[tuple[datetime, str]]:
         """(received_at, id) of the next ``limit`` matching deliveries after ``after``, oldest first."""
-        query = select(deliveries.c.received_at, deliveries.c.id).where(*_matching(org_id, flt, received_before))
+        query = select(deliveries.c.received_at, deliveries.c.id).where(
+            *_matching(org_id, flt, received_before)
+        )
         if after:
             at, last_id = after
             query = query.where(
-                or_(deliveries.c.received_at > at, and_(deliveries.c.received_at == at, deliveries.c.id > last_id))
+                or_(
+                    deliveries.c.received_at > at,
+                    and_(deliveries.c.received_at == at, deliveries.c.id > last_id),
+                )
             )
         query = query.order_by(deliveries.c.received_at, deliveries.c.id).limit(limit)
         return [(r[0], r[1]) for r in self.conn.execute(query)]
@@ -63,13 +74,18 @@ class ReplayJobStore:
         row = self.conn.execute(query).mappings().first()
         return dict(row) if row else None
 
-    def list_jobs(self, org_id: str, *, before: tuple[datetime, str] | None, limit: int) -> list[dict[str, Any]]:
+    def list_jobs(
+        self, org_id: str, *, before: tuple[datetime, str] | None, limit: int
+    ) -> list[dict[str, Any]]:
         """Newest first, keyset-paginated on (created_at, id)."""
         query = select(replay_jobs).where(replay_jobs.c.org_id == org_id)
         if before:
             at, last_id = before
             query = query.where(
-                or_(replay_jobs.c.created_at < at, and_(replay_jobs.c.created_at == at, replay_jobs.c.id < last_id))
+                or_(
+                    replay_jobs.c.created_at < at,
+                    and_(replay_jobs.c.created_at == at, replay_jobs.c.id < last_id),
+                )
             )
         query = query.order_by(replay_jobs.c.created_at.desc(), replay_jobs.c.id.desc()).limit(limit)
         return [dict(r) for r in self.conn.execute(query).mappings()]
@@ -104,20 +120,25 @@ class ReplayJobStore:
         ).rowcount
         if not claimed:
             return None
-        return dict(self.conn.execute(select(replay_jobs).where(replay_jobs.c.id == job_id)).mappings().first())
+        return dict(
+            self.conn.execute(select(replay_jobs).where(replay_jobs.c.id == job_id)).mappings().first()
+        )
 
     def lock_leased(self, job_id: str, worker_id: str) -> dict[str, Any] | None:
         """The job, locked for the rest of the transaction, if ``worker_id`` still holds it running."""
         row = (
             self.conn.execute(
                 select(replay_jobs)
-                .where(replay_jobs.c.id == job_id, replay_jobs.c.status == "running",
-                       replay_jobs.c.lease_owner == worker_id)
+                .where(
+                    replay_jobs.c.id == job_id,
+                    replay_jobs.c.status == "running",
+                    replay_jobs.c.lease_owner == worker_id,
+                )
                 .with_for_update()
             )
             .mappings()
             .first()
-        )  # fmt: skip
+        )
         return dict(row) if row else None
 
     def update_job(self, job_id: str, values: dict[str, Any]) -> None:
@@ -128,8 +149,18 @@ class ReplayJobStore:
         return (
             self.conn.execute(
                 update(replay_jobs)
-                .where(replay_jobs.c.org_id == org_id, replay_jobs.c.id == job_id, replay_jobs.c.status.in_(_OPEN))
-                .values(status="cancelled", lease_owner=None, lease_expires_at=None, finished_at=now, updated_at=now)
+                .where(
+                    replay_jobs.c.org_id == org_id,
+                    replay_jobs.c.id == job_id,
+                    replay_jobs.c.status.in_(_OPEN),
+                )
+                .values(
+                    status="cancelled",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    finished_at=now,
+                    updated_at=now,
+                )
             ).rowcount
             == 1
-        )  # fmt: skip
+        )

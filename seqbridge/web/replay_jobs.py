@@ -15,8 +15,9 @@ bp = Blueprint("replay_jobs", __name__, url_prefix="/api/v1/deliveries/replay")
 def start_replay_job():
     given = body() or {}
     jobs = services().replay_jobs
-    flt = jobs.make_filter(given.get("hook"), given.get("status"), time_param(given.get("since")),
-                           time_param(given.get("until")))  # fmt: skip
+    flt = jobs.make_filter(
+        given.get("hook"), given.get("status"), time_param(given.get("since")), time_param(given.get("until"))
+    )
     job = jobs.create(caller(), flt)
     response, status = ok(job, 202)
     response.headers["Location"] = f"/api/v1/deliveries/replay/{job['id']}"

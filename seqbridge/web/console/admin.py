@@ -23,12 +23,23 @@ def _audit_page(verification=None):
     args = request.args
     tags = [t for t in args.getlist("tag") if t]
     page = services().audit_log.list_events(
-        caller(), tags=tags or None, subject_type=args.get("subject_type") or None,
-        subject_id=args.get("subject_id") or None, actor_id=args.get("actor_id") or None,
-        since=parse_time("since"), until=parse_time("until"), cursor=args.get("cursor"), limit=PAGE,
-    )  # fmt: skip
-    return render_template("console/audit.html", page=page, tags=tags, all_tags=sorted(t.value for t in AuditTag),
-                           verification=verification)  # fmt: skip
+        caller(),
+        tags=tags or None,
+        subject_type=args.get("subject_type") or None,
+        subject_id=args.get("subject_id") or None,
+        actor_id=args.get("actor_id") or None,
+        since=parse_time("since"),
+        until=parse_time("until"),
+        cursor=args.get("cursor"),
+        limit=PAGE,
+    )
+    return render_template(
+        "console/audit.html",
+        page=page,
+        tags=tags,
+        all_tags=sorted(t.value for t in AuditTag),
+        verification=verification,
+    )
 
 
 @bp.get("/audit")
@@ -55,7 +66,9 @@ def keys():
 
 @bp.post("/keys")
 def create_key():
-    created = services().org_keys.create(caller(), request.form.get("name", ""), request.form.getlist("scope"))
+    created = services().org_keys.create(
+        caller(), request.form.get("name", ""), request.form.getlist("scope")
+    )
     keys = services().org_keys.list(caller())
     # Rendered, not redirected: the raw key exists in this one answer (Cache-Control: no-store).
     return render_template("console/keys.html", keys=keys, scopes=(*SCOPES, ALL_SCOPES), created=created), 201

@@ -16,7 +16,12 @@ from seqbridge.web.console.session import caller, require
 from seqbridge.web.pipeline import services
 
 PAGE = 50
-RANGES = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
+RANGES = {
+    "15m": timedelta(minutes=15),
+    "1h": timedelta(hours=1),
+    "24h": timedelta(days=1),
+    "7d": timedelta(days=7),
+}
 _PHONE = re.compile(r"^(?:whatsapp:)?\+?[\d\s().\-]{6,20}$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 
@@ -29,7 +34,9 @@ def parse_time(name: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise BadRequest(f"{name} is not a date and time (2026-01-05T09:30:00Z).", code="invalid_time") from None
+        raise BadRequest(
+            f"{name} is not a date and time (2026-01-05T09:30:00Z).", code="invalid_time"
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -43,8 +50,12 @@ def delivery_filter() -> dict:
     preset = request.args.get("range")
     if since is None and preset in RANGES:
         since = services().clock.now() - RANGES[preset]
-    return {"hook": request.args.get("hook") or None, "statuses": statuses or None, "since": since,
-            "until": parse_time("until")}  # fmt: skip
+    return {
+        "hook": request.args.get("hook") or None,
+        "statuses": statuses or None,
+        "since": since,
+        "until": parse_time("until"),
+    }
 
 
 def search(text: str) -> tuple[list[dict], list[dict], str]:
@@ -54,7 +65,11 @@ def search(text: str) -> tuple[list[dict], list[dict], str]:
     if "@" in text:
         contact = services().contacts.find_by_email(who, text)
         contacts = [contact] if contact else []
-        return services().activity.deliveries_for_contacts(who, [c["id"] for c in contacts]), contacts, "email"
+        return (
+            services().activity.deliveries_for_contacts(who, [c["id"] for c in contacts]),
+            contacts,
+            "email",
+        )
     if _PHONE.match(text):
         try:
             contacts = services().contacts.find_by_phone(who, text)
@@ -81,16 +96,35 @@ def deliveries():
         rows, contacts, searched = search(text)
     else:
         page = services().deliveries.list_deliveries(
-            caller(), hook=flt["hook"], statuses=flt["statuses"], since=flt["since"], until=flt["until"],
-            cursor=request.args.get("cursor"), limit=PAGE,
-        )  # fmt: skip
+            caller(),
+            hook=flt["hook"],
+            statuses=flt["statuses"],
+            since=flt["since"],
+            until=flt["until"],
+            cursor=request.args.get("cursor"),
+            limit=PAGE,
+        )
         rows, next_cursor = page.items, page.next_cursor
     live = not text and not request.args.get("cursor")
-    template = "console/_delivery_rows.html" if request.args.get("fragment") == "rows" else "console/deliveries.html"
-    hooks = sorted({h["name"] for h in services().deliveries.mapping_statuses(caller())} | ({flt["hook"]} - {None}))
-    return render_template(template, rows=rows, flt=flt, q=text, contacts=contacts, searched=searched,
-                           next_cursor=next_cursor, live=live, hooks=hooks, statuses=list(DeliveryStatus),
-                           ranges=RANGES)  # fmt: skip
+    template = (
+        "console/_delivery_rows.html" if request.args.get("fragment") == "rows" else "console/deliveries.html"
+    )
+    hooks = sorted(
+        {h["name"] for h in services().deliveries.mapping_statuses(caller())} | ({flt["hook"]} - {None})
+    )
+    return render_template(
+        template,
+        rows=rows,
+        flt=flt,
+        q=text,
+        contacts=contacts,
+        searched=searched,
+        next_cursor=next_cursor,
+        live=live,
+        hooks=hooks,
+        statuses=list(DeliveryStatus),
+        ranges=RANGES,
+    )
 
 
 @bp.get("/deliveries/<delivery_id>")
@@ -162,7 +196,11 @@ def start_replay_job():
 def replay_job(job_id: str):
     require("hooks:read")
     job = services().replay_jobs.get(caller(), job_id)
-    template = "console/_replay_progress.html" if request.args.get("fragment") == "progress" else "console/replay.html"
+    template = (
+        "console/_replay_progress.html"
+        if request.args.get("fragment") == "progress"
+        else "console/replay.html"
+    )
     return render_template(template, job=job)
 
 

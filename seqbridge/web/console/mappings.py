@@ -55,9 +55,19 @@ def playground(hook: str):
     stored or executed (the API's dry-run, which needs hooks:write)."""
     require("hooks:write")
     info = services().hook_catalog.hook(caller(), hook)
-    recent = services().deliveries.list_deliveries(caller(), hook=hook, statuses=None, since=None, until=None,
-                                                   cursor=None, limit=20).items  # fmt: skip
-    form = {"body": "", "content_type": CONTENT_TYPES[0], "headers": "", "delivery_id": request.args.get("delivery", "")}
+    recent = (
+        services()
+        .deliveries.list_deliveries(
+            caller(), hook=hook, statuses=None, since=None, until=None, cursor=None, limit=20
+        )
+        .items
+    )
+    form = {
+        "body": "",
+        "content_type": CONTENT_TYPES[0],
+        "headers": "",
+        "delivery_id": request.args.get("delivery", ""),
+    }
     result, error = None, None
     if request.method == "POST" or form["delivery_id"]:
         source = request.form if request.method == "POST" else request.args
@@ -69,11 +79,22 @@ def playground(hook: str):
                 spec, result = services().hook_catalog.try_delivery(caller(), hook, form["delivery_id"])
                 form.update(body=spec["body"], content_type=spec["content_type"])
             else:
-                spec = {"body": form["body"], "content_type": form["content_type"], "headers": _headers(form["headers"])}
+                spec = {
+                    "body": form["body"],
+                    "content_type": form["content_type"],
+                    "headers": _headers(form["headers"]),
+                }
                 result = services().hook_catalog.try_payload(caller(), hook, spec)
         except SeqbridgeError as problem:
             if problem.status >= 500 and problem.code != "hook_misconfigured":
                 raise
             error = problem
-    return render_template("console/playground.html", hook=info, recent=recent, form=form, result=result,
-                           error=error, content_types=CONTENT_TYPES)  # fmt: skip
+    return render_template(
+        "console/playground.html",
+        hook=info,
+        recent=recent,
+        form=form,
+        result=result,
+        error=error,
+        content_types=CONTENT_TYPES,
+    )

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, g, render_template, request, url_for
-from markupsafe import Markup, escape
+from markupsafe import Markup
 from werkzeug.datastructures import MultiDict
 
 from seqbridge.errors import SeqbridgeError
@@ -97,7 +97,15 @@ def status_badge(status: str | None) -> Markup:
     return Markup('<span class="badge badge-{}">{}</span>').format(status or "none", status or "—")
 
 
+_SET_UP: set[int] = set()
+
+
 def init_rendering(app: Flask, bp) -> None:
+    """Add the helpers, error pages and headers to the blueprint (once: it is shared by every app)."""
+    if id(bp) in _SET_UP:
+        return
+    _SET_UP.add(id(bp))
+
     @bp.app_template_global()
     def csrf_token() -> str:
         session = g.get("console")
@@ -153,5 +161,8 @@ def init_rendering(app: Flask, bp) -> None:
 
     @bp.app_context_processor
     def _nav():
-        return {"console_session": g.get("console"), "nav_endpoint": request.endpoint or "",
-                "static": lambda name: url_for("console.static", filename=name)}  # fmt: skip
+        return {
+            "console_session": g.get("console"),
+            "nav_endpoint": request.endpoint or "",
+            "static": lambda name: url_for("console.static", filename=name),
+        }

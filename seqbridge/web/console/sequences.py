@@ -14,7 +14,10 @@ from seqbridge.web.pipeline import services
 
 PAGE = 50
 #: URL segment → (kind, the scope area of its API dialect)
-KINDS = {"sequences": (SequenceKind.SEQUENCE, "sequences"), "queues": (SequenceKind.EVENT_QUEUE, "automations")}
+KINDS = {
+    "sequences": (SequenceKind.SEQUENCE, "sequences"),
+    "queues": (SequenceKind.EVENT_QUEUE, "automations"),
+}
 
 
 def _kind(section: str) -> tuple[SequenceKind, str]:
@@ -36,7 +39,9 @@ def sequence_list(section: str):
     require(f"{area}:read")
     status = request.args.get("status") or None
     page = services().sequences.list_sequences(caller(), kind, status, PAGE, _offset(), with_steps=False)
-    return render_template("console/sequences.html", section=section, kind=kind, area=area, page=page, status=status)
+    return render_template(
+        "console/sequences.html", section=section, kind=kind, area=area, page=page, status=status
+    )
 
 
 @bp.get("/<any(sequences, queues):section>/<sequence_id>")
@@ -49,9 +54,17 @@ def sequence_detail(section: str, sequence_id: str):
         raise BadRequest(f"Unknown enrollment status {status!r}.", code="invalid_status")
     counts = services().activity.enrollment_counts(caller(), kind, sequence_id)
     enrollments = services().enrollment.list_enrollments(caller(), kind, sequence_id, status, PAGE, _offset())
-    return render_template("console/sequence.html", section=section, kind=kind, area=area, s=sequence,
-                           counts=counts, enrollments=enrollments, status=status,
-                           statuses=list(EnrollmentStatus))  # fmt: skip
+    return render_template(
+        "console/sequence.html",
+        section=section,
+        kind=kind,
+        area=area,
+        s=sequence,
+        counts=counts,
+        enrollments=enrollments,
+        status=status,
+        statuses=list(EnrollmentStatus),
+    )
 
 
 @bp.post("/<any(sequences, queues):section>/<sequence_id>/status")
@@ -65,7 +78,9 @@ def sequence_status(section: str, sequence_id: str):
     return redirect(url_for("console.sequence_detail", section=section, sequence_id=sequence_id), 303)
 
 
-@bp.post("/<any(sequences, queues):section>/<sequence_id>/enrollments/<enrollment_id>/<any(pause, resume, unenroll):action>")
+@bp.post(
+    "/<any(sequences, queues):section>/<sequence_id>/enrollments/<enrollment_id>/<any(pause, resume, unenroll):action>"
+)
 def enrollment_action(section: str, sequence_id: str, enrollment_id: str, action: str):
     kind, area = _kind(section)
     require(f"{area}:write")

@@ -75,8 +75,9 @@ def _resume_session():
     if request.method == "POST":
         given = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token") or ""
         if not hmac.compare_digest(given.encode(), g.console.csrf_token.encode()):
-            raise Forbidden("This form has expired or did not come from the console; reload the page.",
-                            code="csrf_failed")  # fmt: skip
+            raise Forbidden(
+                "This form has expired or did not come from the console; reload the page.", code="csrf_failed"
+            )
     return None
 
 
@@ -92,10 +93,16 @@ def _sign_in_form(error: str | None, status: int):
     # Login CSRF: a form token matched against a cookie (double submit), before any session exists.
     token = secrets.token_urlsafe(24)
     response = current_app.make_response(
-        (render_template("console/sign_in.html", error=error, form_token=token,
-                         next=request.values.get("next", "")), status)
-    )  # fmt: skip
-    response.set_cookie(SIGN_IN_COOKIE, token, httponly=True, samesite="Strict", secure=secure(), path="/sign-in")
+        (
+            render_template(
+                "console/sign_in.html", error=error, form_token=token, next=request.values.get("next", "")
+            ),
+            status,
+        )
+    )
+    response.set_cookie(
+        SIGN_IN_COOKIE, token, httponly=True, samesite="Strict", secure=secure(), path="/sign-in"
+    )
     return response
 
 

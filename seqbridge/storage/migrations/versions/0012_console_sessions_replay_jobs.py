@@ -68,7 +68,10 @@ def upgrade() -> None:
         sa.Column("updated_at", seqbridge.storage.types.UTCDateTime(), nullable=False),
         sa.Column("finished_at", seqbridge.storage.types.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["org_id"], ["organizations.id"], name=op.f("fk_replay_jobs_org_id_organizations"), ondelete="CASCADE"
+            ["org_id"],
+            ["organizations.id"],
+            name=op.f("fk_replay_jobs_org_id_organizations"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_replay_jobs")),
     )
