@@ -36,7 +36,7 @@ version: 1
 hooks:
   whatsapp:
     organization: acme
-    source: {connector: whatsapp_cloud, app_secret: %s, verify_token: verify-me}
+    source: {connector: whatsapp_cloud, app_secret: APP_SECRET, verify_token: verify-me}
     rules:
       - name: stop
         when: {field: event.text, keyword: [STOP, UNSUBSCRIBE]}
@@ -47,7 +47,7 @@ hooks:
         actions: []
   zap:
     organization: acme
-    source: {connector: zapier, token: %s}
+    source: {connector: zapier, token: ZAP_TOKEN}
     on_unmatched: fail
     rate_limit: {per_second: 50, burst: 100}
     rules:
@@ -55,7 +55,7 @@ hooks:
         when: {field: event.payload.action, equals: enroll}
         actions:
           - enroll: {sequence: {path: event.payload.sequence}, contact: {email: {path: event.payload.email}}}
-""" % (APP_SECRET, ZAP_TOKEN)
+""".replace("APP_SECRET", APP_SECRET).replace("ZAP_TOKEN", ZAP_TOKEN)
 
 
 def _free_port() -> int:
@@ -75,12 +75,20 @@ class Server:
     def whatsapp(self, text: str, message_id: str, sender: str = "15551234567") -> requests.Response:
         body = meta_body(text, message_id=message_id, sender=sender)
         signature = hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
-        return requests.post(f"{self.base}/hooks/whatsapp", data=body, timeout=10,
-                             headers={"X-Hub-Signature-256": f"sha256={signature}", "Content-Type": "application/json"})
+        return requests.post(
+            f"{self.base}/hooks/whatsapp",
+            data=body,
+            timeout=10,
+            headers={"X-Hub-Signature-256": f"sha256={signature}", "Content-Type": "application/json"},
+        )
 
     def zap(self, payload: dict, key: str) -> requests.Response:
-        return requests.post(f"{self.base}/hooks/zap", json=payload, timeout=10,
-                             headers={"X-Seqbridge-Token": ZAP_TOKEN, "Idempotency-Key": key})
+        return requests.post(
+            f"{self.base}/hooks/zap",
+            json=payload,
+            timeout=10,
+            headers={"X-Seqbridge-Token": ZAP_TOKEN, "Idempotency-Key": key},
+        )
 
     def wait(self, predicate, timeout: float = 20.0):
         deadline = time.monotonic() + timeout
@@ -107,14 +115,26 @@ def server(tmp_path_factory):
     (root / "mappings").mkdir()
     (root / "mappings" / "hooks.yaml").write_text(textwrap.dedent(MAPPING))
     port = _free_port()
-    env = {**os.environ, "SEQBRIDGE_DATABASE_URL": f"sqlite:///{root}/console.db",
-           "SEQBRIDGE_MAPPINGS_DIR": str(root / "mappings"), "SEQBRIDGE_PROCESSOR_POLL_SECONDS": "0.2",
-           "SEQBRIDGE_LOG_LEVEL": "WARNING", "PROMETHEUS_MULTIPROC_DIR": str(root / "metrics")}
-    subprocess.run([sys.executable, "-m", "seqbridge", "init"], env=env, check=True, capture_output=True, timeout=60)
+    env = {
+        **os.environ,
+        "SEQBRIDGE_DATABASE_URL": f"sqlite:///{root}/console.db",
+        "SEQBRIDGE_MAPPINGS_DIR": str(root / "mappings"),
+        "SEQBRIDGE_PROCESSOR_POLL_SECONDS": "0.2",
+        "SEQBRIDGE_LOG_LEVEL": "WARNING",
+        "PROMETHEUS_MULTIPROC_DIR": str(root / "metrics"),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "seqbridge", "init"], env=env, check=True, capture_output=True, timeout=60
+    )
     admin = _key(env, ["*"], "ops")
     reader = _key(env, ["hooks:read", "sequences:read", "contacts:read", "audit:read"], "reader")
-    proc = subprocess.Popen([sys.executable, "-m", "seqbridge", "serve", "--port", str(port), "--workers", "1"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seqbridge", "serve", "--port", str(port), "--workers", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=root,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -142,8 +162,14 @@ def browser():
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-gpu"],
+            args=[
+                "--no-sandbox",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-gpu",
+            ],
         )
         yield launched
         launched.close()
@@ -181,19 +207,30 @@ def shot(page, name: str) -> None:
 @pytest.fixture(scope="module")
 def people(server):
     """Kim (+15551234567) enrolled in two sequences; Ada enrolled in one."""
-    kim = server.api("POST", "/api/v1/contacts", json={"email": "kim@example.com", "phone": "+15551234567",
-                                                       "first_name": "Kim", "tags": ["whatsapp"]}).json()["data"]
-    ada = server.api("POST", "/api/v1/contacts", json={"email": "ada@example.com", "first_name": "Ada",
-                                                       "tags": ["vip"]}).json()["data"]
+    kim = server.api(
+        "POST",
+        "/api/v1/contacts",
+        json={"email": "kim@example.com", "phone": "+15551234567", "first_name": "Kim", "tags": ["whatsapp"]},
+    ).json()["data"]
+    ada = server.api(
+        "POST", "/api/v1/contacts", json={"email": "ada@example.com", "first_name": "Ada", "tags": ["vip"]}
+    ).json()["data"]
     sequences = {}
     for name in ("Onboarding", "Nurture"):
-        seq = server.api("POST", "/api/v1/sequences", json={"name": name, "from_email": "hi@example.com"}).json()["data"]
-        server.api("POST", f"/api/v1/sequences/{seq['id']}/steps",
-                   json={"channel": "email", "delay_days": 2, "subject": "Hi", "body": "Hello"})
+        seq = server.api(
+            "POST", "/api/v1/sequences", json={"name": name, "from_email": "hi@example.com"}
+        ).json()["data"]
+        server.api(
+            "POST",
+            f"/api/v1/sequences/{seq['id']}/steps",
+            json={"channel": "email", "delay_days": 2, "subject": "Hi", "body": "Hello"},
+        )
         server.api("PATCH", f"/api/v1/sequences/{seq['id']}", json={"status": "active"})
         server.api("POST", f"/api/v1/sequences/{seq['id']}/enroll", json={"customer_id": kim["id"]})
         sequences[name] = seq
-    server.api("POST", f"/api/v1/sequences/{sequences['Onboarding']['id']}/enroll", json={"customer_id": ada["id"]})
+    server.api(
+        "POST", f"/api/v1/sequences/{sequences['Onboarding']['id']}/enroll", json={"customer_id": ada["id"]}
+    )
     return {"kim": kim, "ada": ada, "sequences": sequences}
 
 
@@ -226,7 +263,10 @@ def test_sign_in_with_a_key_and_a_wrong_key_is_refused(page, server):
 def test_a_signed_whatsapp_stop_appears_live_and_reads_on_the_contact_timeline(page, server, people):
     sign_in(page, server)
     page.goto(server.base + "/deliveries?hook=whatsapp")
-    assert page.get_by_text("No deliveries match these filters").is_visible() or page.locator("#delivery-rows tr").count() == 0
+    assert (
+        page.get_by_text("No deliveries match these filters").is_visible()
+        or page.locator("#delivery-rows tr").count() == 0
+    )
     answer = server.whatsapp("STOP", "wamid.BROWSER1")
     assert answer.status_code == 202
     delivery_id = answer.json()["data"]["delivery_id"]
@@ -246,7 +286,9 @@ def test_a_signed_whatsapp_stop_appears_live_and_reads_on_the_contact_timeline(p
     received = page.locator("dl.facts time").first
     assert "UTC" in received.get_attribute("title") and "UTC" not in received.inner_text()
     shot(page, "delivery")
-    page.locator("tr", has=page.locator("code", has_text="upsert_contact")).get_by_role("link", name="contact").click()
+    page.locator("tr", has=page.locator("code", has_text="upsert_contact")).get_by_role(
+        "link", name="contact"
+    ).click()
     page.wait_for_url(f"**/contacts/{people['kim']['id']}")
     items = page.locator("ol.timeline > li").all_inner_texts()
     text = "\n".join(items)
@@ -267,8 +309,11 @@ def test_replay_one_and_replay_by_filter_with_progress(page, server, people):
         answer = server.zap({"action": "nothing-matches", "n": n}, key=f"replay-{n}")
         assert answer.status_code == 202
         ids.append(answer.json()["data"]["delivery_id"])
-    server.wait(lambda: all(server.api("GET", f"/api/v1/deliveries/{i}").json()["data"]["status"] == "failed"
-                            for i in ids))
+    server.wait(
+        lambda: all(
+            server.api("GET", f"/api/v1/deliveries/{i}").json()["data"]["status"] == "failed" for i in ids
+        )
+    )
     sign_in(page, server)
     page.goto(f"{server.base}/deliveries/{ids[0]}")
     page.once("dialog", lambda dialog: dialog.accept())
@@ -276,7 +321,9 @@ def test_replay_one_and_replay_by_filter_with_progress(page, server, people):
     assert page.get_by_role("status").inner_text().startswith("Queued again")
     server.wait(lambda: server.api("GET", f"/api/v1/deliveries/{ids[0]}").json()["data"]["replays"] == 1)
 
-    server.wait(lambda: server.api("GET", f"/api/v1/deliveries/{ids[0]}").json()["data"]["status"] == "failed")
+    server.wait(
+        lambda: server.api("GET", f"/api/v1/deliveries/{ids[0]}").json()["data"]["status"] == "failed"
+    )
     page.goto(server.base + "/deliveries?hook=zap&status=failed")
     shot(page, "deliveries")
     page.get_by_role("link", name="Replay all matching…").click()
@@ -309,12 +356,16 @@ def test_the_playground_shows_a_planned_action(page, server):
     shot(page, "playground")
     # Nothing was stored: no delivery has that provider id.
     assert server.api("GET", "/api/v1/deliveries?hook=whatsapp").json()["data"] == [] or all(
-        "wamid.PLAY" not in json.dumps(d) for d in server.api("GET", "/api/v1/deliveries?hook=whatsapp").json()["data"])
+        "wamid.PLAY" not in json.dumps(d)
+        for d in server.api("GET", "/api/v1/deliveries?hook=whatsapp").json()["data"]
+    )
 
 
 def test_a_read_only_key_sees_no_write_controls_and_a_forged_post_is_refused(page, server, people):
     failed = server.zap({"action": "nope"}, key="read-only-1").json()["data"]["delivery_id"]
-    server.wait(lambda: server.api("GET", f"/api/v1/deliveries/{failed}").json()["data"]["status"] == "failed")
+    server.wait(
+        lambda: server.api("GET", f"/api/v1/deliveries/{failed}").json()["data"]["status"] == "failed"
+    )
     sign_in(page, server, server.reader)
     page.goto(f"{server.base}/deliveries/{failed}")
     assert page.get_by_role("button", name="Replay").count() == 0
@@ -333,21 +384,31 @@ def test_a_read_only_key_sees_no_write_controls_and_a_forged_post_is_refused(pag
 
 def test_a_post_without_its_csrf_token_is_refused(page, server):
     failed = server.zap({"action": "nope"}, key="csrf-1").json()["data"]["delivery_id"]
-    server.wait(lambda: server.api("GET", f"/api/v1/deliveries/{failed}").json()["data"]["status"] == "failed")
+    server.wait(
+        lambda: server.api("GET", f"/api/v1/deliveries/{failed}").json()["data"]["status"] == "failed"
+    )
     sign_in(page, server)
     page.goto(f"{server.base}/deliveries/{failed}")
     status = page.evaluate(
         """async (url) => (await fetch(url, {method: 'POST', headers: {'Content-Type':
-           'application/x-www-form-urlencoded'}, body: ''})).status""", f"/deliveries/{failed}/replay")
+           'application/x-www-form-urlencoded'}, body: ''})).status""",
+        f"/deliveries/{failed}/replay",
+    )
     assert status == 403
     assert server.api("GET", f"/api/v1/deliveries/{failed}").json()["data"]["replays"] == 0
 
 
 def test_an_xss_payload_in_a_webhook_renders_inert(page, server):
-    payload = {"action": "<script>window.__xss = 1</script>", "name": '<img src=x onerror="window.__xss = 2">',
-               "link": "javascript:window.__xss = 3", "long": "L" * 10_000}
+    payload = {
+        "action": "<script>window.__xss = 1</script>",
+        "name": '<img src=x onerror="window.__xss = 2">',
+        "link": "javascript:window.__xss = 3",
+        "long": "L" * 10_000,
+    }
     delivery_id = server.zap(payload, key="xss-1").json()["data"]["delivery_id"]
-    server.wait(lambda: server.api("GET", f"/api/v1/deliveries/{delivery_id}").json()["data"]["status"] == "failed")
+    server.wait(
+        lambda: server.api("GET", f"/api/v1/deliveries/{delivery_id}").json()["data"]["status"] == "failed"
+    )
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     sign_in(page, server)
@@ -355,7 +416,9 @@ def test_an_xss_payload_in_a_webhook_renders_inert(page, server):
     page.wait_for_load_state("networkidle")
     assert page.evaluate("window.__xss") is None and dialogs == []
     body = page.locator("pre.body").inner_text()
-    assert "<script>window.__xss = 1</script>" in body and '<img src=x onerror=\\"window.__xss = 2\\">' in body
+    assert (
+        "<script>window.__xss = 1</script>" in body and '<img src=x onerror=\\"window.__xss = 2\\">' in body
+    )
     assert page.locator("pre.body img").count() == 0 and page.locator("main script").count() == 0
     box = page.locator("pre.body").bounding_box()
     assert box["width"] <= 1280  # the 10,000-character value wraps instead of widening the page
@@ -389,7 +452,9 @@ def test_keyboard_navigation_reaches_the_main_actions(page, server):
     page.wait_for_url(re.compile(r".*q=kim%40example.com.*"))
     # The replay button of a failed delivery is reachable and works from the keyboard.
     failed = server.zap({"action": "nope"}, key="keyboard-1").json()["data"]["delivery_id"]
-    server.wait(lambda: server.api("GET", f"/api/v1/deliveries/{failed}").json()["data"]["status"] == "failed")
+    server.wait(
+        lambda: server.api("GET", f"/api/v1/deliveries/{failed}").json()["data"]["status"] == "failed"
+    )
     page.goto(f"{server.base}/deliveries/{failed}")
     page.once("dialog", lambda dialog: dialog.accept())
     for _ in range(30):
@@ -403,9 +468,17 @@ def test_keyboard_navigation_reaches_the_main_actions(page, server):
 def test_every_page_renders_without_script_or_policy_errors(page, server, people):
     sign_in(page, server)
     pages = {
-        "overview": "/", "deliveries-all": "/deliveries", "replays": "/replays", "mappings": "/mappings",
-        "sequences": "/sequences", "sequence": f"/sequences/{people['sequences']['Onboarding']['id']}",
-        "queues": "/queues", "contacts": "/contacts", "audit": "/audit", "keys": "/keys", "subscriptions": "/subscriptions",
+        "overview": "/",
+        "deliveries-all": "/deliveries",
+        "replays": "/replays",
+        "mappings": "/mappings",
+        "sequences": "/sequences",
+        "sequence": f"/sequences/{people['sequences']['Onboarding']['id']}",
+        "queues": "/queues",
+        "contacts": "/contacts",
+        "audit": "/audit",
+        "keys": "/keys",
+        "subscriptions": "/subscriptions",
     }
     for name, path in pages.items():
         page.goto(server.base + path)

@@ -13,9 +13,6 @@ from seqbridge.errors import NotFound
 from seqbridge.mapping.registry import BrokenHook, UnknownHook
 from seqbridge.storage.db import Database
 
-#: One bucket wide enough to hold a whole day.
-_WHOLE = 10**9
-
 
 class HookCatalogService:
     def __init__(self, db: Database, clock: Clock, deliveries) -> None:
@@ -27,14 +24,11 @@ class HookCatalogService:
         """Every hook of the organization with its status, problems, rate limit and the last
         24 hours' deliveries by status."""
         since = self.clock.now() - timedelta(days=1)
+        statuses = self.deliveries.mapping_statuses(caller)
         with self.db.transaction(write=False) as tx:
-            counts = tx.delivery_stats.counts_by_bucket(caller.org_id, since, _WHOLE, None)
-        traffic: dict[str, dict[str, int]] = {}
-        for row in counts:
-            per = traffic.setdefault(row["hook"], {})
-            per[row["status"]] = per.get(row["status"], 0) + row["n"]
+            traffic = tx.delivery_stats.counts_by_hook(caller.org_id, since, [s["name"] for s in statuses])
         out = []
-        for status in self.deliveries.mapping_statuses(caller):
+        for status in statuses:
             hook = self._hook(status["name"])
             out.append(
                 {

@@ -9,7 +9,7 @@ percentiles are read from a latency histogram, so their resolution is the histog
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from seqbridge.clock import Clock
@@ -69,45 +69,48 @@ class OverviewService:
         except KeyError:
             raise BadRequest(f"range must be one of {', '.join(WINDOWS)}", code="invalid_range") from None
 
-    def charts(self, caller: Caller, window: Window, hook: str | None) -> dict[str, Any]:
-        """Deliveries per minute by status and latency p50 / p99, per time bucket of ``window``."""
+    def charts(
+        self, caller: Caller, window: Window, hook: str | None, *, with_latency: bool = True
+    ) -> dict[str, Any]:
+        """Deliveries per minute by status and latency p50 / p99, per time bucket of ``window``,
+        and the window's totals (overall, per status, per hook). ``with_latency=False`` leaves
+        the latency out (the costlier half: the overview page loads the day's latency apart)."""
         now = self.clock.now()
         size = window.bucket_seconds
         first = int((now - window.span).timestamp()) // size + 1
         last = int(now.timestamp()) // size
-        since = datetime.fromtimestamp(first * size, tz=now.tzinfo)
-        with self.db.transaction(write=False) as tx:
-            counts = tx.delivery_stats.counts_by_bucket(caller.org_id, since, size, hook)
-            latency = tx.delivery_stats.latency_histogram(caller.org_id, since, size, hook)
         buckets = list(range(first, last + 1))
-        index = {b: i for i, b in enumerate(buckets)}
+        edges = [datetime.fromtimestamp(b * size, tz=UTC) for b in [*buckets, last + 1]]
+        with self.db.transaction(write=False) as tx:
+            counts = tx.delivery_stats.counts_by_bucket(caller.org_id, edges, hook)
+            latency = tx.delivery_stats.latency_histogram(caller.org_id, edges, hook) if with_latency else []
+            hooks = [hook] if hook else tx.delivery_stats.hooks_with_deliveries(caller.org_id)
+            by_hook = tx.delivery_stats.counts_by_hook(caller.org_id, edges[0], hooks)
         per_minute = 60 / size
         series = {s: [0.0] * len(buckets) for s in CHART_STATUSES}
         totals: dict[str, int] = dict.fromkeys(CHART_STATUSES, 0)
-        per_hook: dict[str, int] = {}
-        for row in counts:
-            i = index.get(int(row["bucket"]))
-            if i is None or row["status"] not in series:
-                continue
-            series[row["status"]][i] += row["n"] * per_minute
-            totals[row["status"]] += row["n"]
-            per_hook[row["hook"]] = per_hook.get(row["hook"], 0) + row["n"]
-        slots = len(LATENCY_BOUNDS_MS) + 1
-        histograms = [[0] * slots for _ in buckets]
-        overall = [0] * slots
-        for row in latency:
-            i = index.get(int(row["bucket"]))
-            if i is not None:
-                histograms[i][int(row["slot"])] += row["n"]
-                overall[int(row["slot"])] += row["n"]
+        for i, row in enumerate(counts):
+            for status in CHART_STATUSES:
+                series[status][i] = round(row[status] * per_minute, 3)
+                totals[status] += row[status]
+        histograms: list[list[int]] = [[0] * (len(LATENCY_BOUNDS_MS) + 1) for _ in buckets]
+        overall = [0] * (len(LATENCY_BOUNDS_MS) + 1)
+        for i, row in enumerate(latency):
+            cumulative = [*row["le"], row["n"]]
+            for slot, upto in enumerate(cumulative):
+                n = upto - (cumulative[slot - 1] if slot else 0)
+                histograms[i][slot] += n
+                overall[slot] += n
+        per_hook = {h: sum(c.values()) for h, c in by_hook.items()}
         return {
             "window": window.name,
             "label": window.label,
             "hook": hook,
             "x": [b * size for b in buckets],
-            "series": {s: [round(v, 3) for v in values] for s, values in series.items()},
+            "series": series,
             "totals": totals,
             "per_hook": dict(sorted(per_hook.items(), key=lambda kv: -kv[1])),
+            "has_latency": with_latency,
             "latency": {
                 "p50": [percentile(h, 0.5) for h in histograms],
                 "p99": [percentile(h, 0.99) for h in histograms],
@@ -128,7 +131,7 @@ class OverviewService:
                 caller.org_id, ("queued", "processing", "failed", "dead")
             )
             workers = tx.delivery_stats.workers()
-            hooks = tx.delivery_stats.hooks_seen(caller.org_id, now - timedelta(days=1))
+            hooks = tx.delivery_stats.hooks_with_deliveries(caller.org_id)
         queued = summary.get("queued", {"count": 0, "attempted": 0, "oldest": None})
         processing = summary.get("processing", {"count": 0, "attempted": 0, "oldest": None})
         oldest = min((s["oldest"] for s in (queued, processing) if s["oldest"]), default=None)

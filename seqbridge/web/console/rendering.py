@@ -93,6 +93,11 @@ def escape_query(value: Any) -> str:
     return quote(str(value), safe="")
 
 
+def short_id(value: str | None) -> str:
+    """The end of an id: ids are time-ordered (UUIDv7), so their first characters are alike."""
+    return "…" + value[-8:] if value and len(value) > 12 else (value or "")
+
+
 def status_badge(status: str | None) -> Markup:
     return Markup('<span class="badge badge-{}">{}</span>').format(status or "none", status or "—")
 
@@ -118,6 +123,14 @@ def init_rendering(app: Flask, bp) -> None:
     bp.add_app_template_filter(pretty, "pretty")
     bp.add_app_template_filter(pretty_body, "pretty_body")
     bp.add_app_template_filter(status_badge, "badge")
+    bp.add_app_template_filter(short_id, "short")
+
+    @bp.app_template_global()
+    def actor_label(actor: dict) -> str:
+        """Who did it: a key by the end of its id, a hook or worker by name."""
+        if actor.get("type") == "api_key":
+            return "key " + short_id(actor.get("id"))
+        return f"{actor.get('type')} {actor.get('id')}"
 
     @bp.app_template_global()
     def long_value(text: Any) -> Markup:

@@ -81,7 +81,9 @@ def upgrade() -> None:
 
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_deliveries_org_status_received", ["org_id", "status", "received_at", "id"], unique=False
+            "ix_deliveries_org_status_received",
+            ["org_id", "status", "received_at", "id", "hook", "processed_at"],
+            unique=False,
         )
     with op.batch_alter_table("delivery_keys", schema=None) as batch_op:
         batch_op.create_index("ix_delivery_keys_org_key", ["org_id", "dedupe_key"], unique=False)

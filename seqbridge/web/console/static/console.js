@@ -35,6 +35,7 @@
   };
 
   var plots = [];
+  var current = null;
 
   function drawCharts(data) {
     plots.forEach(function (p) { p.destroy(); });
@@ -42,6 +43,7 @@
     document.querySelectorAll("[data-chart]").forEach(function (el) {
       var c = data[el.dataset.window];
       if (!c || !window.uPlot) return;
+      if (el.dataset.chart === "latency" && !c.has_latency) { el.textContent = "Loading…"; return; }
       el.textContent = "";
       var width = Math.max(280, el.clientWidth || 600);
       var opts, series;
@@ -62,8 +64,8 @@
           width: width, height: 220,
           scales: { x: { time: true }, y: { distr: 3 } },
           axes: [{}, { label: "ms", size: 60 }],
-          series: [{}, { label: "p50", stroke: "#3182ce", width: 1.5, spanGaps: false },
-                   { label: "p99", stroke: "#c53030", width: 1.5, spanGaps: false }]
+          series: [{}, { label: "p50", stroke: "#3182ce", width: 1.5, points: { show: true, size: 4 } },
+                   { label: "p99", stroke: "#c53030", width: 1.5, points: { show: true, size: 4 } }]
         };
       }
       plots.push(new window.uPlot(opts, series, el));
@@ -78,19 +80,23 @@
         headers: { Accept: "application/json" }, credentials: "same-origin"
       }).then(function (r) { return r.ok ? r.json() : null; })
         .then(function (body) { if (body) result[w] = body.data; });
-    })).then(function () { if (result["1h"] && result["24h"]) drawCharts(result); });
+    })).then(function () {
+      if (result["1h"] && result["24h"]) { current = result; drawCharts(result); }
+    });
   }
 
   document.addEventListener("DOMContentLoaded", function () {
     localTimes(document);
     var embedded = document.getElementById("chart-data");
     if (embedded) {
-      drawCharts(JSON.parse(embedded.textContent));
+      current = JSON.parse(embedded.textContent);
+      drawCharts(current);
+      refreshCharts();  // the page leaves the day's latency out: fetch it now
       window.setInterval(refreshCharts, 30000);
       var resizing;
       window.addEventListener("resize", function () {
         window.clearTimeout(resizing);
-        resizing = window.setTimeout(function () { drawCharts(JSON.parse(embedded.textContent)); }, 200);
+        resizing = window.setTimeout(function () { drawCharts(current); }, 200);
       });
     }
   });
