@@ -356,8 +356,9 @@ def explain(app) -> None:
 
         tx.conn.execute = capture  # type: ignore[method-assign]
         stats.conn = tx.conn
-        stats.counts_by_bucket(org, since, 600, None)
-        stats.latency_histogram(org, since, 600, None)
+        edges = [since + timedelta(minutes=10 * i) for i in range(145)]
+        stats.counts_by_bucket(org, edges, None)
+        stats.latency_histogram(org, edges, None)
         stats.status_summary(org, ("queued", "processing", "failed", "dead"))
         tx.replay_jobs.conn = tx.conn
         tx.replay_jobs.count_matching(
@@ -370,6 +371,107 @@ def explain(app) -> None:
             for row in tx.conn.exec_driver_sql(prefix + sql):
                 print("   ", " | ".join(str(c) for c in row))
         del ds
+
+
+def screenshots(url: str, mappings, ids: dict, directory: str) -> None:
+    """Serve the filled database for real (gunicorn and the worker) and take a PNG of every page
+    in headless Chromium: the README's docs/console/ pictures."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import requests
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "SEQBRIDGE_DATABASE_URL": url,
+        "SEQBRIDGE_MAPPINGS_DIR": str(mappings),
+        "SEQBRIDGE_LOG_LEVEL": "WARNING",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "seqbridge", "serve", "--port", str(port), "--workers", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        for _ in range(300):
+            try:
+                if requests.get(base + "/healthz", timeout=5).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.2)
+        auth = {"Authorization": f"Bearer {ids['key']}"}
+        job = requests.post(
+            base + "/api/v1/deliveries/replay",
+            json={"status": ["dead"], "hook": "form"},
+            headers=auth,
+            timeout=30,
+        ).json()["data"]
+        requests.post(
+            base + "/api/v1/hooks/subscriptions",
+            headers=auth,
+            timeout=30,
+            json={
+                "target_url": "https://hooks.zapier.com/hooks/catch/123/abc/",
+                "event": "contact.unsubscribed",
+            },
+        )
+        shots = {
+            "overview": "/",
+            "deliveries": "/deliveries?status=failed&status=dead",
+            "delivery": f"/deliveries/{ids['stop']}",
+            "replay-confirm": "/replays/new?status=dead",
+            "replay-job": f"/replays/{job['id']}",
+            "mappings": "/mappings",
+            "playground": f"/mappings/whatsapp/playground?delivery={ids['stop']}",
+            "sequences": "/sequences",
+            "sequence": f"/sequences/{ids['sequence']}",
+            "contacts": "/contacts?q=vip&by=tag",
+            "contact": f"/contacts/{ids['contact']}",
+            "audit": "/audit",
+            "keys": "/keys",
+            "subscriptions": "/subscriptions",
+        }
+        chromium = shutil.which("chromium") or "/usr/bin/chromium"
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=chromium,
+                args=[
+                    "--no-sandbox",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--no-first-run",
+                    "--disable-gpu",
+                ],
+            )
+            page = browser.new_context(viewport={"width": 1280, "height": 860}).new_page()
+            page.goto(base + "/sign-in")
+            page.screenshot(path=str(out / "sign-in.png"))
+            page.get_by_label("API key").fill(ids["key"])
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(base + "/")
+            for name, path in shots.items():
+                page.goto(base + path)
+                page.wait_for_load_state("networkidle")
+                page.wait_for_timeout(1500 if name in ("overview", "replay-job") else 200)
+                page.screenshot(path=str(out / f"{name}.png"), full_page=name not in ("overview",))
+            browser.close()
+        print(f"screenshots in {out}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def run(engine: str, args) -> None:
@@ -392,6 +494,8 @@ def run(engine: str, args) -> None:
             flag = "  over 300 ms" if slowest > 300 else ""
             print(f"{name:36} {median:10.1f} {slowest:8.1f}{flag}")
         app.extensions["seqbridge"].db.dispose()
+        if args.screenshots and engine == "sqlite":
+            screenshots(url, mappings, ids, args.screenshots)
 
 
 def main() -> None:
@@ -403,6 +507,9 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--explain", action="store_true", help="print the plans of the chart queries")
+    parser.add_argument(
+        "--screenshots", metavar="DIR", help="then serve the SQLite database and save a PNG of each page"
+    )
     args = parser.parse_args()
     for engine in ("sqlite", "postgresql") if args.engine == "both" else (args.engine,):
         run(engine, args)

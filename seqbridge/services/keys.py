@@ -65,6 +65,35 @@ class Principal:
     scopes: frozenset[str]
 
 
+def _mint(tx, caller: Caller, name: str, scopes: list[str], now) -> tuple[str, str, str]:
+    """Store a new key of the caller's organization (its hash only) and audit it as the caller's
+    doing; return (id, prefix, the raw key)."""
+    raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key_id = new_id()
+    prefix = raw_key[: len(KEY_PREFIX) + 4]
+    tx.keys.insert_key(
+        {
+            "id": key_id,
+            "org_id": caller.org_id,
+            "name": name,
+            "prefix": prefix,
+            "key_hash": hash_key(raw_key),
+            "scopes": scopes,
+            "created_at": now,
+        }
+    )
+    record(
+        tx,
+        caller,
+        tag_for(caller, "api_key", "created"),
+        "api_key",
+        key_id,
+        {"name": name, "prefix": prefix, "scopes": scopes},
+        now,
+    )
+    return key_id, prefix, raw_key
+
+
 def _check_scopes(scopes: list[str]) -> list[str]:
     unknown = [s for s in scopes if s != ALL_SCOPES and s not in SCOPES]
     if unknown:
@@ -113,31 +142,8 @@ class KeyService:
         """
         scopes = _check_scopes(scopes)
         org = self.ensure_org(org_name)
-        raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
-        key_id = new_id()
-        prefix = raw_key[: len(KEY_PREFIX) + 4]
-        now = self.clock.now()
         with self.db.transaction() as tx:
-            tx.keys.insert_key(
-                {
-                    "id": key_id,
-                    "org_id": org["id"],
-                    "name": name,
-                    "prefix": prefix,
-                    "key_hash": hash_key(raw_key),
-                    "scopes": scopes,
-                    "created_at": now,
-                }
-            )
-            record(
-                tx,
-                Caller(org["id"], CLI_ACTOR),
-                AuditTag.CLI_API_KEY_CREATED,
-                "api_key",
-                key_id,
-                {"name": name, "prefix": prefix, "scopes": scopes},
-                now,
-            )
+            key_id, prefix, raw_key = _mint(tx, Caller(org["id"], CLI_ACTOR), name, scopes, self.clock.now())
         return CreatedKey(key_id, org["id"], org["name"], name, prefix, scopes, raw_key)
 
     def revoke_key(self, key_id: str) -> dict[str, Any]:
@@ -228,32 +234,9 @@ class OrgKeyService:
                 code="scope_not_held",
                 details={"scopes": beyond or [ALL_SCOPES]},
             )
-        raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
-        key_id = new_id()
-        prefix = raw_key[: len(KEY_PREFIX) + 4]
-        now = self.clock.now()
         with self.db.transaction() as tx:
             org = tx.orgs.get_org(caller.org_id)
-            tx.keys.insert_key(
-                {
-                    "id": key_id,
-                    "org_id": caller.org_id,
-                    "name": name,
-                    "prefix": prefix,
-                    "key_hash": hash_key(raw_key),
-                    "scopes": scopes,
-                    "created_at": now,
-                }
-            )
-            record(
-                tx,
-                caller,
-                tag_for(caller, "api_key", "created"),
-                "api_key",
-                key_id,
-                {"name": name, "prefix": prefix, "scopes": scopes},
-                now,
-            )
+            key_id, prefix, raw_key = _mint(tx, caller, name, scopes, self.clock.now())
         return CreatedKey(key_id, caller.org_id, org["name"], name, prefix, scopes, raw_key)
 
     def revoke(self, caller: Caller, key_id: str) -> dict[str, Any]:
