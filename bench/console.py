@@ -317,10 +317,38 @@ def pages(ids: dict) -> dict[str, str]:
     }
 
 
+def baselines(app) -> list[tuple[str, float, float]]:
+    """What the day's charts cannot beat, timed the same way: one covering count of the window,
+    and one pass computing every delivery's latency (no buckets, no histogram)."""
+    from sqlalchemy import func, select
+
+    from seqbridge.storage.schema import deliveries as table
+
+    services = app.extensions["seqbridge"]
+    since = services.clock.now() - timedelta(days=1)
+    out = []
+    with services.db.transaction(write=False) as tx:
+        org = tx.conn.execute(select(func.min(table.c.org_id))).scalar()
+        count = select(func.count()).where(
+            table.c.org_id == org, table.c.status.in_(("processed", "failed")), table.c.received_at >= since
+        )
+        latency = select(func.sum(tx.delivery_stats._latency_ms())).where(
+            table.c.org_id == org, table.c.status.in_(("processed", "failed")), table.c.received_at >= since
+        )
+        for name, query in (("baseline: count the day", count), ("baseline: sum the day's latency", latency)):
+            samples = []
+            for _ in range(5):
+                start = time.perf_counter()
+                tx.conn.execute(query).scalar()
+                samples.append((time.perf_counter() - start) * 1000)
+            out.append((name, statistics.median(samples), max(samples)))
+    return out
+
+
 def measure(app, ids: dict, rounds: int) -> list[tuple[str, float, float]]:
     client = app.test_client()
     sign_in(client, ids["key"])
-    out = []
+    out = baselines(app)
     for name, path in pages(ids).items():
         answer = client.get(path)
         assert answer.status_code == 200, (path, answer.status_code, answer.text[:500])

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
 from seqbridge.storage.bulk import bulk_insert, execute_raw, insert_returning
@@ -111,24 +111,23 @@ class AuditStore:
 
     def events_about(self, org_id: str, subjects: list[tuple[str, str]], limit: int) -> list[dict[str, Any]]:
         """The newest ``limit`` events whose subject is one of ``subjects`` ((type, id) pairs),
-        newest first: one range of ix_audit_events_org_subject per subject."""
-        if not subjects:
-            return []
-        query = (
-            select(audit_events)
-            .where(
-                audit_events.c.org_id == org_id,
-                or_(
-                    *(
-                        and_(audit_events.c.subject_type == t, audit_events.c.subject_id == i)
-                        for t, i in subjects
-                    )
-                ),
+        newest first: one range of ix_audit_events_org_subject per subject (an OR of them let
+        SQLite walk the organization's whole log by id instead)."""
+        found: list[dict[str, Any]] = []
+        for subject_type, subject_id in dict.fromkeys(subjects):
+            query = (
+                select(audit_events)
+                .where(
+                    audit_events.c.org_id == org_id,
+                    audit_events.c.subject_type == subject_type,
+                    audit_events.c.subject_id == subject_id,
+                )
+                .order_by(audit_events.c.id.desc())
+                .limit(limit)
             )
-            .order_by(audit_events.c.id.desc())
-            .limit(limit)
-        )
-        return [dict(r) for r in self.conn.execute(query).mappings()]
+            found.extend(dict(r) for r in self.conn.execute(query).mappings())
+        found.sort(key=lambda e: e["id"], reverse=True)
+        return found[:limit]
 
     def events_by_actor_before(
         self, org_id: str, actor_id: str, before_id: int, limit: int

@@ -22,7 +22,9 @@ def overview():
         overview = services().overview
         charts["1h"] = overview.charts(caller(), overview.window("1h"), hook)
         # The day's latency is the costliest aggregate: the page's script fetches it (/overview/charts).
-        charts["24h"] = overview.charts(caller(), overview.window("24h"), hook, with_latency=False)
+        charts["24h"] = overview.charts(
+            caller(), overview.window("24h"), hook, with_latency=False, per_hook=True
+        )
     return render_template("console/overview.html", health=health, hook=hook, charts=charts, day_ago=day_ago)
 
 
