@@ -493,8 +493,12 @@ def screenshots(url: str, mappings, ids: dict, directory: str) -> None:
             for name, path in shots.items():
                 page.goto(base + path)
                 page.wait_for_load_state("networkidle")
-                page.wait_for_timeout(1500 if name in ("overview", "replay-job") else 200)
-                page.screenshot(path=str(out / f"{name}.png"), full_page=name not in ("overview",))
+                if name == "overview":  # the day's latency arrives by its own request
+                    page.wait_for_function(
+                        "document.querySelectorAll('.chart .uplot').length === 4", timeout=30_000
+                    )
+                page.wait_for_timeout(1500 if name == "replay-job" else 300)
+                page.screenshot(path=str(out / f"{name}.png"), full_page=True)
             browser.close()
         print(f"screenshots in {out}")
     finally:

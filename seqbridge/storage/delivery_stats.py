@@ -8,7 +8,7 @@ from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
-from sqlalchemy import Integer, case, cast, column, func, select, values
+from sqlalchemy import Integer, case, cast, column, func, literal_column, select, values
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -50,6 +50,8 @@ class DeliveryStatsStore:
         One count per bucket and status, each a range of ix_deliveries_org_status_received read
         as a covering index: every row in the window is read once and nothing is sorted (a
         GROUP BY over a computed bucket sorted every row, 10x slower on SQLite)."""
+        if self.postgresql:
+            return self._counts_grouped(org_id, edges, hook)
         buckets = self._buckets(edges)
         counts = []
         for status in ALL_STATUSES:
@@ -78,6 +80,8 @@ class DeliveryStatsStore:
         bucket sorted every row). The inner query is kept from being flattened (LIMIT -1 on
         SQLite, OFFSET 0 on PostgreSQL) so each latency is computed once, not once per bound:
         on SQLite its two julianday() are most of the cost."""
+        if self.postgresql:
+            return self._latency_grouped(org_id, edges, hook)
         buckets = self._buckets(edges)
         timed = select(self._latency_ms().label("latency")).where(
             deliveries.c.org_id == org_id,
@@ -104,6 +108,53 @@ class DeliveryStatsStore:
         for lo, packed in self.conn.execute(select(buckets.c.lo, histogram)):
             counts = packed if isinstance(packed, list) else json.loads(packed)
             out.append({"lo": lo, "n": int(counts[0]), "le": [int(c or 0) for c in counts[1:]]})
+        return out
+
+    # PostgreSQL aggregates a GROUP BY in a hash table (no sort), and a correlated subquery costs
+    # it an executor start per bucket: there one grouped pass over the index is the cheaper plan.
+
+    def _grouped(self, org_id: str, edges: list[datetime], hook: str | None, columns, statuses):
+        size = int((edges[1] - edges[0]).total_seconds())
+        bucket = self._bucket(deliveries.c.received_at, size)
+        query = select(bucket, *columns).where(
+            deliveries.c.org_id == org_id,
+            deliveries.c.status.in_(statuses),
+            deliveries.c.received_at >= edges[0],
+            deliveries.c.received_at < edges[-1],
+        )
+        if hook:
+            query = query.where(deliveries.c.hook == hook)
+        return size, query
+
+    def _counts_grouped(self, org_id: str, edges: list[datetime], hook: str | None) -> list[dict[str, Any]]:
+        size, query = self._grouped(
+            org_id, edges, hook, [deliveries.c.status, func.count().label("n")], ALL_STATUSES
+        )
+        found: dict[tuple[int, str], int] = {}
+        for bucket, status, n in self.conn.execute(
+            query.group_by(literal_column("bucket"), deliveries.c.status)
+        ):
+            found[(int(bucket), status)] = int(n)
+        return [
+            {"lo": lo, **{s: found.get((int(lo.timestamp()) // size, s), 0) for s in ALL_STATUSES}}
+            for lo in edges[:-1]
+        ]
+
+    def _latency_grouped(self, org_id: str, edges: list[datetime], hook: str | None) -> list[dict[str, Any]]:
+        latency = self._latency_ms()
+        columns = [func.count().label("n")] + [
+            func.sum(case((latency <= b, 1), else_=0)).label(f"le{i}")
+            for i, b in enumerate(LATENCY_BOUNDS_MS)
+        ]
+        size, query = self._grouped(org_id, edges, hook, columns, ("processed", "failed"))
+        query = query.where(deliveries.c.processed_at.is_not(None)).group_by(literal_column("bucket"))
+        found = {int(r["bucket"]): r for r in self.conn.execute(query).mappings()}
+        out = []
+        for lo in edges[:-1]:
+            row = found.get(int(lo.timestamp()) // size)
+            n = int(row["n"]) if row else 0
+            le = [int(row[f"le{i}"] or 0) if row else 0 for i in range(len(LATENCY_BOUNDS_MS))]
+            out.append({"lo": lo, "n": n, "le": le})
         return out
 
     def _buckets(self, edges: list[datetime]):
