@@ -494,9 +494,7 @@ def screenshots(url: str, mappings, ids: dict, directory: str) -> None:
                 page.goto(base + path)
                 page.wait_for_load_state("networkidle")
                 if name == "overview":  # the day's latency arrives by its own request
-                    page.wait_for_function(
-                        "document.querySelectorAll('.chart .uplot').length === 4", timeout=30_000
-                    )
+                    page.locator(".chart .uplot").nth(3).wait_for(timeout=30_000)  # no string eval: CSP
                 page.wait_for_timeout(1500 if name == "replay-job" else 300)
                 page.screenshot(path=str(out / f"{name}.png"), full_page=True)
             browser.close()
