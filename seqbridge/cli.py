@@ -326,6 +326,7 @@ def worker() -> None:
     from seqbridge.worker.deliveries import DeliveryProcessor
     from seqbridge.worker.notifications import HookNotifier
     from seqbridge.worker.processor import StepProcessor
+    from seqbridge.worker.replay_jobs import ReplayJobRunner
 
     services = _services()
     runner = Worker(jobs=[], poll_interval=services.settings["PROCESSOR_POLL_SECONDS"], clock=services.clock)
@@ -336,6 +337,7 @@ def worker() -> None:
     # Webhook deliveries first: they are what a sender is waiting on (a STOP must land in a second).
     runner.jobs.extend([DeliveryProcessor(services, stopping=runner.stopping), processor,
                         HookNotifier(services, stopping=runner.stopping)])  # fmt: skip
+    runner.jobs.append(ReplayJobRunner(services))  # replay by filter (the console, POST /deliveries/replay)
     runner.on_reload.append(lambda: services.inbox.registry.reload())
     runner.install_signal_handlers()
     try:
