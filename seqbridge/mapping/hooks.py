@@ -8,7 +8,10 @@ pure: it touches no database and no network, which is what dry runs and mapping 
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from connectors import SOURCES, TARGETS
@@ -16,10 +19,14 @@ from seqbridge.mapping.rules import (
     Condition,
     EvaluationError,
     Literal,
+    Roots,
     RuleError,
     Value,
     compile_condition,
     compile_value,
+    condition_roots,
+    union,
+    value_roots,
 )
 from seqbridge.mapping.source import Document, Problem
 
@@ -68,14 +75,28 @@ class Rule:
     when: Condition
     actions: tuple[ActionSpec, ...]
     stop: bool
+    #: A fingerprint of the rule as written (its YAML, anchors merged, ``${ENV}`` expanded): two
+    #: rules with the same key decide and plan alike for every event, whichever hook holds them.
+    key: str = ""
+    #: The context keys the rule can read (``event``, ``body`` …); None: any.
+    reads: Roots = None
+
+
+#: A memo shared by the plans of one event under several versions of a hook (a mapping diff):
+#: rule key → the actions the rule planned, or None when it did not match.
+Memo = dict[str, list[dict[str, Any]] | None]
+
+_UNSEEN = object()
 
 
 @dataclass(frozen=True)
 class EventPlan:
-    """What one event asks for: the rules that matched (in order) and their actions."""
+    """What one event asks for: the rules that matched (in order) and their actions, with the
+    rule that planned each action (``action_rules``, parallel to ``actions``)."""
 
     rules: list[str]
     actions: list[dict[str, Any]]
+    action_rules: list[str] = field(default_factory=list)
 
     @property
     def matched(self) -> bool:
@@ -100,18 +121,39 @@ class Hook:
     #: (line, test) for each test written in the hook's ``tests:`` list.
     tests: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
-    def plan(self, ctx: dict[str, Any]) -> EventPlan:
-        """Evaluate the rules in order against one event context. Raises :class:`EvaluationError`."""
+    def plan(self, ctx: dict[str, Any], memo: Memo | None = None) -> EventPlan:
+        """Evaluate the rules in order against one event context. Raises :class:`EvaluationError`.
+
+        With ``memo`` (one per event context), a rule whose key is in it is not evaluated again:
+        a diff plans each event with two versions of a hook, and most of their rules are the same.
+        """
         matched: list[str] = []
         actions: list[dict[str, Any]] = []
+        origins: list[str] = []
         for rule in self.rules:
-            if not rule.when(ctx):
-                continue
+            if memo is None:
+                if not rule.when(ctx):
+                    continue
+                planned = [spec.plan(ctx) for spec in rule.actions]
+            else:
+                seen = memo.get(rule.key, _UNSEEN)
+                if seen is _UNSEEN:
+                    seen = [spec.plan(ctx) for spec in rule.actions] if rule.when(ctx) else None
+                    memo[rule.key] = seen
+                if seen is None:
+                    continue
+                planned = seen
             matched.append(rule.name)
-            actions.extend(spec.plan(ctx) for spec in rule.actions)
+            actions.extend(planned)
+            origins.extend([rule.name] * len(planned))
             if rule.stop:
                 break
-        return EventPlan(matched, actions)
+        return EventPlan(matched, actions, origins)
+
+    @cached_property
+    def reads(self) -> Roots:
+        """The context keys some rule of this hook can read; None: any."""
+        return union([rule.reads for rule in self.rules])
 
     def describe(self) -> dict[str, Any]:
         """What the operator API shows: never the source's settings (they hold secrets)."""
@@ -135,6 +177,13 @@ def _clean(params: Any) -> dict[str, Any]:
     if isinstance(contact, dict):
         params = {**params, "contact": {k: v for k, v in contact.items() if v not in (None, "")}}
     return params
+
+
+def _fingerprint(source: dict[str, Any]) -> str:
+    """What a rule decides and plans depends on its YAML only (the name aside, which is output).
+    ``description`` is left out: it changes nothing."""
+    decisive = {k: v for k, v in source.items() if k not in ("name", "description")}
+    return hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
@@ -220,7 +269,10 @@ class _Compiler:
         if when is None or any(a is None for a in actions):
             return None
         name = source.get("name") or f"rule {index + 1}"
-        return Rule(name, when, tuple(a for a in actions if a), source.get("then", "stop") == "stop")
+        stop = source.get("then", "stop") == "stop"
+        values = [value_roots(a[kind]) for a in source.get("actions") or [] for kind in ACTIONS if kind in a]
+        reads = union([condition_roots(source.get("when")), *values])
+        return Rule(name, when, tuple(a for a in actions if a), stop, _fingerprint(source), reads)
 
 
 def compile_targets(

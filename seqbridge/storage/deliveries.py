@@ -15,6 +15,9 @@ from seqbridge.storage.schema import deliveries, delivery_keys
 
 #: What the list view shows (the body and events are for the detail view).
 _SUMMARY = [c for c in deliveries.c if c.name not in ("body", "events", "results", "headers", "query")]
+#: What planning a stored delivery again needs (a mapping diff): always, and the request's parts.
+_TO_PLAN = ("id", "status", "received_at", "content_type", "events")
+_REQUEST_PARTS = {"body": ("method", "body"), "headers": ("headers",), "query": ("query",)}
 
 
 class DeliveryStore:
@@ -99,6 +102,43 @@ class DeliveryStore:
                                     and_(deliveries.c.received_at == at, deliveries.c.id < last_id)))  # fmt: skip
         query = query.order_by(deliveries.c.received_at.desc(), deliveries.c.id.desc()).limit(limit)
         return [dict(r) for r in self.conn.execute(query).mappings()]
+
+    def delivery_by_id(self, delivery_id: str) -> dict[str, Any] | None:
+        """A delivery of any organization (the operator's CLI, which names it by id)."""
+        row = self.conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)).mappings().first()
+        return dict(row) if row else None
+
+    def requests_to_plan(
+        self,
+        org_id: str,
+        hook: str,
+        *,
+        statuses: tuple[str, ...],
+        since: datetime | None,
+        before: tuple[datetime, str] | None,
+        limit: int,
+        parts: frozenset[str] = frozenset(_REQUEST_PARTS),
+    ) -> list[dict[str, Any]]:
+        """A page of the hook's deliveries in ``statuses``, newest first, with their events and of
+        the request only ``parts`` (``body``, ``headers``, ``query``): a mapping diff reads 100,000
+        of them. ``before`` is the (received_at, id) of the last row of the previous page; the
+        query is a range of ix_deliveries_org_hook_received."""
+        names = [*_TO_PLAN, *(c for part in sorted(parts) for c in _REQUEST_PARTS[part])]
+        query = select(*(deliveries.c[n] for n in names)).where(
+            deliveries.c.org_id == org_id, deliveries.c.hook == hook, deliveries.c.status.in_(statuses)
+        )
+        if since:
+            query = query.where(deliveries.c.received_at >= since)
+        if before:
+            at, last_id = before
+            query = query.where(
+                or_(
+                    deliveries.c.received_at < at,
+                    and_(deliveries.c.received_at == at, deliveries.c.id < last_id),
+                )
+            )
+        query = query.order_by(deliveries.c.received_at.desc(), deliveries.c.id.desc()).limit(limit)
+        return [dict(zip(names, row, strict=True)) for row in self.conn.execute(query).tuples()]
 
     def ids_to_replay(self, statuses: list[str], since: datetime | None, hook: str | None,
                       org_id: str | None, limit: int) -> list[tuple[str, str]]:  # fmt: skip

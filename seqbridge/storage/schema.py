@@ -407,6 +407,29 @@ hook_notifications = Table(
     Index("ix_hook_notifications_org_updated", "org_id", "updated_at"),  # retention
 )
 
+# What the server runs: each mapping file's text as a web or worker process loaded it, one row per
+# change (a new version, or the file no longer serving). ``seqbridge mappings diff`` compares a
+# change against the newest row of each file. The text is the file as written, with its ``${ENV}``
+# references: never a value from the environment.
+mapping_versions = Table(
+    "mapping_versions",
+    metadata,
+    Column("id", SerialId, primary_key=True, autoincrement=True),
+    # The file's name in the mappings directory (which is flat): what identifies it.
+    Column("file", String(255), nullable=False),
+    # The path the loading process read it from.
+    Column("path", Text, nullable=False),
+    # None (with source): the file no longer serves any hook (removed, or broken from the start).
+    Column("sha256", String(64), nullable=True),
+    Column("source", Text, nullable=True),
+    # {hook: organization} for every hook live from this version.
+    Column("hooks", JSONDoc, nullable=False),
+    Column("loaded_at", UTCDateTime, nullable=False),
+    # host:pid of the process that first loaded it.
+    Column("loaded_by", String(200), nullable=False),
+    Index("ix_mapping_versions_file", "file", "id"),
+)
+
 audit_events = Table(
     "audit_events",
     metadata,
@@ -452,6 +475,7 @@ __all__ = [
     "delivery_keys",
     "enrollments",
     "idempotency_keys",
+    "mapping_versions",
     "metadata",
     "organizations",
     "outbox",

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from seqbridge.storage.deliveries import DeliveryStore
     from seqbridge.storage.enrollments import EnrollmentStore
     from seqbridge.storage.idempotency import IdempotencyStore
+    from seqbridge.storage.mapping_versions import MappingVersionStore
     from seqbridge.storage.orgs import KeyStore, OrgStore
     from seqbridge.storage.processor import ProcessorStore
     from seqbridge.storage.sequences import SequenceStore
@@ -133,6 +134,12 @@ class Tx:
         from seqbridge.storage.idempotency import IdempotencyStore
 
         return IdempotencyStore(self.conn)
+
+    @cached_property
+    def mapping_versions(self) -> MappingVersionStore:
+        from seqbridge.storage.mapping_versions import MappingVersionStore
+
+        return MappingVersionStore(self.conn)
 
     @cached_property
     def subscriptions(self) -> SubscriptionStore:

@@ -1,0 +1,165 @@
+"""The two sides of a mapping diff: sets of mapping files, wherever their text comes from.
+
+- ``running``: the newest version of each file the server recorded as loaded (built by
+  :mod:`seqbridge.services.mapping_versions` from the database);
+- ``directory``: every mapping file of a directory on disk (``--before-dir``);
+- ``git``: the same paths at a git revision (``--before-rev``);
+- ``files``: the paths given, as they are on disk now (the CLI's "after");
+- ``submitted``: the running set with one file replaced by a text sent to the API.
+
+A file is identified by its name: the mappings directory is flat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import PurePosixPath
+from typing import Any
+
+from seqbridge.mapping.registry import Loaded, expand, load_all, mapping_files
+
+
+class SourceError(Exception):
+    """A version that cannot be read: not a git repository, an unknown revision, no such directory."""
+
+
+@dataclass(frozen=True)
+class MappingFile:
+    """One mapping file of a set: its name, where it was read from, and its text (None: read
+    from disk when the set is loaded)."""
+
+    name: str
+    path: str
+    text: str | None = None
+    #: For a recorded version: when and by which process it was first loaded, and the hooks
+    #: that were live from it, with the organization the server resolved for each.
+    loaded_at: str | None = None
+    loaded_by: str | None = None
+    hooks: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class MappingSet:
+    """The files of one side of a diff. ``label`` says, for people, which version it is."""
+
+    source: str
+    label: str
+    files: tuple[MappingFile, ...]
+    #: The git revision or directory named, where there is one.
+    ref: str | None = None
+
+    def load(self, environ: Mapping[str, str], allow_private: bool = False) -> Loaded:
+        """Validate and compile every file (``${ENV}`` expanded from ``environ``)."""
+        texts = {f.path: f.text for f in self.files if f.text is not None}
+        return load_all([f.path for f in self.files], environ, allow_private, texts)
+
+    def names(self) -> set[str]:
+        return {f.name for f in self.files}
+
+    def file_named(self, name: str) -> MappingFile | None:
+        return next((f for f in self.files if f.name == name), None)
+
+    def describe(self, loaded: Loaded | None = None) -> dict[str, Any]:
+        """What the report says about this version: its source and each file's name and hash."""
+        texts = {r.path: r.text for r in loaded.results} if loaded else {}
+        files = []
+        for f in self.files:
+            text = f.text if f.text is not None else texts.get(f.path)
+            entry: dict[str, Any] = {"file": f.name, "path": f.path, "sha256": sha256(text) if text else None}
+            if f.loaded_at is not None:
+                entry.update(loaded_at=f.loaded_at, loaded_by=f.loaded_by)
+            files.append(entry)
+        out: dict[str, Any] = {"source": self.source, "label": self.label, "files": files}
+        if self.ref is not None:
+            out["ref"] = self.ref
+        return out
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def on_disk(paths: list[str]) -> MappingSet:
+    """The mapping files named by ``paths`` (files, or directories of files) as they are now."""
+    files = tuple(MappingFile(os.path.basename(p), p) for p in expand(paths))
+    return MappingSet("files", "the files on disk", files, ref=", ".join(paths))
+
+
+def directory(path: str) -> MappingSet:
+    """Every mapping file of the directory ``path``. Raises :class:`SourceError`."""
+    if not os.path.isdir(path):
+        raise SourceError(f"{path} is not a directory")
+    files = tuple(MappingFile(os.path.basename(p), p) for p in mapping_files(path))
+    return MappingSet("directory", f"the files in {path}", files, ref=path)
+
+
+def submitted(base: MappingSet, name: str, text: str) -> MappingSet:
+    """``base`` with the file ``name`` replaced by (or added as) ``text``."""
+    new = MappingFile(name, name, text)
+    kept = tuple(f for f in base.files if f.name != name)
+    return replace(
+        base,
+        source="submitted",
+        label="the running version with the submitted file",
+        files=(*kept, new),
+        ref=name,
+    )
+
+
+def git_revision(revision: str, paths: list[str]) -> MappingSet:
+    """The mapping files named by ``paths`` as they were at ``revision`` of the git repository
+    that holds them: the same files (a file the revision does not have is left out, it is new),
+    and for a directory every mapping file it had then. Raises :class:`SourceError`."""
+    files: list[MappingFile] = []
+    commit = None
+    for path in paths:
+        where = path if os.path.isdir(path) else os.path.dirname(path) or "."
+        top = _git(where, "rev-parse", "--show-toplevel").strip()
+        commit = commit or _git(top, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}").strip()
+        relative = PurePosixPath(os.path.relpath(os.path.realpath(path), os.path.realpath(top))).as_posix()
+        if os.path.isdir(path):
+            prefix = "" if relative == "." else relative.rstrip("/") + "/"
+            listed = _git(top, "ls-tree", "--name-only", commit, "--", prefix or ".").splitlines()
+            names = [
+                n
+                for n in listed
+                if PurePosixPath(n).suffix in (".yaml", ".yml")
+                and not PurePosixPath(n).stem.endswith("_test")
+            ]
+        else:
+            names = [relative] if _git_has(top, commit, relative) else []
+        for name in names:
+            text = _git(top, "show", f"{commit}:{name}")
+            files.append(MappingFile(PurePosixPath(name).name, f"{revision}:{name}", text))
+    label = f"git revision {revision}" + (f" ({commit[:12]})" if commit else "")
+    return MappingSet("git", label, tuple(files), ref=revision)
+
+
+def _git_has(top: str, commit: str, path: str) -> bool:
+    result = subprocess.run(
+        ["git", "-C", top, "cat-file", "-e", f"{commit}:{path}"], capture_output=True, timeout=30, check=False
+    )
+    return result.returncode == 0
+
+
+def _git(where: str, *args: str) -> str:
+    try:
+        result = subprocess.run(
+            ["git", "-C", where, *args], capture_output=True, text=True, timeout=30, check=False
+        )
+    except FileNotFoundError:
+        raise SourceError("git is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise SourceError(f"git {args[0]} took longer than 30 s") from None
+    if result.returncode != 0:
+        if args[:2] == ("rev-parse", "--verify"):
+            raise SourceError(f"{args[-1].removesuffix('^{commit}')!r} is not a revision of {where}")
+        message = (
+            result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.returncode}"
+        )
+        raise SourceError(f"git {args[0]}: {message}")
+    return result.stdout
