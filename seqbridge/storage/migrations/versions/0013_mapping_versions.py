@@ -1,7 +1,7 @@
 """mapping versions: the text of every mapping file the server loaded
 
 Revision ID: 0013
-Revises: 0008
+Revises: 0011
 Create Date: 2026-11-23 09:00:00.000000
 """
 
@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 import seqbridge.storage.types
 
 revision = "0013"
-down_revision = "0008"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
