@@ -65,6 +65,8 @@ class ActionSpec:
     kind: str
     target: str
     params: Value
+    #: A fingerprint of the action as written: equal keys plan alike for every event.
+    key: str = ""
 
     def plan(self, ctx: dict[str, Any]) -> dict[str, Any]:
         """The action for this event, every value computed. Raises :class:`EvaluationError`."""
@@ -85,8 +87,9 @@ class Rule:
 
 
 #: A memo shared by the plans of one event under several versions of a hook (a mapping diff):
-#: rule key → the actions the rule planned, or None when it did not match.
-Memo = dict[str, list[dict[str, Any]] | None]
+#: rule key → the actions the rule planned (None when it did not match); "action:" + action key →
+#: the action planned.
+Memo = dict[str, Any]
 
 _UNSEEN = object()
 
@@ -140,7 +143,7 @@ class Hook:
             else:
                 seen = memo.get(rule.key, _UNSEEN)
                 if seen is _UNSEEN:
-                    seen = [spec.plan(ctx) for spec in rule.actions] if rule.when(ctx) else None
+                    seen = [_planned(spec, ctx, memo) for spec in rule.actions] if rule.when(ctx) else None
                     memo[rule.key] = seen
                 if seen is None:
                     continue
@@ -169,6 +172,15 @@ class Hook:
             "rules": [r.name for r in self.rules],
             "targets": sorted(self.targets),
         }
+
+
+def _planned(spec: ActionSpec, ctx: dict[str, Any], memo: Memo) -> dict[str, Any]:
+    """``spec.plan(ctx)``, once per action as written: a changed rule often keeps its actions."""
+    key = "action:" + spec.key
+    action = memo.get(key)
+    if action is None:
+        action = memo[key] = spec.plan(ctx)
+    return action
 
 
 def _clean(params: Any) -> dict[str, Any]:
@@ -270,7 +282,7 @@ class _Compiler:
         if isinstance(params, Literal) and not isinstance(params.value, dict):
             self.problem(where, f"{kind} takes an object")
             return None
-        return ActionSpec(kind, target_name, params)
+        return ActionSpec(kind, target_name, params, _fingerprint(source))
 
     def filters(self, spec: dict[str, Any], where: tuple) -> None:
         """Check the fields of a bulk_enroll filter written in the file with the service's own check

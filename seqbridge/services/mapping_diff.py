@@ -24,11 +24,13 @@ from seqbridge.mapping.diff import HookDiff
 from seqbridge.mapping.hooks import Hook
 from seqbridge.mapping.planner import plan_delivery, plan_versions, request_parts
 from seqbridge.mapping.registry import HookRegistry, Loaded
+from seqbridge.mapping.rules import union
 from seqbridge.mapping.source import Problem, ProblemsFound, read_document
 from seqbridge.mapping.sources import MappingSet, sha256, submitted
 from seqbridge.services.common import format_time, parse_moment
 from seqbridge.services.mapping_versions import MappingVersionService
 from seqbridge.storage.db import Database
+from seqbridge.storage.deliveries import stored_time
 
 #: The deliveries a diff replays: those that were mapped (queued ones will be, with the new version).
 STATUSES = ("processed", "failed", "dead")
@@ -90,6 +92,7 @@ class _Side:
     @classmethod
     def of(cls, mapping_set: MappingSet, loaded: Loaded) -> _Side:
         recorded = {f.path: f.hooks for f in mapping_set.files if f.hooks is not None}
+        file_names = {f.path: f.name for f in mapping_set.files}
         hooks: dict[str, Hook] = {}
         files: dict[str, str] = {}
         organizations: dict[str, str] = {}
@@ -99,7 +102,7 @@ class _Side:
             for name in [*result.hooks, *result.broken]:
                 if live is not None and name not in live:
                     continue  # a hook the server did not run from this version
-                files[name] = os.path.basename(result.path)
+                files[name] = file_names.get(result.path, os.path.basename(result.path))
                 organizations[name] = live[name] if live is not None else result.organizations.get(name, "")
                 if name in loaded.duplicates:
                     broken[name] = [loaded.duplicates[name]]
@@ -110,9 +113,9 @@ class _Side:
         return cls(mapping_set, loaded, hooks, files, organizations, broken)
 
     def text_of(self, name: str) -> str | None:
-        return next(
-            (r.text for r in self.loaded.results if os.path.basename(r.path) == self.files.get(name)), None
-        )
+        paths = {f.name: f.path for f in self.set.files}
+        path = paths.get(self.files.get(name, ""))
+        return next((r.text for r in self.loaded.results if r.path == path), None)
 
     def targets_signature(self) -> tuple[str, ...]:
         """The files that declare shared targets: a hook compiles against them too."""
@@ -296,13 +299,15 @@ class MappingDiffService:
         """Plan every delivery in the window with both versions; True if ``window.limit`` cut it."""
         versions = [before, after]
         parts = request_parts(versions)  # what neither version reads is neither fetched nor parsed
+        reads = union([hook.reads if hook is not None else frozenset() for hook in versions])
+        stamped = reads is None or "received_at" in reads
         cursor: tuple[datetime, str] | None = None
         read = 0
         while read < window.limit:
             size = min(PAGE, window.limit - read)
             rows = self._page(org_id, name, window, cursor, size, parts)
             for row in rows:
-                received_at = format_time(row["received_at"])
+                received_at = format_time(stored_time(row["received_at"])) if stamped else None
                 if row["events"] is None:
                     self._replay_unparsed(diff, row["id"], versions, received_at)
                 else:
