@@ -17,29 +17,12 @@ from sqlalchemy import update
 from seqbridge.cli import main
 from seqbridge.storage.schema import deliveries
 from tests import factories
-from tests.test_hooks import drain, meta_body, meta_headers
+from tests.test_hooks import WHATSAPP_STOP, drain, meta_body, meta_headers
 
 SECRET = "diff-test-app-secret-0042"
-HOOK = """\
-# The WhatsApp keywords (a comment the recorder must keep).
-hooks:
-  whatsapp:
-    organization: acme
-    source:
-      connector: whatsapp_cloud
-      app_secret: ${DIFF_WA_SECRET}
-      verify_token: verify-me
-    rules:
-      - name: stop
-        when: {field: event.text, keyword: [STOP, UNSUBSCRIBE, CANCEL, END, QUIT]}
-        actions:
-          - upsert_contact: {phone: "{{ event.from }}", set: {status: unsubscribed}}
-          - unenroll: {sequence: "*", contact: {phone: "{{ event.from }}"}, reason: unsubscribed}
-      - name: start
-        when: {field: event.text, keyword: [START, UNSTOP]}
-        actions:
-          - upsert_contact: {phone: "{{ event.from }}", set: {status: active}}
-"""
+HOOK = "# The WhatsApp keywords (a comment the recorder must keep)." + WHATSAPP_STOP.replace(
+    "${TEST_WA_SECRET:-meta-app-secret-for-tests}", "${DIFF_WA_SECRET}"
+)
 #: The traffic: what each sender texted.
 TEXTS = {"stop": "STOP", "quit": " quit ", "start": "START", "hello": "hello there", "parar": "PARAR"}
 SINCE = "2026-01-01"
@@ -105,7 +88,7 @@ def test_the_server_records_each_version_it_loads_without_the_secrets(traffic, s
     [running] = services.mapping_versions.running().files
     assert running.name == "whatsapp.yaml" and running.text == HOOK  # as written: ${DIFF_WA_SECRET}
     assert running.hooks == {"whatsapp": "acme"} and running.loaded_at == "2026-01-05T09:00:00Z"
-    traffic.edit("QUIT]", "QUIT, PARAR]")
+    traffic.edit("OPTOUT]", "OPTOUT, PARAR]")
     api.get("/api/v1/mappings")  # the next request sees the change and reloads
     [edited] = services.mapping_versions.running().files
     assert "PARAR" in edited.text
@@ -127,7 +110,7 @@ def test_the_server_records_each_version_it_loads_without_the_secrets(traffic, s
 def test_a_new_keyword_reports_exactly_the_event_it_catches_and_its_actions(traffic, services, api):
     other = services.keys.create_key("globex", ["*"], "t").org_id
     factories.delivery(services, other, hook="whatsapp")  # another organization's: never read
-    traffic.edit("QUIT]", "QUIT, PARAR]")
+    traffic.edit("OPTOUT]", "OPTOUT, PARAR]")
     report = diff_json(traffic)
     hook = only_hook(report)
     assert (hook["change"], hook["deliveries"], hook["events"], hook["changed_events"]) == (
@@ -245,7 +228,7 @@ def test_an_unchanged_mapping_is_no_change_and_passes_fail_on_change(traffic):
 
 
 def test_fail_on_change_exits_1_and_the_text_says_what_changed(traffic):
-    traffic.edit("QUIT]", "QUIT, PARAR]")
+    traffic.edit("OPTOUT]", "OPTOUT, PARAR]")
     result = cli(traffic, "mappings", "diff", "--since", SINCE, "--fail-on-change")
     assert result.exit_code == 1
     assert "whatsapp: changed" in result.output
@@ -284,7 +267,7 @@ def test_the_before_can_be_a_git_revision_or_a_directory(traffic, tmp_path):
     copy = tmp_path / "before"
     copy.mkdir()
     (copy / "whatsapp.yaml").write_text(HOOK)
-    traffic.edit("QUIT]", "QUIT, PARAR]")
+    traffic.edit("OPTOUT]", "OPTOUT, PARAR]")
     running = diff_json(traffic)
     for option in (["--before-rev", "HEAD"], ["--before-dir", str(copy)]):
         report = diff_json(traffic, str(repo), *option)
@@ -300,10 +283,10 @@ def test_the_before_can_be_a_git_revision_or_a_directory(traffic, tmp_path):
 def test_the_api_answers_what_the_cli_answers_and_only_for_the_callers_hooks(
     traffic, api, other_api, make_key
 ):
-    changed = HOOK.replace("QUIT]", "QUIT, PARAR]")
+    changed = HOOK.replace("OPTOUT]", "OPTOUT, PARAR]")
     answer = api.post("/api/v1/mappings/diff", json={"mapping": changed, "since": SINCE, "limit": 100000})
     assert answer.status_code == 200, answer.json
-    traffic.edit("QUIT]", "QUIT, PARAR]")
+    traffic.edit("OPTOUT]", "OPTOUT, PARAR]")
     from_cli = diff_json(traffic)
     from_api = answer.json["data"]
     assert from_api["after"]["files"][-1]["sha256"] == from_cli["after"]["files"][0]["sha256"]
@@ -391,3 +374,96 @@ def test_record_creates_the_test_file_and_leaves_secrets_out_of_fixtures(traffic
     text = traffic.mapping.with_name("whatsapp_test.yaml").read_text()
     assert "x-custom: kept" in text and SECRET not in text and "x-hub-signature" not in text
     assert "webhook-timestamp" not in text and "x-relay" not in text
+
+
+# The pieces ------------------------------------------------------------------------------------------
+
+LOWCODE = Path(__file__).resolve().parent.parent / "mappings" / "lowcode.yaml"
+
+
+def _hook(tmp_path: Path, text: str, name: str):
+    from seqbridge.mapping.registry import load_all
+    from seqbridge.mapping.testing import PlaceholderEnvironment
+
+    path = tmp_path / f"{len(list(tmp_path.iterdir()))}.yaml"
+    path.write_text(text)
+    [result] = load_all([str(path)], PlaceholderEnvironment()).results
+    assert result.ok, result.problems
+    return result.hooks[name]
+
+
+def test_planning_two_versions_at_once_plans_what_each_plans_alone(tmp_path):
+    """plan_versions shares the request's parsing and the unchanged rules' evaluation between the
+    versions; the plans are exactly plan_delivery's, rule by action included."""
+    from connectors.base import InboundRequest
+    from seqbridge.mapping.planner import plan_delivery, plan_versions
+
+    text = LOWCODE.read_text()
+    before = _hook(tmp_path, text, "zapier")
+    after = _hook(
+        tmp_path,
+        text.replace("|| 'unenrolled'", "|| 'left'").replace(
+            "when: {field: event.payload.action, equals: bulk_enroll}",
+            "when: [{field: event.payload.action, equals: bulk_enroll}, {field: body.sequence, exists: true}]",
+        ),
+        "zapier",
+    )
+    assert "body" in after.reads and "body" not in before.reads
+    payloads = [
+        {"action": "enroll", "sequence": "Welcome", "email": "a@example.com"},
+        {"action": "unenroll", "email": "b@example.com"},
+        {"action": "bulk_enroll", "emails": ["c@x.co"]},
+        {"action": "bulk_enroll", "sequence": "Welcome", "emails": ["d@x.co"]},
+        {"action": "dance"},
+    ]
+    for payload in payloads:
+        raw = json.dumps(payload).encode()
+        request = InboundRequest("POST", "", {}, {}, raw, "application/json")
+        events = [
+            {"dedupe_key": e.dedupe_key, "kind": e.kind, "data": e.data}
+            for e in before.connector.parse(request)
+        ]
+        row = {"events": events, "body": raw, "content_type": "application/json", "headers": {}, "query": {}}
+        alone = [plan_delivery(hook, row, "2026-01-05T09:00:00Z") for hook in (before, after)]
+        assert plan_versions([before, after], row, "2026-01-05T09:00:00Z") == alone, payload
+        assert plan_versions([None, after], row, None) == [None, alone[1]]
+    assert [e.actions for e in alone[0]] == [()]  # "dance" matches nothing in either
+
+
+@pytest.mark.parametrize(
+    ("expression", "roots"),
+    [
+        ("event.text", {"event"}),
+        ('body.contact.email || headers."x-email"', {"body", "headers"}),
+        ('"\\u0062ody".email', {"body"}),
+        ("sort_by(event.items, &price)[0].name", {"event"}),
+        ("[event.a, {q: query.x}]", {"event", "query"}),
+        ("event.items[?price > `3`].name | [0]", {"event"}),
+        ("@", None),
+        ("*.email", None),
+        ("length(@)", None),
+        ('`"literal"`', set()),
+    ],
+)
+def test_what_a_field_can_read(expression, roots):
+    from seqbridge.mapping.rules import path_roots
+
+    assert path_roots(expression) == (None if roots is None else frozenset(roots))
+
+
+def test_what_a_template_and_a_hook_can_read(tmp_path):
+    from seqbridge.mapping.planner import request_parts
+    from seqbridge.mapping.rules import template_roots
+
+    assert template_roots("{{ event.from }}") == {"event"}
+    assert template_roots("{% for k in headers %}{{ k }}{{ body.x | lower }}{% endfor %}") == {
+        "headers",
+        "body",
+    }
+    assert template_roots("{% set x = 1 %}{{ x }}") == frozenset()
+    whatsapp = _hook(tmp_path, HOOK.replace("${DIFF_WA_SECRET}", "s"), "whatsapp")
+    assert whatsapp.reads == {"event"} and request_parts([whatsapp, None]) == frozenset()
+    zapier = _hook(tmp_path, LOWCODE.read_text(), "zapier")
+    assert zapier.reads == {"event"}
+    anything = _hook(tmp_path, HOOK.replace("field: event.text", 'field: "@.event.text"'), "whatsapp")
+    assert anything.reads is None and request_parts([whatsapp, anything]) == {"body", "headers", "query"}

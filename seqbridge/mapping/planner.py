@@ -149,40 +149,40 @@ def plan_delivery(hook: Hook, row: dict[str, Any], received_at: str | None) -> l
 
 
 def plan_versions(
-    hooks: Sequence[Hook | None], row: dict[str, Any], received_at: str | None
+    hooks: Sequence[Hook | None],
+    row: dict[str, Any],
+    received_at: str | None,
+    parts: frozenset[str] | None = None,
 ) -> list[list[PlannedEvent] | None]:
-    """Plan a stored delivery with several versions of its hook (a mapping diff): one list of
-    planned events per hook, None for a hook that is None (absent from that version).
+    """Plan a stored delivery with several versions of one hook (a mapping diff): one list of
+    planned events per version, None for a version that does not have the hook.
 
-    The request is read once (its body only if a version can read it) and each event's context
-    built once; a rule that the versions hold unchanged (the same key) is evaluated once per event.
-    ``row`` needs only the parts of the request :func:`request_parts` names. A row whose events are not stored is
-    planned by :func:`plan_delivery` for each version (each version's connector reads it).
+    The request is read once (its body only if a version can read it: ``parts``, by default
+    :func:`request_parts` of ``hooks``, which also says what ``row`` must hold) and each event's
+    context built once; a rule or action the versions hold unchanged (the same key) is evaluated
+    once per event. A row whose events are not stored is planned by :func:`plan_delivery` for each
+    version (each version's connector reads it).
 
     Raises :class:`connectors.base.MalformedPayload` only for a row without stored events.
     """
     events = row.get("events")
     if events is None:
         return [None if hook is None else plan_delivery(hook, row, received_at) for hook in hooks]
+    names = {hook.name for hook in hooks if hook is not None}
+    if len(names) > 1:  # the context names the hook: versions of different hooks share nothing
+        raise ValueError(f"plan_versions plans versions of one hook, not of {sorted(names)}")
+    name = names.pop() if names else ""
+    parts = request_parts(hooks) if parts is None else parts
     # A body no rule can read is not parsed (strict JSON parsing costs more than planning).
-    body = parse_body(row.get("body"), row.get("content_type")) if "body" in request_parts(hooks) else None
+    body = parse_body(row.get("body"), row.get("content_type")) if "body" in parts else None
     headers, query = row.get("headers") or {}, row.get("query") or {}
     planned: list[list[PlannedEvent] | None] = [None if hook is None else [] for hook in hooks]
-    present = [(hook, out) for hook, out in zip(hooks, planned, strict=True) if hook is not None]
     for event in events:
-        # One context (and one memo: the memo is only valid for one context) per hook name.
-        contexts: dict[str, tuple[dict[str, Any], Memo]] = {}
-        for hook, out in present:
-            if hook.name not in contexts:
-                ctx = event_context(
-                    hook=hook.name,
-                    event=event,
-                    body=body,
-                    headers=headers,
-                    query=query,
-                    received_at=received_at,
-                )
-                contexts[hook.name] = (ctx, {})
-            ctx, memo = contexts[hook.name]
-            out.append(_plan_event(hook, event, ctx, memo))
+        ctx = event_context(
+            hook=name, event=event, body=body, headers=headers, query=query, received_at=received_at
+        )
+        memo: Memo = {}
+        for hook, out in zip(hooks, planned, strict=True):
+            if out is not None:
+                out.append(_plan_event(hook, event, ctx, memo))
     return planned

@@ -36,10 +36,9 @@ from seqbridge.storage.deliveries import stored_time
 STATUSES = ("processed", "failed", "dead")
 #: Deliveries read per query.
 PAGE = 1000
-#: The window when none is given, and the API's default and largest limit (per hook).
+#: The window when none is given, and the API's default limit (per hook; openapi.yaml caps it).
 DEFAULT_SINCE = "7d"
 API_LIMIT = 10_000
-API_MAX_LIMIT = 100_000
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -311,7 +310,7 @@ class MappingDiffService:
                 if row["events"] is None:
                     self._replay_unparsed(diff, row["id"], versions, received_at)
                 else:
-                    planned = plan_versions(versions, row, received_at)
+                    planned = plan_versions(versions, row, received_at, parts)
                     diff.add_delivery(row["id"], planned[0], planned[1])
             read += len(rows)
             if len(rows) < size:

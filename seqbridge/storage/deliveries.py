@@ -146,13 +146,10 @@ class DeliveryStore:
         )
         if since:
             query = query.where(deliveries.c.received_at >= since)
-        if before:
+        if before:  # "<= at" alone bounds the index range: with only the OR, each page scans from the newest
             at, last_id = before
             query = query.where(
-                or_(
-                    deliveries.c.received_at < at,
-                    and_(deliveries.c.received_at == at, deliveries.c.id < last_id),
-                )
+                deliveries.c.received_at <= at, or_(deliveries.c.received_at < at, deliveries.c.id < last_id)
             )
         query = query.order_by(deliveries.c.received_at.desc(), deliveries.c.id.desc()).limit(limit)
         rows = [dict(zip(names, row, strict=True)) for row in self.conn.execute(query)]
