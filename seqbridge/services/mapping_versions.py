@@ -69,19 +69,20 @@ class MappingVersionService:
     def _write(
         self, serving: dict[str, LoadedFile], wanted: dict[str, tuple[str, dict[str, str]]]
     ) -> dict[str, tuple[str | None, dict[str, str]]]:
-        now = self.clock.now()
-        by = f"{socket.gethostname()}:{os.getpid()}"[:200]
-        with self.db.transaction() as tx:
+        with self.db.transaction(write=False) as tx:  # usually nothing is new: no write lock taken
             newest = tx.mapping_versions.newest_per_file()
-            rows: list[dict[str, Any]] = []
-            for name, f in sorted(serving.items()):
-                row = newest.get(name)
-                if row is None or (row["sha256"], row["hooks"]) != wanted[name]:
-                    rows.append(_version(name, f.path, f.sha256, f.text, f.hooks))
-            for name, row in sorted(newest.items()):
-                if name not in serving and row["sha256"] is not None:  # it no longer serves
-                    rows.append(_version(name, row["path"], None, None, {}))
-            tx.mapping_versions.insert_versions([{**r, "loaded_at": now, "loaded_by": by} for r in rows])
+        rows: list[dict[str, Any]] = []
+        for name, f in sorted(serving.items()):
+            row = newest.get(name)
+            if row is None or (row["sha256"], row["hooks"]) != wanted[name]:
+                rows.append(_version(name, f.path, f.sha256, f.text, f.hooks))
+        for name, row in sorted(newest.items()):
+            if name not in serving and row["sha256"] is not None:  # it no longer serves
+                rows.append(_version(name, row["path"], None, None, {}))
+        if rows:  # two processes loading the same change may both write it: harmless, the same text
+            now, by = self.clock.now(), f"{socket.gethostname()}:{os.getpid()}"[:200]
+            with self.db.transaction() as tx:
+                tx.mapping_versions.insert_versions([{**r, "loaded_at": now, "loaded_by": by} for r in rows])
         recorded = {name: (row["sha256"], row["hooks"]) for name, row in newest.items()}
         recorded.update({row["file"]: (row["sha256"], row["hooks"]) for row in rows})
         return recorded

@@ -133,7 +133,7 @@ class DeliveryStore:
         """A page of the hook's deliveries in ``statuses``, newest first, with their events and of
         the request only ``parts`` (``body``, ``headers``, ``query``); ``before`` is the
         (received_at, id) of the last row of the previous page. A range of
-        ix_deliveries_org_hook_received.
+        ix_deliveries_org_hook_received_id, in its order (no sort: each page reads only its rows).
 
         A mapping diff reads 100,000 of these, so the JSON and time columns skip SQLAlchemy's
         per-row conversion (most of the cost of the read): ``events`` is parsed here, and

@@ -333,7 +333,8 @@ deliveries = Table(
     Column("processed_at", UTCDateTime, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_deliveries_org_received", "org_id", "received_at", "id"),
-    Index("ix_deliveries_org_hook_received", "org_id", "hook", "received_at"),
+    # Ends in id: a hook's deliveries page newest first by (received_at, id) straight off the index.
+    Index("ix_deliveries_org_hook_received_id", "org_id", "hook", "received_at", "id"),
     Index("ix_deliveries_due", "status", "next_attempt_at"),
 )
 

@@ -1,4 +1,5 @@
-"""mapping versions: the text of every mapping file the server loaded
+"""mapping versions: the text of every mapping file the server loaded; a hook's deliveries
+indexed down to their id (a mapping diff pages through them by (received_at, id))
 
 Revision ID: 0013
 Revises: 0011
@@ -40,9 +41,20 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("mapping_versions", schema=None) as batch_op:
         batch_op.create_index("ix_mapping_versions_file", ["file", "id"], unique=False)
+    # Without id, PostgreSQL sorts every remaining row of the hook for each page of a diff.
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_deliveries_org_hook_received")
+        batch_op.create_index(
+            "ix_deliveries_org_hook_received_id", ["org_id", "hook", "received_at", "id"], unique=False
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_deliveries_org_hook_received_id")
+        batch_op.create_index(
+            "ix_deliveries_org_hook_received", ["org_id", "hook", "received_at"], unique=False
+        )
     with op.batch_alter_table("mapping_versions", schema=None) as batch_op:
         batch_op.drop_index("ix_mapping_versions_file")
     op.drop_table("mapping_versions")
