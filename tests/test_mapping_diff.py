@@ -210,6 +210,29 @@ def test_events_that_now_fail_to_evaluate_are_reported_with_the_error(traffic):
     assert hook["actions"] == [] and hook["new_errors"] == 1
 
 
+def test_deliveries_whose_events_are_not_stored_are_read_by_the_connector(traffic, services):
+    """The inbox may leave a delivery's events for the worker to read: the diff reads them the
+    same way, once for both versions, and one its connector cannot read is named."""
+    unparsed = [traffic.ids["parar"], traffic.ids["hello"]]
+    with services.db.transaction() as tx:
+        tx.conn.execute(update(deliveries).where(deliveries.c.id.in_(unparsed)).values(events=None))
+        start = update(deliveries).where(deliveries.c.id == traffic.ids["start"])
+        tx.conn.execute(start.values(events=None, body=b"{oops"))
+    traffic.edit("OPTOUT]", "OPTOUT, PARAR]")
+    hook = only_hook(diff_json(traffic))
+    assert hook["rules"] == [
+        {"before": [], "after": ["stop"], "count": 1, "examples": example(traffic, "parar")}
+    ]
+    assert [(g["change"], g["action"], g["count"]) for g in hook["actions"]] == [
+        ("added", "unenroll", 1),
+        ("added", "upsert_contact", 1),
+    ]
+    [unreadable] = hook["unreadable_deliveries"]
+    assert unreadable["version"] == "both" and "cannot read the body" in unreadable["error"]
+    assert unreadable["examples"] == [{"delivery_id": traffic.ids["start"], "event": ""}]
+    assert (hook["deliveries"], hook["events"], hook["unreadable"]) == (5, 4, 1)
+
+
 # No change, exit codes, validation --------------------------------------------------------------------
 
 

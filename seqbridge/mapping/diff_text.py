@@ -83,7 +83,8 @@ def _hook(hook: dict[str, Any]) -> list[str]:
                 lines.append(f"  ! {g['count']:>7,}  {g['error']}")
                 lines.append(_examples(g["examples"]))
     for g in hook["unreadable_deliveries"]:
-        lines.append(f"  ! {g['count']:>7,}  unreadable by the {g['version']} version: {g['error']}")
+        by = "either version" if g["version"] == "both" else f"the {g['version']} version"
+        lines.append(f"  ! {g['count']:>7,}  unreadable by {by}: {g['error']}")
         lines.append(_examples(g["examples"]))
     lines.extend(f"  note: {note}" for note in hook["notes"])
     return lines

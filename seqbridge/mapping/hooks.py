@@ -125,6 +125,8 @@ class Hook:
     on_unmatched: str = "ignore"
     #: (line, test) for each test written in the hook's ``tests:`` list.
     tests: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    #: A fingerprint of the source settings: equal keys read a request into the same events.
+    source_key: str = ""
 
     def plan(self, ctx: dict[str, Any], memo: Memo | None = None) -> EventPlan:
         """Evaluate the rules in order against one event context. Raises :class:`EvaluationError`.
@@ -382,5 +384,6 @@ def compile_hook(
         max_body_bytes=source.get("max_body_bytes"),
         on_unmatched=source.get("on_unmatched", "ignore"),
         tests=[(doc.at((*base, "tests", i), "").line, t) for i, t in enumerate(source.get("tests") or [])],
+        source_key=_fingerprint(source["source"]),
     )
     return hook, []

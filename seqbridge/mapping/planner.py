@@ -121,6 +121,34 @@ def plan_request(hook: Hook, request: InboundRequest, received_at: str | None = 
     )
 
 
+def stored_request(row: dict[str, Any]) -> InboundRequest:
+    """The request a stored delivery (a ``deliveries`` row) was, as far as it was kept (the
+    headers and query redacted, no URL)."""
+    return InboundRequest(
+        row.get("method") or "POST",
+        "",
+        row.get("headers") or {},
+        row.get("query") or {},
+        row.get("body") or b"",
+        row.get("content_type") or "",
+    )
+
+
+def delivery_events(hook: Hook, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """A stored delivery's events in stored form: as stored, or, when the row holds none (the
+    inbox leaves them to be read later), as its connector reads them from the stored request.
+
+    Raises :class:`connectors.base.MalformedPayload` only in the second case.
+    """
+    events = row.get("events")
+    if events is not None:
+        return events
+    return [
+        {"dedupe_key": e.dedupe_key, "kind": e.kind, "data": e.data}
+        for e in hook.connector.parse(stored_request(row))
+    ]
+
+
 def plan_delivery(hook: Hook, row: dict[str, Any], received_at: str | None) -> list[PlannedEvent]:
     """Plan a stored delivery (a ``deliveries`` row): its stored events, or, when the row holds
     none yet, the events its connector reads from the stored request.
@@ -129,15 +157,7 @@ def plan_delivery(hook: Hook, row: dict[str, Any], received_at: str | None) -> l
     """
     events = row.get("events")
     if events is None:
-        request = InboundRequest(
-            row.get("method") or "POST",
-            "",
-            row.get("headers") or {},
-            row.get("query") or {},
-            row.get("body") or b"",
-            row.get("content_type") or "",
-        )
-        return plan_request(hook, request, received_at)
+        return plan_request(hook, stored_request(row), received_at)
     return plan_events(
         hook,
         events,

@@ -22,7 +22,7 @@ from seqbridge.context import Caller
 from seqbridge.errors import BadRequest, NotFound, Unprocessable
 from seqbridge.mapping.diff import HookDiff
 from seqbridge.mapping.hooks import Hook
-from seqbridge.mapping.planner import plan_delivery, plan_versions, request_parts
+from seqbridge.mapping.planner import delivery_events, plan_versions, request_parts
 from seqbridge.mapping.registry import HookRegistry, Loaded
 from seqbridge.mapping.rules import union
 from seqbridge.mapping.source import Problem, ProblemsFound, read_document
@@ -39,6 +39,7 @@ PAGE = 1000
 #: The window when none is given, and the API's default limit (per hook; openapi.yaml caps it).
 DEFAULT_SINCE = "7d"
 API_LIMIT = 10_000
+_SIDES = ("before", "after")
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -297,7 +298,7 @@ class MappingDiffService:
     ) -> bool:
         """Plan every delivery in the window with both versions; True if ``window.limit`` cut it."""
         versions = [before, after]
-        parts = request_parts(versions)  # what neither version reads is neither fetched nor parsed
+        parts = request_parts(versions)  # what neither version reads is not parsed
         reads = union([hook.reads if hook is not None else frozenset() for hook in versions])
         stamped = reads is None or "received_at" in reads
         cursor: tuple[datetime, str] | None = None
@@ -308,7 +309,7 @@ class MappingDiffService:
             for row in rows:
                 received_at = format_time(stored_time(row["received_at"])) if stamped else None
                 if row["events"] is None:
-                    self._replay_unparsed(diff, row["id"], versions, received_at)
+                    self._replay_unparsed(diff, row, versions, received_at, parts)
                 else:
                     planned = plan_versions(versions, row, received_at, parts)
                     diff.add_delivery(row["id"], planned[0], planned[1])
@@ -326,22 +327,29 @@ class MappingDiffService:
                 org_id, hook, statuses=STATUSES, since=window.since, before=cursor, limit=size, parts=parts
             )
 
+    @staticmethod
     def _replay_unparsed(
-        self, diff: HookDiff, delivery_id: str, versions: list[Hook | None], received_at
+        diff: HookDiff, row: dict[str, Any], versions: list[Hook | None], received_at: str | None, parts
     ) -> None:
-        """A delivery whose events are not stored: each version's connector reads the request."""
-        with self.db.transaction(write=False) as tx:
-            row = tx.deliveries.delivery_by_id(delivery_id)
-        if row is None:  # pruned in the meantime
-            return
-        planned = []
-        for label, hook in zip(("before", "after"), versions, strict=True):
+        """A delivery whose events are not stored: the connector reads the request, once for the
+        versions whose source settings are the same, then they are planned as usual."""
+        groups: dict[str, list[int]] = {}
+        for index, hook in enumerate(versions):
+            if hook is not None:
+                groups.setdefault(hook.source_key, []).append(index)
+        planned: list[Any] = [None] * len(versions)
+        for indexes in groups.values():
             try:
-                planned.append(None if hook is None else plan_delivery(hook, row, received_at))
+                events = delivery_events(versions[indexes[0]], row)
             except MalformedPayload as error:
-                diff.add_unreadable(delivery_id, label, f"the connector cannot read the body: {error}")
+                side = "both" if len(indexes) == len(versions) else _SIDES[indexes[0]]
+                diff.add_unreadable(row["id"], side, f"the connector cannot read the body: {error}")
                 return
-        diff.add_delivery(delivery_id, planned[0], planned[1])
+            group = [hook if index in indexes else None for index, hook in enumerate(versions)]
+            out = plan_versions(group, {**row, "events": events}, received_at, parts)
+            for index in indexes:
+                planned[index] = out[index]
+        diff.add_delivery(row["id"], planned[0], planned[1])
 
     def _org_id(self, name: str) -> str | None:
         if name not in self._org_ids:

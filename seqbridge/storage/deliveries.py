@@ -16,11 +16,15 @@ from seqbridge.storage.schema import deliveries, delivery_keys
 
 #: What the list view shows (the body and events are for the detail view).
 _SUMMARY = [c for c in deliveries.c if c.name not in ("body", "events", "results", "headers", "query")]
-#: What planning a stored delivery again needs (a mapping diff): always, and the request's parts.
-_TO_PLAN = ("id", "status", "received_at", "content_type", "events")
-_REQUEST_PARTS = {"body": ("method", "body"), "headers": ("headers",), "query": ("query",)}
+#: What planning a stored delivery again needs (a mapping diff).
+_TO_PLAN = ("id", "status", "received_at", "method", "content_type", "headers", "query", "body", "events")
 #: Read without SQLAlchemy's conversion (see requests_to_plan).
-_RAW = {"events", "received_at"}
+_RAW = {"events", "received_at", "headers", "query"}
+
+
+def _json(value: Any) -> Any:
+    """A JSON column read as text (SQLite) or already decoded (psycopg decodes jsonb itself)."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 def stored_time(value: Any) -> datetime:
@@ -128,19 +132,18 @@ class DeliveryStore:
         since: datetime | None,
         before: tuple[datetime, str] | None,
         limit: int,
-        parts: frozenset[str] = frozenset(_REQUEST_PARTS),
+        parts: frozenset[str] = frozenset({"headers", "query"}),
     ) -> list[dict[str, Any]]:
-        """A page of the hook's deliveries in ``statuses``, newest first, with their events and of
-        the request only ``parts`` (``body``, ``headers``, ``query``); ``before`` is the
-        (received_at, id) of the last row of the previous page. A range of
-        ix_deliveries_org_hook_received_id, in its order (no sort: each page reads only its rows).
+        """A page of the hook's deliveries in ``statuses``, newest first, with the request and its
+        events; ``before`` is the (received_at, id) of the last row of the previous page. A range
+        of ix_deliveries_org_hook_received_id, in its order (no sort: each page reads only its rows).
 
         A mapping diff reads 100,000 of these, so the JSON and time columns skip SQLAlchemy's
-        per-row conversion (most of the cost of the read): ``events`` is parsed here, and
-        ``received_at`` is left as the driver returns it, except the last row's (the next page's
-        ``before``); :func:`stored_time` converts one."""
-        names = [*_TO_PLAN, *(c for part in sorted(parts) for c in _REQUEST_PARTS[part])]
-        columns = [type_coerce(deliveries.c[n], Text) if n in _RAW else deliveries.c[n] for n in names]
+        per-row conversion (most of the cost of the read): ``events`` is parsed here, ``headers``
+        and ``query`` only if ``parts`` names them or the events are not stored (the connector
+        reads the request), and ``received_at`` is left as the driver returns it, except the last
+        row's (the next page's ``before``); :func:`stored_time` converts one."""
+        columns = [type_coerce(deliveries.c[n], Text) if n in _RAW else deliveries.c[n] for n in _TO_PLAN]
         query = select(*columns).where(
             deliveries.c.org_id == org_id, deliveries.c.hook == hook, deliveries.c.status.in_(statuses)
         )
@@ -152,10 +155,11 @@ class DeliveryStore:
                 deliveries.c.received_at <= at, or_(deliveries.c.received_at < at, deliveries.c.id < last_id)
             )
         query = query.order_by(deliveries.c.received_at.desc(), deliveries.c.id.desc()).limit(limit)
-        rows = [dict(zip(names, row, strict=True)) for row in self.conn.execute(query)]
+        rows = [dict(zip(_TO_PLAN, row, strict=True)) for row in self.conn.execute(query)]
         for row in rows:
-            events = row["events"]
-            row["events"] = json.loads(events) if isinstance(events, str | bytes) else events
+            row["events"] = events = _json(row["events"])
+            for part in ("headers", "query"):
+                row[part] = _json(row[part]) if part in parts or events is None else {}
         if rows:
             rows[-1]["received_at"] = stored_time(rows[-1]["received_at"])
         return rows
