@@ -5,8 +5,10 @@ the version it loads; the CLI, another process, compares against it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +88,11 @@ def only_hook(report: dict) -> dict:
 
 def test_the_server_records_each_version_it_loads_without_the_secrets(traffic, services, api):
     [running] = services.mapping_versions.running().files
-    assert running.name == "whatsapp.yaml" and running.text == HOOK  # as written: ${DIFF_WA_SECRET}
+    # As written (${DIFF_WA_SECRET} kept), less the secret written in the file; hashed as it is.
+    assert running.name == "whatsapp.yaml" and running.sha256 == hashlib.sha256(HOOK.encode()).hexdigest()
+    assert running.text == HOOK.replace(
+        "verify_token: verify-me", 'verify_token: "${SEQBRIDGE_REDACTED_SECRET}"'
+    )
     assert running.hooks == {"whatsapp": "acme"} and running.loaded_at == "2026-01-05T09:00:00Z"
     traffic.edit("OPTOUT]", "OPTOUT, PARAR]")
     api.get("/api/v1/mappings")  # the next request sees the change and reloads
@@ -397,6 +403,34 @@ def test_record_creates_the_test_file_and_leaves_secrets_out_of_fixtures(traffic
     text = traffic.mapping.with_name("whatsapp_test.yaml").read_text()
     assert "x-custom: kept" in text and SECRET not in text and "x-hub-signature" not in text
     assert "webhook-timestamp" not in text and "x-relay" not in text
+
+
+def test_secrets_written_in_a_file_are_blanked_out_of_its_recorded_copy():
+    from seqbridge.mapping.sources import blank_secrets
+
+    text = textwrap.dedent("""\
+        targets:
+          crm: {type: sequences_api, base_url: "https://crm.example.com", api_key: crm-key-123}
+        hooks:
+          form: &form
+            organization: acme
+            source:
+              connector: standard_webhooks
+              secrets: [whsec_b2xkLXNlY3JldC0xMjM0, "${NEW_SECRET}"]
+              token: |
+                block-token-456
+            rules:
+              - name: keep
+                when: {field: event.token, equals: not-a-setting-789}
+                actions: []
+          copy:
+            <<: *form
+        """)
+    blanked = blank_secrets(text)
+    for secret in ("crm-key-123", "whsec_b2xkLXNlY3JldC0xMjM0", "block-token-456"):
+        assert secret in text and secret not in blanked
+    assert "${NEW_SECRET}" in blanked and "not-a-setting-789" in blanked  # references and rules stay
+    assert blank_secrets("hooks: [unreadable") is None
 
 
 # The pieces ------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from connectors import SOURCES, TARGETS
+from seqbridge.audit import REDACTED, redact
 from seqbridge.mapping.rules import (
     Condition,
     EvaluationError,
@@ -125,7 +126,8 @@ class Hook:
     on_unmatched: str = "ignore"
     #: (line, test) for each test written in the hook's ``tests:`` list.
     tests: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-    #: A fingerprint of the source settings: equal keys read a request into the same events.
+    #: A fingerprint of the source settings that decide how a request reads (secrets only
+    #: verify): equal keys read a request into the same events.
     source_key: str = ""
 
     def plan(self, ctx: dict[str, Any], memo: Memo | None = None) -> EventPlan:
@@ -210,6 +212,11 @@ def _known_part(written: Any) -> Any:
     if set(written) == {"path"}:
         return None
     return {k: "" if isinstance(v, dict) and set(v) == {"path"} else v for k, v in written.items()}
+
+
+def _reading_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """A source's settings less its secrets, which only verify: parsing never reads them."""
+    return {k: v for k, v in settings.items() if redact({k: "x"})[k] != REDACTED}
 
 
 def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
@@ -384,6 +391,6 @@ def compile_hook(
         max_body_bytes=source.get("max_body_bytes"),
         on_unmatched=source.get("on_unmatched", "ignore"),
         tests=[(doc.at((*base, "tests", i), "").line, t) for i, t in enumerate(source.get("tests") or [])],
-        source_key=_fingerprint(source["source"]),
+        source_key=_fingerprint(_reading_settings(source["source"])),
     )
     return hook, []

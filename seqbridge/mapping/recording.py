@@ -28,6 +28,7 @@ from connectors.base import MalformedPayload
 from seqbridge.audit import REDACTED, redact
 from seqbridge.mapping.hooks import Hook
 from seqbridge.mapping.source import ProblemsFound, read_document, read_file
+from seqbridge.mapping.sources import secret_name
 from seqbridge.mapping.testing import PlaceholderEnvironment, build_request, check, simulate
 
 #: Headers a sender signs or authenticates with, beyond what the audit rule already redacts
@@ -67,11 +68,6 @@ TRANSPORT_HEADERS = frozenset(
         "x-request-id",
     ]
 )
-
-
-def _secret_name(name: str) -> bool:
-    """The audit log's rule: a name that says secret, token, password, signature, key …"""
-    return redact({name: "x"})[name] == REDACTED
 
 
 class RecordError(Exception):
@@ -170,7 +166,7 @@ def _secret_values(hook: Hook) -> set[str]:
     for key, value in source.items():
         from_env = ("hooks", hook.name, "source", key) in doc.from_env
         for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, str) and len(item) >= 4 and (from_env or _secret_name(key)):
+            if isinstance(item, str) and len(item) >= 4 and (from_env or secret_name(key)):
                 values.add(item)
     return values
 

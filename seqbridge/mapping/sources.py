@@ -12,15 +12,101 @@ A file is identified by its name: the mappings directory is flat.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import subprocess
+from collections import ChainMap
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 from typing import Any
 
+import yaml
+
+from seqbridge.audit import REDACTED, redact
 from seqbridge.mapping.registry import Loaded, expand, load_all, mapping_files
+from seqbridge.mapping.source import ProblemsFound, read_document
+
+#: What a recorded version holds instead of a secret written in a file (see :func:`blank_secrets`).
+REDACTED_SECRET = "SEQBRIDGE_REDACTED_SECRET"
+#: What it reads as when a recorded version is compiled again: any connector takes it (it is a
+#: well-formed Standard Webhooks secret, too). Nothing is verified in a diff.
+_STAND_IN = "whsec_" + base64.b64encode(b"seqbridge-redacted-secret").decode()
+
+
+def secret_name(name: str) -> bool:
+    """The audit log's rule: a setting whose name says secret, token, password, signature, key …"""
+    return redact({name: "x"})[name] == REDACTED
+
+
+def blank_secrets(text: str) -> str | None:
+    """``text`` with every secret written literally in a ``source`` or ``targets`` block (a
+    setting :func:`secret_name` names) replaced by ``"${SEQBRIDGE_REDACTED_SECRET}"``, so a copy
+    of a mapping file never holds one. ``${VAR}`` references are kept as they are. Returns None
+    when the result would not read as the same hooks and rules."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, RecursionError):
+        return None
+    spans: dict[int, tuple[int, str]] = {}
+
+    def visit(node: Any, in_settings: bool, depth: int) -> None:
+        if depth > 60 or not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            return
+        pairs = node.value if isinstance(node, yaml.MappingNode) else [(None, item) for item in node.value]
+        for key, value in pairs:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            settings = in_settings or name in ("source", "targets")
+            if in_settings and name and secret_name(name):
+                for scalar in value.value if isinstance(value, yaml.SequenceNode) else [value]:
+                    if isinstance(scalar, yaml.ScalarNode) and scalar.value and "${" not in scalar.value:
+                        tail = "\n" if scalar.style in ("|", ">") else ""
+                        spans[scalar.start_mark.index] = (
+                            scalar.end_mark.index,
+                            f'"${{{REDACTED_SECRET}}}"{tail}',
+                        )
+            else:
+                visit(value, settings, depth + 1)
+
+    visit(root, False, 0)
+    blanked = text
+    for start in sorted(spans, reverse=True):
+        end, replacement = spans[start]
+        blanked = blanked[:start] + replacement + blanked[end:]
+    return blanked if _same_rules(text, blanked) else None
+
+
+class _AnyEnvironment(dict):
+    """Every variable is set (to its name): for comparing two texts' structure only."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def get(self, name: str, default: Any = None) -> str:
+        return _STAND_IN if name == REDACTED_SECRET else f"value-of-{name}"
+
+
+def _same_rules(text: str, blanked: str) -> bool:
+    try:
+        before = read_document("a", text, _AnyEnvironment()).data
+        after = read_document("b", blanked, _AnyEnvironment()).data
+    except ProblemsFound:
+        return False
+    hooks = lambda data: (data or {}).get("hooks") if isinstance(data, dict) else None  # noqa: E731
+    old, new = hooks(before), hooks(after)
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return old == new
+    return list(old) == list(new) and all(
+        isinstance(old[n], dict) and isinstance(new[n], dict) and old[n].get("rules") == new[n].get("rules")
+        for n in old
+    )
+
+
+def stand_in_environment(environ: Mapping[str, str]) -> Mapping[str, str]:
+    """``environ``, where ``${SEQBRIDGE_REDACTED_SECRET}`` (a secret blanked out of a recorded
+    version) reads as a stand-in value."""
+    return ChainMap({REDACTED_SECRET: _STAND_IN}, environ)  # type: ignore[arg-type]
 
 
 class SourceError(Exception):
@@ -40,6 +126,9 @@ class MappingFile:
     loaded_at: str | None = None
     loaded_by: str | None = None
     hooks: Mapping[str, str] | None = None
+    #: For a recorded version, the SHA-256 of the file as it was (its text here has its secrets
+    #: blanked out); otherwise computed from the text.
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,7 +144,19 @@ class MappingSet:
     def load(self, environ: Mapping[str, str], allow_private: bool = False) -> Loaded:
         """Validate and compile every file (``${ENV}`` expanded from ``environ``)."""
         texts = {f.path: f.text for f in self.files if f.text is not None}
+        if any(REDACTED_SECRET in text for text in texts.values()):
+            environ = stand_in_environment(environ)
         return load_all([f.path for f in self.files], environ, allow_private, texts)
+
+    def sha_of(self, path: str, loaded: Loaded | None = None) -> str | None:
+        """The SHA-256 of a file of this set, as recorded or of its text (read when loaded)."""
+        f = next((f for f in self.files if f.path == path), None)
+        if f is not None and f.sha256 is not None:
+            return f.sha256
+        text = f.text if f is not None and f.text is not None else None
+        if text is None and loaded is not None:
+            text = next((r.text for r in loaded.results if r.path == path), None)
+        return sha256(text) if text is not None else None
 
     def names(self) -> set[str]:
         return {f.name for f in self.files}
@@ -65,11 +166,9 @@ class MappingSet:
 
     def describe(self, loaded: Loaded | None = None) -> dict[str, Any]:
         """What the report says about this version: its source and each file's name and hash."""
-        texts = {r.path: r.text for r in loaded.results} if loaded else {}
         files = []
         for f in self.files:
-            text = f.text if f.text is not None else texts.get(f.path)
-            entry: dict[str, Any] = {"file": f.name, "path": f.path, "sha256": sha256(text) if text else None}
+            entry: dict[str, Any] = {"file": f.name, "path": f.path, "sha256": self.sha_of(f.path, loaded)}
             if f.loaded_at is not None:
                 entry.update(loaded_at=f.loaded_at, loaded_by=f.loaded_by)
             files.append(entry)

@@ -26,7 +26,7 @@ from seqbridge.mapping.planner import delivery_events, plan_versions, request_pa
 from seqbridge.mapping.registry import HookRegistry, Loaded
 from seqbridge.mapping.rules import union
 from seqbridge.mapping.source import Problem, ProblemsFound, read_document
-from seqbridge.mapping.sources import MappingSet, sha256, submitted
+from seqbridge.mapping.sources import MappingSet, submitted
 from seqbridge.services.common import format_time, parse_moment
 from seqbridge.services.mapping_versions import MappingVersionService
 from seqbridge.storage.db import Database
@@ -112,14 +112,16 @@ class _Side:
                     broken[name] = result.broken[name]
         return cls(mapping_set, loaded, hooks, files, organizations, broken)
 
-    def text_of(self, name: str) -> str | None:
-        paths = {f.name: f.path for f in self.set.files}
-        path = paths.get(self.files.get(name, ""))
-        return next((r.text for r in self.loaded.results if r.path == path), None)
+    def sha_of(self, name: str) -> str | None:
+        """The SHA-256 of the file the hook comes from (as recorded, for the running version)."""
+        path = next((f.path for f in self.set.files if f.name == self.files.get(name)), None)
+        return self.set.sha_of(path, self.loaded) if path is not None else None
 
     def targets_signature(self) -> tuple[str, ...]:
         """The files that declare shared targets: a hook compiles against them too."""
-        return tuple(sorted(sha256(r.text or "") for r in self.loaded.results if r.targets))
+        return tuple(
+            sorted(str(self.set.sha_of(r.path, self.loaded)) for r in self.loaded.results if r.targets)
+        )
 
 
 class MappingDiffService:
@@ -273,7 +275,7 @@ class MappingDiffService:
         identical = (
             before is not None
             and after is not None
-            and old.text_of(name) == new.text_of(name)
+            and old.sha_of(name) == new.sha_of(name)
             and old.targets_signature() == new.targets_signature()
         )
         if identical:

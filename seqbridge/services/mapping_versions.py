@@ -6,7 +6,8 @@ often on another machine — can compare a change against the version that is li
   longer serving (removed, or broken with no good version to keep). The first process to see a
   version records it; the others find it already there.
 - The text is the file as written, ``${ENV}`` references and all: a value from the environment is
-  never stored.
+  never stored, and a secret written in a ``source`` or ``targets`` block is blanked out
+  (``"${SEQBRIDGE_REDACTED_SECRET}"``; the SHA-256 is the file's as it is).
 - Recording never stands in the way of serving: a database that cannot be written is logged, and
   the next reload tries again.
 """
@@ -22,7 +23,7 @@ from typing import Any
 from seqbridge.clock import Clock
 from seqbridge.errors import ServiceUnavailable
 from seqbridge.mapping.registry import HookRegistry, LoadedFile
-from seqbridge.mapping.sources import MappingFile, MappingSet
+from seqbridge.mapping.sources import MappingFile, MappingSet, blank_secrets
 from seqbridge.services.common import format_time
 from seqbridge.storage.db import Database
 
@@ -75,7 +76,11 @@ class MappingVersionService:
         for name, f in sorted(serving.items()):
             row = newest.get(name)
             if row is None or (row["sha256"], row["hooks"]) != wanted[name]:
-                rows.append(_version(name, f.path, f.sha256, f.text, f.hooks))
+                text = blank_secrets(f.text)  # a secret written in the file is not copied
+                if text is None:
+                    log.warning("mapping file %s not recorded: its secrets could not be blanked out", f.path)
+                    continue
+                rows.append(_version(name, f.path, f.sha256, text, f.hooks))
         for name, row in sorted(newest.items()):
             if name not in serving and row["sha256"] is not None:  # it no longer serves
                 rows.append(_version(name, row["path"], None, None, {}))
@@ -111,6 +116,7 @@ class MappingVersionService:
                 format_time(row["loaded_at"]),
                 row["loaded_by"],
                 row["hooks"],
+                row["sha256"],
             )
             for name, row in sorted(newest.items())
             if row["sha256"] is not None
