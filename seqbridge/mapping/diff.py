@@ -10,18 +10,24 @@ and the version "after" (:func:`seqbridge.mapping.planner.plan_versions`) and ke
   a change, the fields that changed), each group with its count and up to three examples;
 - events that now fail to evaluate, grouped by error (and those that no longer fail).
 
-An action that is in both plans with the same values is unchanged wherever it sits. The others are
+:class:`LoadedVersion` is one side compiled, and :func:`report` puts the per-hook results
+together. An action that is in both plans with the same values is unchanged wherever it sits. The others are
 paired by action and target, in order: a pair is a change (the fields that differ), the rest
 appear or disappear. Every value shown is redacted as the deliveries API redacts.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from seqbridge.audit import redact
+from seqbridge.mapping.hooks import Hook
 from seqbridge.mapping.planner import PlannedEvent
+from seqbridge.mapping.registry import Loaded
+from seqbridge.mapping.source import Problem
+from seqbridge.mapping.sources import MappingSet
 
 #: Examples kept per group.
 MAX_EXAMPLES = 3
@@ -262,3 +268,108 @@ def _largest_first(groups: dict) -> list[tuple[Any, Group]]:
 
 def _padded(events: list[PlannedEvent], size: int) -> list[PlannedEvent]:
     return events + [_NOTHING] * (size - len(events))
+
+
+# A version and the report -------------------------------------------------------------------
+
+
+@dataclass
+class LoadedVersion:
+    """One version, loaded: its hooks, the file each came from, and the organization each runs for."""
+
+    set: MappingSet
+    loaded: Loaded
+    hooks: dict[str, Hook]
+    files: dict[str, str]
+    organizations: dict[str, str]
+    #: Hooks of this version that do not compile here, with their problems.
+    broken: dict[str, list[Problem]]
+
+    @classmethod
+    def of(cls, mapping_set: MappingSet, loaded: Loaded) -> LoadedVersion:
+        recorded = {f.path: f.hooks for f in mapping_set.files if f.hooks is not None}
+        file_names = {f.path: f.name for f in mapping_set.files}
+        hooks: dict[str, Hook] = {}
+        files: dict[str, str] = {}
+        organizations: dict[str, str] = {}
+        broken: dict[str, list[Problem]] = {}
+        for result in loaded.results:
+            live = recorded.get(result.path)
+            for name in [*result.hooks, *result.broken]:
+                if live is not None and name not in live:
+                    continue  # a hook the server did not run from this version
+                files[name] = file_names.get(result.path, os.path.basename(result.path))
+                organizations[name] = live[name] if live is not None else result.organizations.get(name, "")
+                if name in loaded.duplicates:
+                    broken[name] = [loaded.duplicates[name]]
+                elif name in result.hooks:
+                    hooks[name] = result.hooks[name]
+                else:
+                    broken[name] = result.broken[name]
+        return cls(mapping_set, loaded, hooks, files, organizations, broken)
+
+    def sha_of(self, name: str) -> str | None:
+        """The SHA-256 of the file the hook comes from (as recorded, for the running version)."""
+        path = next((f.path for f in self.set.files if f.name == self.files.get(name)), None)
+        return self.set.sha_of(path, self.loaded) if path is not None else None
+
+    def targets_signature(self) -> tuple[str, ...]:
+        """The files that declare shared targets: a hook compiles against them too."""
+        return tuple(
+            sorted(str(self.set.sha_of(r.path, self.loaded)) for r in self.loaded.results if r.targets)
+        )
+
+
+def report(
+    old: LoadedVersion, new: LoadedVersion, window: dict[str, Any], hooks: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The whole report (the JSON of ``mappings diff --json`` and of the API): which versions and
+    window, the totals, and each hook's part."""
+    keys = (
+        "deliveries",
+        "events",
+        "changed_events",
+        "different_rules",
+        "actions_added",
+        "actions_removed",
+        "actions_changed",
+        "new_errors",
+        "fixed_errors",
+        "unreadable",
+    )
+    summary: dict[str, Any] = {k: sum(h[k] for h in hooks) for k in keys}
+    summary["hooks"] = len(hooks)
+    summary["hooks_changed"] = sum(1 for h in hooks if h["change"] in ("changed", "added", "removed"))
+    summary["hooks_skipped"] = sum(1 for h in hooks if h["change"] == "skipped")
+    return {
+        "changed": summary["hooks_changed"] > 0,
+        "complete": summary["hooks_skipped"] == 0,
+        "before": old.set.describe(old.loaded),
+        "after": new.set.describe(new.loaded),
+        "window": window,
+        "summary": summary,
+        "hooks": hooks,
+    }
+
+
+def _settings(hook: Hook, organization: str | None) -> dict[str, Any]:
+    return {
+        "organization": organization or hook.organization,
+        "connector": hook.connector_name,
+        "respond": hook.respond,
+        "respond_timeout_seconds": hook.respond_timeout_seconds,
+        "on_unmatched": hook.on_unmatched,
+        "rate_limit": [hook.rate_per_second, hook.rate_burst],
+        "max_body_bytes": hook.max_body_bytes,
+        "targets": {name: target.type for name, target in sorted(hook.targets.items())},
+    }
+
+
+def settings_changes(
+    before: Hook | None, after: Hook | None, old_org: str | None, new_org: str | None
+) -> list[dict[str, Any]]:
+    """The hook's settings that differ (what happens to an unmatched event, whose organization…)."""
+    if before is None or after is None:
+        return []
+    old, new = _settings(before, old_org), _settings(after, new_org)
+    return [{"setting": k, "before": old[k], "after": new[k]} for k in old if old[k] != new[k]]

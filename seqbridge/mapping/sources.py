@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import subprocess
 from collections import ChainMap
 from collections.abc import Mapping
@@ -25,8 +26,8 @@ from typing import Any
 import yaml
 
 from seqbridge.audit import REDACTED, redact
-from seqbridge.mapping.registry import Loaded, expand, load_all, mapping_files
-from seqbridge.mapping.source import ProblemsFound, read_document
+from seqbridge.mapping.registry import Loaded, expand, guess_hook_names, load_all, mapping_files
+from seqbridge.mapping.source import Problem, ProblemsFound, read_document
 
 #: What a recorded version holds instead of a secret written in a file (see :func:`blank_secrets`).
 REDACTED_SECRET = "SEQBRIDGE_REDACTED_SECRET"
@@ -262,3 +263,54 @@ def _git(where: str, *args: str) -> str:
         )
         raise SourceError(f"git {args[0]}: {message}")
     return result.stdout
+
+
+# Mappings sent to the API ------------------------------------------------------------------------
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def declared_hooks(text: str) -> list[str]:
+    """The hooks a mapping text seems to declare (it may not even parse)."""
+    return guess_hook_names("submitted", text)
+
+
+def environment_in_rules(name: str, text: str, environ: Mapping[str, str]) -> list[Problem]:
+    """A mapping sent to the API may read the environment in its settings (organization, source,
+    targets), never in its rules: the diff shows what the rules plan, and would show the value."""
+    try:
+        doc = read_document(name, text, environ)
+    except ProblemsFound:
+        return []  # the loader reports these
+    settings = {"organization", "source", "targets"}
+    problems = []
+    for path in sorted(doc.from_env, key=str):
+        if (path and path[0] == "targets") or (len(path) >= 3 and path[0] == "hooks" and path[2] in settings):
+            continue
+        problems.append(
+            doc.at(
+                path,
+                "a mapping sent to the API reads the environment (${...}) only in "
+                "organization, source and targets",
+            )
+        )
+    return problems
+
+
+def scrubbed(problems: list[Problem], after: MappingSet, environ: Mapping[str, str]) -> list[Problem]:
+    """The problems, with any value the files read from the environment blanked out of messages."""
+    values = set()
+    for f in after.files:
+        for name in _ENV_REFERENCE.findall(f.text or ""):
+            value = environ.get(name)
+            if value and len(value) >= 4:
+                values.add(value)
+    if not values:
+        return problems
+    out = []
+    for problem in problems:
+        message = problem.message
+        for value in values:
+            message = message.replace(value, "[REDACTED]")
+        out.append(Problem(problem.file, problem.line, problem.col, message))
+    return out

@@ -10,7 +10,6 @@ its own deliveries. The CLI and the API are adapters over :meth:`MappingDiffServ
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,13 +19,13 @@ from connectors.base import MalformedPayload
 from seqbridge.clock import Clock
 from seqbridge.context import Caller
 from seqbridge.errors import BadRequest, NotFound, Unprocessable
-from seqbridge.mapping.diff import HookDiff
+from seqbridge.mapping.diff import HookDiff, LoadedVersion, report, settings_changes
 from seqbridge.mapping.hooks import Hook
 from seqbridge.mapping.planner import delivery_events, plan_versions, request_parts
-from seqbridge.mapping.registry import HookRegistry, Loaded
+from seqbridge.mapping.registry import HookRegistry
 from seqbridge.mapping.rules import union
-from seqbridge.mapping.source import Problem, ProblemsFound, read_document
-from seqbridge.mapping.sources import MappingSet, submitted
+from seqbridge.mapping.source import Problem
+from seqbridge.mapping.sources import MappingSet, declared_hooks, environment_in_rules, scrubbed, submitted
 from seqbridge.services.common import format_time, parse_moment
 from seqbridge.services.mapping_versions import MappingVersionService
 from seqbridge.storage.db import Database
@@ -40,7 +39,6 @@ PAGE = 1000
 DEFAULT_SINCE = "7d"
 API_LIMIT = 10_000
 _SIDES = ("before", "after")
-_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
 class MappingInvalid(Unprocessable):
@@ -75,53 +73,6 @@ class Scope:
 
     org_id: str | None = None
     org_name: str | None = None
-
-
-@dataclass
-class _Side:
-    """One version, loaded: its hooks, the file each came from, and the organization each runs for."""
-
-    set: MappingSet
-    loaded: Loaded
-    hooks: dict[str, Hook]
-    files: dict[str, str]
-    organizations: dict[str, str]
-    #: Hooks of this version that do not compile here, with their problems.
-    broken: dict[str, list[Problem]]
-
-    @classmethod
-    def of(cls, mapping_set: MappingSet, loaded: Loaded) -> _Side:
-        recorded = {f.path: f.hooks for f in mapping_set.files if f.hooks is not None}
-        file_names = {f.path: f.name for f in mapping_set.files}
-        hooks: dict[str, Hook] = {}
-        files: dict[str, str] = {}
-        organizations: dict[str, str] = {}
-        broken: dict[str, list[Problem]] = {}
-        for result in loaded.results:
-            live = recorded.get(result.path)
-            for name in [*result.hooks, *result.broken]:
-                if live is not None and name not in live:
-                    continue  # a hook the server did not run from this version
-                files[name] = file_names.get(result.path, os.path.basename(result.path))
-                organizations[name] = live[name] if live is not None else result.organizations.get(name, "")
-                if name in loaded.duplicates:
-                    broken[name] = [loaded.duplicates[name]]
-                elif name in result.hooks:
-                    hooks[name] = result.hooks[name]
-                else:
-                    broken[name] = result.broken[name]
-        return cls(mapping_set, loaded, hooks, files, organizations, broken)
-
-    def sha_of(self, name: str) -> str | None:
-        """The SHA-256 of the file the hook comes from (as recorded, for the running version)."""
-        path = next((f.path for f in self.set.files if f.name == self.files.get(name)), None)
-        return self.set.sha_of(path, self.loaded) if path is not None else None
-
-    def targets_signature(self) -> tuple[str, ...]:
-        """The files that declare shared targets: a hook compiles against them too."""
-        return tuple(
-            sorted(str(self.set.sha_of(r.path, self.loaded)) for r in self.loaded.results if r.targets)
-        )
 
 
 class MappingDiffService:
@@ -168,7 +119,7 @@ class MappingDiffService:
         name = file or self._file_for(running, hook, text)
         after = submitted(running, name, text)
         environ = self.registry().environ
-        problems = _environment_in_rules(name, text, environ)
+        problems = environment_in_rules(name, text, environ)
         return self.compare(
             running,
             after,
@@ -191,7 +142,7 @@ class MappingDiffService:
     def _file_for(self, running: MappingSet, hook: str | None, text: str) -> str:
         """The running file a submitted text replaces: the one that holds ``hook``, or one of the
         hooks the text declares."""
-        wanted = [hook] if hook else _declared_hooks(text)
+        wanted = [hook] if hook else declared_hooks(text)
         for f in running.files:
             if any(h in (f.hooks or {}) for h in wanted):
                 return f.name
@@ -227,9 +178,9 @@ class MappingDiffService:
             problems = [p for p in problems if os.path.basename(p.file) in changed or p.file in changed]
         if problems:
             problems = sorted(set(problems))
-            raise MappingInvalid(_scrubbed(problems, after, environ) if scrub_environment else problems)
-        old = _Side.of(before, before.load(environ, allow_private))
-        new = _Side.of(after, after_loaded)
+            raise MappingInvalid(scrubbed(problems, after, environ) if scrub_environment else problems)
+        old = LoadedVersion.of(before, before.load(environ, allow_private))
+        new = LoadedVersion.of(after, after_loaded)
         names = sorted(
             {n for side in (old, new) for n, f in side.files.items() if changed is None or f in changed}
         )
@@ -242,14 +193,16 @@ class MappingDiffService:
         elif scope.org_id is not None and not names:
             raise NotFound("No hook of this organization is in the mapping.", code="hook_not_found")
         hooks = [self._diff_hook(n, old, new, window, scope) for n in names]
-        return _report(old, new, window, hooks)
+        return report(old, new, window.describe(), hooks)
 
     @staticmethod
-    def _ours(name: str, old: _Side, new: _Side, scope: Scope) -> bool:
+    def _ours(name: str, old: LoadedVersion, new: LoadedVersion, scope: Scope) -> bool:
         orgs = {side.organizations[name] for side in (old, new) if name in side.organizations}
         return orgs == {scope.org_name}
 
-    def _diff_hook(self, name: str, old: _Side, new: _Side, window: Window, scope: Scope) -> dict[str, Any]:
+    def _diff_hook(
+        self, name: str, old: LoadedVersion, new: LoadedVersion, window: Window, scope: Scope
+    ) -> dict[str, Any]:
         before, after = old.hooks.get(name), new.hooks.get(name)
         old_org, new_org = old.organizations.get(name), new.organizations.get(name)
         organization = old_org or new_org or ""
@@ -258,7 +211,7 @@ class MappingDiffService:
             "change": "added" if name not in old.files else "removed" if after is None else "changed",
             "organization": organization,
             "files": {"before": old.files.get(name), "after": new.files.get(name)},
-            "settings": _settings_changes(before, after, old_org, new_org),
+            "settings": settings_changes(before, after, old_org, new_org),
             "notes": [],
         }
         diff = HookDiff(name)
@@ -359,104 +312,3 @@ class MappingDiffService:
                 org = tx.orgs.get_org_by_name(name)
             self._org_ids[name] = org["id"] if org else None
         return self._org_ids[name]
-
-
-# Pieces of the report ---------------------------------------------------------------------------
-
-
-def _report(old: _Side, new: _Side, window: Window, hooks: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = (
-        "deliveries",
-        "events",
-        "changed_events",
-        "different_rules",
-        "actions_added",
-        "actions_removed",
-        "actions_changed",
-        "new_errors",
-        "fixed_errors",
-        "unreadable",
-    )
-    summary: dict[str, Any] = {k: sum(h[k] for h in hooks) for k in keys}
-    summary["hooks"] = len(hooks)
-    summary["hooks_changed"] = sum(1 for h in hooks if h["change"] in ("changed", "added", "removed"))
-    summary["hooks_skipped"] = sum(1 for h in hooks if h["change"] == "skipped")
-    return {
-        "changed": summary["hooks_changed"] > 0,
-        "complete": summary["hooks_skipped"] == 0,
-        "before": old.set.describe(old.loaded),
-        "after": new.set.describe(new.loaded),
-        "window": window.describe(),
-        "summary": summary,
-        "hooks": hooks,
-    }
-
-
-def _settings(hook: Hook, organization: str | None) -> dict[str, Any]:
-    return {
-        "organization": organization or hook.organization,
-        "connector": hook.connector_name,
-        "respond": hook.respond,
-        "respond_timeout_seconds": hook.respond_timeout_seconds,
-        "on_unmatched": hook.on_unmatched,
-        "rate_limit": [hook.rate_per_second, hook.rate_burst],
-        "max_body_bytes": hook.max_body_bytes,
-        "targets": {name: target.type for name, target in sorted(hook.targets.items())},
-    }
-
-
-def _settings_changes(
-    before: Hook | None, after: Hook | None, old_org: str | None, new_org: str | None
-) -> list[dict[str, Any]]:
-    """The hook's settings that differ (what happens to an unmatched event, whose organization…)."""
-    if before is None or after is None:
-        return []
-    old, new = _settings(before, old_org), _settings(after, new_org)
-    return [{"setting": k, "before": old[k], "after": new[k]} for k in old if old[k] != new[k]]
-
-
-def _declared_hooks(text: str) -> list[str]:
-    from seqbridge.mapping.registry import guess_hook_names
-
-    return guess_hook_names("submitted", text)
-
-
-def _environment_in_rules(name: str, text: str, environ: Mapping[str, str]) -> list[Problem]:
-    """A mapping sent to the API may read the environment in its settings (organization, source,
-    targets), never in its rules: the diff shows what the rules plan, and would show the value."""
-    try:
-        doc = read_document(name, text, environ)
-    except ProblemsFound:
-        return []  # the loader reports these
-    settings = {"organization", "source", "targets"}
-    problems = []
-    for path in sorted(doc.from_env, key=str):
-        if (path and path[0] == "targets") or (len(path) >= 3 and path[0] == "hooks" and path[2] in settings):
-            continue
-        problems.append(
-            doc.at(
-                path,
-                "a mapping sent to the API reads the environment (${...}) only in "
-                "organization, source and targets",
-            )
-        )
-    return problems
-
-
-def _scrubbed(problems: list[Problem], after: MappingSet, environ: Mapping[str, str]) -> list[Problem]:
-    """The problems, with any value the files read from the environment blanked out of messages."""
-    values = set()
-    for f in after.files:
-        for name in _ENV_REFERENCE.findall(f.text or ""):
-            value = environ.get(name)
-            if value and len(value) >= 4:
-                values.add(value)
-    if not values:
-        return problems
-    out = []
-    for problem in problems:
-        message = problem.message
-        for value in values:
-            message = message.replace(value, "[REDACTED]")
-        out.append(Problem(problem.file, problem.line, problem.col, message))
-    return out
