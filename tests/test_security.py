@@ -42,6 +42,8 @@ def _op_id(key: tuple[str, str]) -> str:
 
 
 _serial = itertools.count(1)
+#: The hook the mapping operations act on (written to the mappings directory when they need it).
+FIXTURE_HOOK = "hooks:\n  fixture-hook:\n    organization: acme\n    source: {connector: generic, public: true}\n    rules: []\n"
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ VALID_REQUESTS: dict[str, Valid] = {
     "deleteHookSubscription": Valid(204),
     "listHookSamples": Valid(200),
     "dryRunMapping": Valid(200, lambda n, p: {"hook": "fixture-hook", "body": {"n": n}}),
+    "diffMapping": Valid(200, lambda n, p: {"mapping": FIXTURE_HOOK, "hook": "fixture-hook"}),
     # The sequences and bot dialects.
     "listSequences": Valid(200),
     "createSequence": Valid(201, lambda n, p: {"name": f"Sequence {n}"}),
@@ -155,8 +158,7 @@ def _fresh_path_params(api: Api, path: str = "") -> dict[str, str]:
         application = api.client.application
         hook_file = Path(application.config["MAPPINGS_DIR"]) / "fixture.yaml"
         if not hook_file.exists():
-            hook_file.write_text("hooks:\n  fixture-hook:\n    organization: acme\n"
-                                 "    source: {connector: generic, public: true}\n    rules: []\n")  # fmt: skip
+            hook_file.write_text(FIXTURE_HOOK)
             application.extensions["seqbridge"].inbox.registry.reload()
     if "/deliveries" in path:
         services = api.client.application.extensions["seqbridge"]

@@ -16,6 +16,8 @@ from seqbridge.services.hook_catalog import HookCatalogService
 from seqbridge.services.idempotency import IdempotencyService
 from seqbridge.services.inbox import Inbox
 from seqbridge.services.keys import KeyService, OrgKeyService
+from seqbridge.services.mapping_diff import MappingDiffService
+from seqbridge.services.mapping_versions import MappingVersionService
 from seqbridge.services.outbox import OutboxService
 from seqbridge.services.overview import OverviewService
 from seqbridge.services.replay_jobs import ReplayJobService
@@ -48,6 +50,11 @@ class Services:
         self.idempotency = IdempotencyService(db, clock)
         self.subscriptions = SubscriptionService(db, clock, settings)
         self.retention = RetentionService(db, clock)
+        # What the server runs (recorded as it loads the mappings), and diffs against it.
+        self.mapping_versions = MappingVersionService(db, clock)
+        self.mapping_diff = MappingDiffService(
+            db, clock, settings, self.mapping_versions, lambda: self.inbox.registry
+        )
         # Auto-enrollment: new contacts and newly added tags start matching sequences.
         self.contacts.created_listeners.append(self.enrollment.on_contact_created)
         self.contacts.tags_added_listeners.append(self.enrollment.on_tags_added)

@@ -333,7 +333,8 @@ deliveries = Table(
     Column("processed_at", UTCDateTime, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_deliveries_org_received", "org_id", "received_at", "id"),
-    Index("ix_deliveries_org_hook_received", "org_id", "hook", "received_at"),
+    # Ends in id: a hook's deliveries page newest first by (received_at, id) straight off the index.
+    Index("ix_deliveries_org_hook_received_id", "org_id", "hook", "received_at", "id"),
     Index("ix_deliveries_due", "status", "next_attempt_at"),
     # The console and replay jobs: a status's newest (lists filtered by status), its count and
     # oldest item (the backlog, dead / failed counts), and a replay job's walk through a filter.
@@ -476,6 +477,27 @@ replay_jobs = Table(
     Column("finished_at", UTCDateTime, nullable=True),
     Index("ix_replay_jobs_org_created", "org_id", "created_at", "id"),
     Index("ix_replay_jobs_status", "status"),
+# What the server runs: each mapping file's text as a web or worker process loaded it, one row per
+# change (a new version, or the file no longer serving). ``seqbridge mappings diff`` compares a
+# change against the newest row of each file. The text is the file as written, with its ``${ENV}``
+# references: never a value from the environment.
+mapping_versions = Table(
+    "mapping_versions",
+    metadata,
+    Column("id", SerialId, primary_key=True, autoincrement=True),
+    # The file's name in the mappings directory (which is flat): what identifies it.
+    Column("file", String(255), nullable=False),
+    # The path the loading process read it from.
+    Column("path", Text, nullable=False),
+    # None (with source): the file no longer serves any hook (removed, or broken from the start).
+    Column("sha256", String(64), nullable=True),
+    Column("source", Text, nullable=True),
+    # {hook: organization} for every hook live from this version.
+    Column("hooks", JSONDoc, nullable=False),
+    Column("loaded_at", UTCDateTime, nullable=False),
+    # host:pid of the process that first loaded it.
+    Column("loaded_by", String(200), nullable=False),
+    Index("ix_mapping_versions_file", "file", "id"),
 )
 
 audit_events = Table(
@@ -524,6 +546,7 @@ __all__ = [
     "delivery_keys",
     "enrollments",
     "idempotency_keys",
+    "mapping_versions",
     "metadata",
     "organizations",
     "outbox",

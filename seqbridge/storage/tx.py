@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from seqbridge.storage.delivery_stats import DeliveryStatsStore
     from seqbridge.storage.enrollments import EnrollmentStore
     from seqbridge.storage.idempotency import IdempotencyStore
+    from seqbridge.storage.mapping_versions import MappingVersionStore
     from seqbridge.storage.orgs import KeyStore, OrgStore
     from seqbridge.storage.processor import ProcessorStore
     from seqbridge.storage.replay_jobs import ReplayJobStore
@@ -136,6 +137,12 @@ class Tx:
         from seqbridge.storage.idempotency import IdempotencyStore
 
         return IdempotencyStore(self.conn)
+
+    @cached_property
+    def mapping_versions(self) -> MappingVersionStore:
+        from seqbridge.storage.mapping_versions import MappingVersionStore
+
+        return MappingVersionStore(self.conn)
 
     @cached_property
     def subscriptions(self) -> SubscriptionStore:

@@ -33,7 +33,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db = Database(settings["DATABASE_URL"], settings)
     app.extensions["seqbridge"] = Services(db, clock, settings)
     # Validate every mapping now: problems are logged at start, and a broken hook answers 503.
-    app.extensions["seqbridge"].inbox.load_mappings()
+    services = app.extensions["seqbridge"]
+    services.inbox.load_mappings()
+    # Record the version loaded (and each reload's): `mappings diff` compares against it.
+    services.mapping_versions.watch(services.inbox.registry)
     app.extensions["seqbridge.contract"] = Contract.load(settings["OPENAPI_PATH"])
 
     errors.init_app(app)
