@@ -477,6 +477,8 @@ replay_jobs = Table(
     Column("finished_at", UTCDateTime, nullable=True),
     Index("ix_replay_jobs_org_created", "org_id", "created_at", "id"),
     Index("ix_replay_jobs_status", "status"),
+)
+
 # What the server runs: each mapping file's text as a web or worker process loaded it, one row per
 # change (a new version, or the file no longer serving). ``seqbridge mappings diff`` compares a
 # change against the newest row of each file. The text is the file as written, with its ``${ENV}``
