@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -216,22 +215,14 @@ class OlderThan(click.ParamType):
     ``2026-01-01T12:00:00Z``; UTC when no offset is given). Converts to a timedelta or a datetime."""
 
     name = "DURATION"
-    _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
     def convert(self, value, param, ctx):
-        from datetime import UTC, datetime, timedelta
+        from seqbridge.services.common import parse_moment
 
-        text = str(value).strip()
-        match = re.fullmatch(r"(\d{1,6})\s*([mhdw])", text)
-        if match:
-            return timedelta(**{self._UNITS[match.group(2)]: int(match.group(1))})
         try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            self.fail(
-                f"{value!r} is neither a duration (30d, 12h, 90m, 2w) nor a date (2026-01-01)", param, ctx
-            )
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+            return parse_moment(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
 
 
 @deliveries.command("prune")
@@ -293,12 +284,24 @@ def mappings_validate(paths: tuple[str, ...]) -> None:
 
 @mappings.command("test")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True))
-def mappings_test(paths: tuple[str, ...]) -> None:
+@click.option(
+    "--record",
+    "record_id",
+    metavar="DELIVERY_ID",
+    help="First turn this stored delivery into a test case of its hook in the hook's *_test.yaml "
+    "(its body in a fixture file, what is planned now as expect).",
+)
+@click.option("--name", help="The recorded case's name (default: the delivery and its day).")
+def mappings_test(paths: tuple[str, ...], record_id: str | None, name: str | None) -> None:
     """Run the tests written in mapping files (and *_test.yaml beside them) without touching any
     backend; exit 1 on a failure or an invalid mapping."""
     from seqbridge.mapping.testing import run_tests
 
     settings = load_settings()
+    if record_id:
+        from seqbridge import cli_mappings
+
+        cli_mappings.record(_services(), list(paths) or [settings["MAPPINGS_DIR"]], record_id, name)
     outcomes, problems = run_tests(list(paths) or [settings["MAPPINGS_DIR"]])
     for problem in problems:
         click.echo(str(problem))
@@ -316,6 +319,39 @@ def mappings_test(paths: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
+@mappings.command("diff")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+@click.option("--hook", help="Only this hook.")
+@click.option(
+    "--since",
+    default="7d",
+    show_default=True,
+    type=OlderThan(),
+    help="Deliveries received since: 30d, 12h, 90m, 2w, or a date such as 2026-01-01 (UTC).",
+)
+@click.option(
+    "--limit",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(1, 10_000_000),
+    help="At most this many deliveries per hook, the newest.",
+)
+@click.option("--before-rev", metavar="REV", help="Compare against the files at this git revision.")
+@click.option("--before-dir", metavar="DIR", help="Compare against the mapping files of this directory.")
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON (the API's shape).")
+@click.option("--fail-on-change", is_flag=True, help="Exit 1 when anything differs (for CI).")
+def mappings_diff(paths: tuple[str, ...], **options) -> None:
+    """What the mapping files on disk (default: the mappings directory) would have done to the
+    deliveries stored in the window, against the running version (the one the server last
+    loaded) or --before-rev / --before-dir. Plans both; executes nothing, writes nothing.
+    Exit 1 for an invalid mapping (its problems as validate prints them) or, with
+    --fail-on-change, any change; 2 when there is nothing to compare against."""
+    from seqbridge import cli_mappings
+
+    settings = load_settings()
+    cli_mappings.diff(_services(), list(paths) or [settings["MAPPINGS_DIR"]], **options)
+
+
 # Processes ----------------------------------------------------------------------------------
 
 
@@ -328,6 +364,7 @@ def worker() -> None:
     from seqbridge.worker.maintenance import Statistics
     from seqbridge.worker.notifications import HookNotifier
     from seqbridge.worker.processor import StepProcessor
+    from seqbridge.worker.replay_jobs import ReplayJobRunner
 
     services = _services()
     poll = services.settings["PROCESSOR_POLL_SECONDS"]
@@ -337,9 +374,18 @@ def worker() -> None:
     except ValueError as error:  # e.g. a malformed SEQBRIDGE_SMTP_URL
         raise click.ClickException(str(error)) from None
     # Webhook deliveries first: they are what a sender is waiting on (a STOP must land in a second).
-    runner.jobs.extend([DeliveryProcessor(services, stopping=runner.stopping), processor,
-                        HookNotifier(services, stopping=runner.stopping), Statistics(services.db)])  # fmt: skip
+    stopping = runner.stopping
+    runner.jobs.extend(
+        [
+            DeliveryProcessor(services, stopping=stopping),
+            processor,
+            HookNotifier(services, stopping=stopping),
+            ReplayJobRunner(services, stopping=stopping),  # replay by filter (console, API)
+            Statistics(services.db),
+        ]
+    )
     runner.on_reload.append(lambda: services.inbox.registry.reload())
+    services.mapping_versions.watch(services.inbox.registry)  # what `mappings diff` compares against
     runner.install_signal_handlers()
     try:
         runner.run()

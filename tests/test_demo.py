@@ -147,7 +147,8 @@ def test_the_activecampaign_example_enrolls_into_the_demo_sequence_and_queue(dem
 
 def test_the_readme_tour_runs_as_printed(demo):
     readme = (ROOT / "README.md").read_text()
-    tour = readme[readme.index("## A 5-minute tour") : readme.index("## API keys and scopes")]
+    start = readme.index("## A 5-minute tour")
+    tour = readme[start : readme.index("\n## ", start + 1)]
     blocks = re.findall(r"```sh\n(.*?)```", tour, re.DOTALL)
     script = "\n".join(blocks).replace("export KEY=rk_live_...", f"export KEY={demo.key}")
     script = script.replace("export SB=http://127.0.0.1:8000", f"export SB={demo.url}")

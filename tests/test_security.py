@@ -42,6 +42,8 @@ def _op_id(key: tuple[str, str]) -> str:
 
 
 _serial = itertools.count(1)
+#: The hook the mapping operations act on (written to the mappings directory when they need it).
+FIXTURE_HOOK = "hooks:\n  fixture-hook:\n    organization: acme\n    source: {connector: generic, public: true}\n    rules: []\n"
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,10 @@ VALID_REQUESTS: dict[str, Valid] = {
     "listDeliveries": Valid(200),
     "getDelivery": Valid(200),
     "replayDelivery": Valid(202),
+    "startReplayJob": Valid(202, lambda n, p: {"status": ["dead"]}),
+    "listReplayJobs": Valid(200),
+    "getReplayJob": Valid(200),
+    "cancelReplayJob": Valid(200),
     "listMappings": Valid(200),
     # A public address literal: the SSRF guard needs no DNS and nothing is ever sent in these tests.
     "createHookSubscription": Valid(
@@ -91,6 +97,7 @@ VALID_REQUESTS: dict[str, Valid] = {
     "deleteHookSubscription": Valid(204),
     "listHookSamples": Valid(200),
     "dryRunMapping": Valid(200, lambda n, p: {"hook": "fixture-hook", "body": {"n": n}}),
+    "diffMapping": Valid(200, lambda n, p: {"mapping": FIXTURE_HOOK, "hook": "fixture-hook"}),
     # The sequences and bot dialects.
     "listSequences": Valid(200),
     "createSequence": Valid(201, lambda n, p: {"name": f"Sequence {n}"}),
@@ -151,14 +158,17 @@ def _fresh_path_params(api: Api, path: str = "") -> dict[str, str]:
         application = api.client.application
         hook_file = Path(application.config["MAPPINGS_DIR"]) / "fixture.yaml"
         if not hook_file.exists():
-            hook_file.write_text("hooks:\n  fixture-hook:\n    organization: acme\n"
-                                 "    source: {connector: generic, public: true}\n    rules: []\n")  # fmt: skip
+            hook_file.write_text(FIXTURE_HOOK)
             application.extensions["seqbridge"].inbox.registry.reload()
     if "/deliveries" in path:
         services = api.client.application.extensions["seqbridge"]
         params["delivery_id"] = factories.delivery(
             services, api.get("/api/v1/me").get_json()["data"]["organization_id"]
         )
+    if "/deliveries/replay/" in path:
+        started = api.post("/api/v1/deliveries/replay", json={})
+        assert started.status_code == 202, started.get_json()
+        params["job_id"] = started.get_json()["data"]["id"]
     if "/hooks/subscriptions/" in path:
         subscribed = api.post(
             "/api/v1/hooks/subscriptions",

@@ -14,8 +14,9 @@ BANNER = """
 
       {key}
 
-  Try:   curl -H "Authorization: Bearer {key}" {url}/api/v1/me
-  Docs:  {url}/docs
+  Console: {url}/   (sign in with the key above)
+  Try:     curl -H "Authorization: Bearer {key}" {url}/api/v1/me
+  Docs:    {url}/docs
 
   The example hooks (mappings/*.yaml) listen on {url}/hooks/<name>; their secrets are in
   var/hooks.env. The demo organization has what they name: the sequences "Welcome" and

@@ -8,19 +8,27 @@ pure: it touches no database and no network, which is what dry runs and mapping 
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 from typing import Any
 
 from connectors import SOURCES, TARGETS
+from seqbridge.audit import REDACTED, redact
 from seqbridge.mapping.rules import (
     Condition,
     EvaluationError,
     Literal,
+    Roots,
     RuleError,
     Value,
     compile_condition,
     compile_value,
+    condition_roots,
+    union,
+    value_roots,
 )
 from seqbridge.mapping.source import Document, Problem
 
@@ -80,6 +88,8 @@ class ActionSpec:
     kind: str
     target: str
     params: Value
+    #: A fingerprint of the action as written: equal keys plan alike for every event.
+    key: str = ""
 
     def plan(self, ctx: dict[str, Any]) -> dict[str, Any]:
         """The action for this event, every value computed. Raises :class:`EvaluationError`."""
@@ -92,14 +102,29 @@ class Rule:
     when: Condition
     actions: tuple[ActionSpec, ...]
     stop: bool
+    #: A fingerprint of the rule as written (its YAML, anchors merged, ``${ENV}`` expanded): two
+    #: rules with the same key decide and plan alike for every event, whichever hook holds them.
+    key: str = ""
+    #: The context keys the rule can read (``event``, ``body`` …); None: any.
+    reads: Roots = None
+
+
+#: A memo shared by the plans of one event under several versions of a hook (a mapping diff):
+#: rule key → the actions the rule planned (None when it did not match); "action:" + action key →
+#: the action planned.
+Memo = dict[str, Any]
+
+_UNSEEN = object()
 
 
 @dataclass(frozen=True)
 class EventPlan:
-    """What one event asks for: the rules that matched (in order) and their actions."""
+    """What one event asks for: the rules that matched (in order) and their actions, with the
+    rule that planned each action (``action_rules``, parallel to ``actions``)."""
 
     rules: list[str]
     actions: list[dict[str, Any]]
+    action_rules: list[str] = field(default_factory=list)
 
     @property
     def matched(self) -> bool:
@@ -125,19 +150,43 @@ class Hook:
     on_unmatched: str = "ignore"
     #: (line, test) for each test written in the hook's ``tests:`` list.
     tests: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    #: A fingerprint of the source settings that decide how a request reads (secrets only
+    #: verify): equal keys read a request into the same events.
+    source_key: str = ""
 
-    def plan(self, ctx: dict[str, Any]) -> EventPlan:
-        """Evaluate the rules in order against one event context. Raises :class:`EvaluationError`."""
+    def plan(self, ctx: dict[str, Any], memo: Memo | None = None) -> EventPlan:
+        """Evaluate the rules in order against one event context. Raises :class:`EvaluationError`.
+
+        With ``memo`` (one per event context), a rule whose key is in it is not evaluated again:
+        a diff plans each event with two versions of a hook, and most of their rules are the same.
+        """
         matched: list[str] = []
         actions: list[dict[str, Any]] = []
+        origins: list[str] = []
         for rule in self.rules:
-            if not rule.when(ctx):
-                continue
+            if memo is None:
+                if not rule.when(ctx):
+                    continue
+                planned = [spec.plan(ctx) for spec in rule.actions]
+            else:
+                seen = memo.get(rule.key, _UNSEEN)
+                if seen is _UNSEEN:
+                    seen = [_planned(spec, ctx, memo) for spec in rule.actions] if rule.when(ctx) else None
+                    memo[rule.key] = seen
+                if seen is None:
+                    continue
+                planned = seen
             matched.append(rule.name)
-            actions.extend(spec.plan(ctx) for spec in rule.actions)
+            actions.extend(planned)
+            origins.extend([rule.name] * len(planned))
             if rule.stop:
                 break
-        return EventPlan(matched, actions)
+        return EventPlan(matched, actions, origins)
+
+    @cached_property
+    def reads(self) -> Roots:
+        """The context keys some rule of this hook can read; None: any."""
+        return union([rule.reads for rule in self.rules])
 
     def describe(self) -> dict[str, Any]:
         """What the operator API shows: never the source's settings (they hold secrets)."""
@@ -153,6 +202,15 @@ class Hook:
         }
 
 
+def _planned(spec: ActionSpec, ctx: dict[str, Any], memo: Memo) -> dict[str, Any]:
+    """``spec.plan(ctx)``, once per action as written: a changed rule often keeps its actions."""
+    key = "action:" + spec.key
+    action = memo.get(key)
+    if action is None:
+        action = memo[key] = spec.plan(ctx)
+    return action
+
+
 def _clean(params: Any) -> dict[str, Any]:
     """Drop empty contact identifiers, so a template that rendered "" counts as not given."""
     if not isinstance(params, dict):
@@ -163,6 +221,13 @@ def _clean(params: Any) -> dict[str, Any]:
     return params
 
 
+def _fingerprint(source: dict[str, Any]) -> str:
+    """What a rule decides and plans depends on its YAML only (the name aside, which is output).
+    ``description`` is left out: it changes nothing."""
+    decisive = {k: v for k, v in source.items() if k not in ("name", "description")}
+    return hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _known_part(written: Any) -> Any:
     """A filter as far as the file fixes it: ``{path: …}`` values (known only at run time) read as
     a string, which any field takes; a filter that is itself ``{path: …}`` is not checked here."""
@@ -171,6 +236,11 @@ def _known_part(written: Any) -> Any:
     if set(written) == {"path"}:
         return None
     return {k: "" if isinstance(v, dict) and set(v) == {"path"} else v for k, v in written.items()}
+
+
+def _reading_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """A source's settings less its secrets, which only verify: parsing never reads them."""
+    return {k: v for k, v in settings.items() if redact({k: "x"})[k] != REDACTED}
 
 
 def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
@@ -245,7 +315,7 @@ class _Compiler:
         if isinstance(params, Literal) and not isinstance(params.value, dict):
             self.problem(where, f"{kind} takes an object")
             return None
-        return ActionSpec(kind, target_name, params)
+        return ActionSpec(kind, target_name, params, _fingerprint(source))
 
     def filters(self, spec: dict[str, Any], where: tuple) -> None:
         """Check the fields of a bulk_enroll filter written in the file with the service's own check
@@ -272,7 +342,10 @@ class _Compiler:
         if when is None or any(a is None for a in actions):
             return None
         name = source.get("name") or f"rule {index + 1}"
-        return Rule(name, when, tuple(a for a in actions if a), source.get("then", "stop") == "stop")
+        stop = source.get("then", "stop") == "stop"
+        values = [value_roots(a[kind]) for a in source.get("actions") or [] for kind in ACTIONS if kind in a]
+        reads = union([condition_roots(source.get("when")), *values])
+        return Rule(name, when, tuple(a for a in actions if a), stop, _fingerprint(source), reads)
 
 
 def compile_targets(
@@ -348,5 +421,6 @@ def compile_hook(
         dedupe_window=dedupe_window or DEFAULT_DEDUPE_WINDOW,
         on_unmatched=source.get("on_unmatched", "ignore"),
         tests=[(doc.at((*base, "tests", i), "").line, t) for i, t in enumerate(source.get("tests") or [])],
+        source_key=_fingerprint(_reading_settings(source["source"])),
     )
     return hook, []

@@ -9,13 +9,13 @@ is this module's and the same for all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from connectors.base import InboundRequest
 from seqbridge.mapping.context import event_context, parse_body
-from seqbridge.mapping.hooks import Hook
+from seqbridge.mapping.hooks import Hook, Memo
 from seqbridge.mapping.rules import EvaluationError
 
 
@@ -30,6 +30,8 @@ class PlannedEvent:
     rules: tuple[str, ...] = ()
     actions: tuple[dict[str, Any], ...] = ()
     error: str | None = None
+    #: The rule that planned each action (parallel to ``actions``).
+    action_rules: tuple[str, ...] = ()
 
     @property
     def matched(self) -> bool:
@@ -68,14 +70,37 @@ def plan_events(
         ctx = event_context(
             hook=hook.name, event=event, body=body, headers=headers, query=query, received_at=received_at
         )
-        base = PlannedEvent(event["dedupe_key"], event["kind"], event.get("data"))
-        try:
-            plan = hook.plan(ctx)
-        except EvaluationError as error:
-            planned.append(replace(base, error=str(error)))
-            continue
-        planned.append(replace(base, rules=tuple(plan.rules), actions=tuple(plan.actions)))
+        planned.append(_plan_event(hook, event, ctx))
     return planned
+
+
+def _plan_event(
+    hook: Hook, event: dict[str, Any], ctx: dict[str, Any], memo: Memo | None = None
+) -> PlannedEvent:
+    key, kind, data = event["dedupe_key"], event["kind"], event.get("data")
+    try:
+        plan = hook.plan(ctx, memo)
+    except EvaluationError as error:
+        return PlannedEvent(key, kind, data, error=str(error))
+    return PlannedEvent(
+        key, kind, data, tuple(plan.rules), tuple(plan.actions), None, tuple(plan.action_rules)
+    )
+
+
+#: The parts of a stored request a rule may read besides its event.
+REQUEST_PARTS = frozenset({"body", "headers", "query"})
+
+
+def request_parts(hooks: Sequence[Hook | None]) -> frozenset[str]:
+    """Which of ``body``, ``headers`` and ``query`` some rule of these hooks can read: the others
+    need neither be read from the database nor parsed to plan their events."""
+    parts: set[str] = set()
+    for hook in hooks:
+        reads = hook.reads if hook is not None else frozenset()
+        if reads is None:
+            return REQUEST_PARTS
+        parts |= reads & REQUEST_PARTS
+    return frozenset(parts)
 
 
 def plan_request(hook: Hook, request: InboundRequest, received_at: str | None = None) -> list[PlannedEvent]:
@@ -141,3 +166,43 @@ def plan_delivery(hook: Hook, row: dict[str, Any], received_at: str | None) -> l
         query=row.get("query") or {},
         received_at=received_at,
     )
+
+
+def plan_versions(
+    hooks: Sequence[Hook | None],
+    row: dict[str, Any],
+    received_at: str | None,
+    parts: frozenset[str] | None = None,
+) -> list[list[PlannedEvent] | None]:
+    """Plan a stored delivery with several versions of one hook (a mapping diff): one list of
+    planned events per version, None for a version that does not have the hook.
+
+    The request is read once (its body only if a version can read it: ``parts``, by default
+    :func:`request_parts` of ``hooks``, which also says what ``row`` must hold) and each event's
+    context built once; a rule or action the versions hold unchanged (the same key) is evaluated
+    once per event. A row whose events are not stored is planned by :func:`plan_delivery` for each
+    version (each version's connector reads it).
+
+    Raises :class:`connectors.base.MalformedPayload` only for a row without stored events.
+    """
+    events = row.get("events")
+    if events is None:
+        return [None if hook is None else plan_delivery(hook, row, received_at) for hook in hooks]
+    names = {hook.name for hook in hooks if hook is not None}
+    if len(names) > 1:  # the context names the hook: versions of different hooks share nothing
+        raise ValueError(f"plan_versions plans versions of one hook, not of {sorted(names)}")
+    name = names.pop() if names else ""
+    parts = request_parts(hooks) if parts is None else parts
+    # A body no rule can read is not parsed (strict JSON parsing costs more than planning).
+    body = parse_body(row.get("body"), row.get("content_type")) if "body" in parts else None
+    headers, query = row.get("headers") or {}, row.get("query") or {}
+    planned: list[list[PlannedEvent] | None] = [None if hook is None else [] for hook in hooks]
+    for event in events:
+        ctx = event_context(
+            hook=name, event=event, body=body, headers=headers, query=query, received_at=received_at
+        )
+        memo: Memo = {}
+        for hook, out in zip(hooks, planned, strict=True):
+            if out is not None:
+                out.append(_plan_event(hook, event, ctx, memo))
+    return planned

@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -24,7 +25,14 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from seqbridge.mapping.hooks import Hook, Target, compile_hook, compile_targets, did_you_mean
-from seqbridge.mapping.source import MAX_FILE_BYTES, Document, Problem, ProblemsFound, read_file
+from seqbridge.mapping.source import (
+    MAX_FILE_BYTES,
+    Document,
+    Problem,
+    ProblemsFound,
+    read_document,
+    read_text,
+)
 
 log = logging.getLogger("seqbridge.mappings")
 
@@ -88,13 +96,15 @@ def mapping_files(directory: str) -> list[str]:
 _HOOK_LINE = re.compile(r"^( +)([A-Za-z0-9][A-Za-z0-9_-]*)\s*:")
 
 
-def guess_hook_names(path: str) -> list[str]:
+def guess_hook_names(path: str, text: str | None = None) -> list[str]:
     """The hook names a file that does not even parse seems to declare (so they answer 503, not 404)."""
-    try:
-        with open(path, "rb") as handle:  # a prefix: the file may be enormous
-            lines = handle.read(MAX_FILE_BYTES).decode("utf-8", "replace").splitlines()[:20000]
-    except OSError:
-        return []
+    if text is None:
+        try:
+            with open(path, "rb") as handle:  # a prefix: the file may be enormous
+                text = handle.read(MAX_FILE_BYTES).decode("utf-8", "replace")
+        except OSError:
+            return []
+    lines = text[:MAX_FILE_BYTES].splitlines()[:20000]
     names, inside, indent = [], False, None
     for line in lines:
         if not line.strip() or line.lstrip().startswith("#"):
@@ -120,22 +130,35 @@ class FileResult:
     targets: dict[str, Target] = field(default_factory=dict)
     #: The organization each hook names, where the file could be read that far.
     organizations: dict[str, str] = field(default_factory=dict)
+    #: The file's text as read (``${ENV}`` references not expanded), if it could be read.
+    text: str | None = None
 
     @property
     def ok(self) -> bool:
         return not self.problems and not self.broken
 
+    @property
+    def sha256(self) -> str | None:
+        return hashlib.sha256(self.text.encode()).hexdigest() if self.text is not None else None
+
 
 def load_file(
-    path: str, environ: Mapping[str, str], shared_targets: dict[str, Target], allow_private: bool = False
+    path: str,
+    environ: Mapping[str, str],
+    shared_targets: dict[str, Target],
+    allow_private: bool = False,
+    text: str | None = None,
 ) -> FileResult:
-    """Read, validate and compile one mapping file."""
-    result = FileResult(path)
+    """Read, validate and compile one mapping file (``text``, when given, is its contents: a
+    version recorded or taken from git rather than the file on disk)."""
+    result = FileResult(path, text=text)
     try:
-        doc = read_file(path, environ)
+        if result.text is None:
+            result.text = read_text(path)
+        doc = read_document(path, result.text, environ)
     except ProblemsFound as found:
         result.problems = found.problems
-        result.broken = {name: found.problems for name in guess_hook_names(path)}
+        result.broken = {name: found.problems for name in guess_hook_names(path, result.text)}
         return result
     if doc.data is None:
         return result
@@ -146,8 +169,8 @@ def load_file(
     problems = schema_problems(doc)
     if problems:
         result.problems = problems
-        names = list(doc.data.get("hooks") or {}) if isinstance(doc.data, dict) and isinstance(
-            doc.data.get("hooks"), dict) else guess_hook_names(path)  # fmt: skip
+        hooks_data = doc.data.get("hooks") if isinstance(doc.data, dict) else None
+        names = list(hooks_data) if isinstance(hooks_data, dict) else guess_hook_names(path, result.text)
         result.broken = {name: problems for name in names}
         return result
     result.targets, problems = compile_targets(doc, ("targets",), doc.data.get("targets"), allow_private)
@@ -186,13 +209,22 @@ class Loaded:
         return sorted(set(found))
 
 
-def load_all(files: list[str], environ: Mapping[str, str], allow_private: bool = False) -> Loaded:
-    """Two passes: shared targets first (any file's top-level ``targets``), then the hooks."""
+def load_all(
+    files: list[str],
+    environ: Mapping[str, str],
+    allow_private: bool = False,
+    texts: Mapping[str, str] | None = None,
+) -> Loaded:
+    """Two passes: shared targets first (any file's top-level ``targets``), then the hooks.
+    ``texts`` gives the contents of some of ``files`` (the others are read from disk)."""
+    texts = texts or {}
     shared: dict[str, Target] = {}
-    first = [load_file(f, environ, {}, allow_private) for f in files]
+    first = [load_file(f, environ, {}, allow_private, texts.get(f)) for f in files]
     for result in first:
         shared.update(result.targets)
-    results = [load_file(f, environ, shared, allow_private) for f in files] if shared else first
+    # The second pass compiles the same text again, never a re-read: the file may have changed.
+    again = [load_file(r.path, environ, shared, allow_private, r.text) for r in first] if shared else None
+    results = again or first
     duplicates: dict[str, Problem] = {}
     seen: dict[str, str] = {}
     for result in results:
@@ -208,6 +240,18 @@ def load_all(files: list[str], environ: Mapping[str, str], allow_private: bool =
 def validate_paths(paths: list[str], environ: Mapping[str, str] | None = None) -> list[Problem]:
     """Every problem in these files (or directories of files), shared targets taken into account."""
     return load_all(expand(paths), os.environ if environ is None else environ).problems()
+
+
+@dataclass(frozen=True)
+class LoadedFile:
+    """A mapping file as a registry serves it: its text (``${ENV}`` unexpanded: never a secret
+    from the environment), that text's SHA-256, and the hooks live from it with the organization
+    each names."""
+
+    path: str
+    text: str
+    sha256: str
+    hooks: dict[str, str]
 
 
 class UnknownHook(LookupError):
@@ -244,6 +288,7 @@ class HookRegistry:
         self._organizations: dict[str, str] = {}
         self._signature: tuple = ()
         self._checked = 0.0
+        self._listeners: list[Callable[[list[LoadedFile]], None]] = []
         self.reload()
 
     # Lookup ----------------------------------------------------------------------------------
@@ -284,6 +329,33 @@ class HookRegistry:
                         "problems": [p.to_api() for p in problems]})  # fmt: skip
         return out
 
+    def loaded_files(self) -> list[LoadedFile]:
+        """The files serving now (a file that broke on reload: its last good version), each with
+        the hooks live from it; a file that serves no hook and declares no shared target is left out."""
+        with self._lock:
+            files, hooks = self._files, self._hooks
+        out = []
+        for path, result in sorted(files.items()):
+            live = {n: h.organization for n, h in result.hooks.items() if hooks.get(n) is h}
+            if (live or result.targets) and result.text is not None:
+                out.append(LoadedFile(path, result.text, result.sha256 or "", live))
+        return out
+
+    def on_loaded(self, listener: Callable[[list[LoadedFile]], None]) -> None:
+        """Call ``listener(loaded_files())`` after every reload that swapped in new files (outside
+        the registry's lock; an exception from it is logged, never raised to the caller)."""
+        self._listeners.append(listener)
+
+    def _notify(self, swapped: bool) -> None:
+        if not swapped or not self._listeners:
+            return
+        files = self.loaded_files()
+        for listener in list(self._listeners):
+            try:
+                listener(files)
+            except Exception:
+                log.exception("a mapping load listener failed")
+
     # Loading ---------------------------------------------------------------------------------
 
     def _current_signature(self) -> tuple:
@@ -299,13 +371,16 @@ class HookRegistry:
     def _maybe_reload(self) -> None:
         if self.watch_seconds <= 0 or time.monotonic() - self._checked < self.watch_seconds:
             return
+        swapped = False
         with self._lock:  # a request that arrives during a reload waits for the new set
             if time.monotonic() - self._checked < self.watch_seconds:
                 return  # another thread has just checked
             signature = self._current_signature()
             if signature != self._signature:
                 self._reload_locked(signature)
+                swapped = True
             self._checked = time.monotonic()
+        self._notify(swapped)
 
     def reload(self) -> list[Problem]:
         """Load the directory again and swap atomically; return every problem found.
@@ -313,7 +388,9 @@ class HookRegistry:
         A file that fails keeps its previous good version (if it had one).
         """
         with self._lock:
-            return self._reload_locked(self._current_signature())
+            problems = self._reload_locked(self._current_signature())
+        self._notify(True)
+        return problems
 
     def _reload_locked(self, signature: tuple) -> list[Problem]:
         """Load ``signature``'s files and swap; the caller holds the lock."""

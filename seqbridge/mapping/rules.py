@@ -24,6 +24,7 @@ from typing import Any
 import jmespath
 import jmespath.exceptions
 import re2
+from jinja2 import Environment
 from jinja2.exceptions import SecurityError, TemplateError
 
 from seqbridge.templating import MAX_SIZE, compile_template
@@ -313,6 +314,113 @@ def compile_condition(source: Any, path: Path) -> Condition:
         return all(t(value) for t in tests)
 
     return check
+
+
+# What a rule can read ------------------------------------------------------------------------
+#
+# The context keys (``event``, ``body``, ``headers`` …) an expression can reach, or None when it may
+# reach any. A caller that knows no rule of a hook reads ``body`` need not parse the body at all.
+
+Roots = frozenset[str] | None
+
+#: JMESPath nodes whose first child is evaluated on the current value and the others on its result.
+_LEFT_ONLY = {
+    "subexpression",
+    "pipe",
+    "index_expression",
+    "projection",
+    "value_projection",
+    "filter_projection",
+    "flatten",
+}
+#: JMESPath nodes whose children are all evaluated on the current value.
+_ALL_CHILDREN = {
+    "or_expression",
+    "and_expression",
+    "not_expression",
+    "comparator",
+    "multi_select_list",
+    "multi_select_dict",
+    "key_val_pair",
+    "function_expression",
+}
+
+
+def union(parts: list[Roots]) -> Roots:
+    """The roots of several expressions together."""
+    out: set[str] = set()
+    for part in parts:
+        if part is None:
+            return None
+        out |= part
+    return frozenset(out)
+
+
+def path_roots(source: str) -> Roots:
+    """The context keys a JMESPath expression reads (``@`` or ``*`` at the top: any)."""
+    text = source.strip()
+    if _DOTTED.fullmatch(text):
+        return frozenset({text.split(".")[0]})
+    try:
+        return _tree_roots(jmespath.compile(source).parsed)
+    except (jmespath.exceptions.JMESPathError, RecursionError):
+        return None
+
+
+def _tree_roots(node: dict[str, Any]) -> Roots:
+    kind, children = node.get("type"), node.get("children") or []
+    if kind == "field":
+        return frozenset({node["value"]})
+    if kind in ("literal", "index", "slice", "expref"):  # nothing read (an index of an object is null)
+        return frozenset()
+    if kind in _LEFT_ONLY:
+        return _tree_roots(children[0]) if children else frozenset()
+    if kind in _ALL_CHILDREN:
+        return union([_tree_roots(c) for c in children if isinstance(c, dict)])
+    return None  # current (@), identity (a top-level *), or anything unknown: it may read any
+
+
+def template_roots(source: str) -> Roots:
+    """The context keys a template reads (Jinja's undeclared names: the sandbox offers no other
+    way to reach the context)."""
+    from jinja2 import meta
+
+    simple = _SIMPLE_TEMPLATE.fullmatch(source)
+    if simple:
+        return frozenset({simple.group(1).split(".")[0]})
+    try:
+        return frozenset(meta.find_undeclared_variables(Environment().parse(source)))
+    except Exception:  # it did compile; anything odd reads as "any"
+        return None
+
+
+def value_roots(source: Any) -> Roots:
+    """The context keys a value (as :func:`compile_value` reads it) reads."""
+    if isinstance(source, dict):
+        if set(source) == {"path"} and isinstance(source["path"], str):
+            return path_roots(source["path"])
+        return union([value_roots(v) for v in source.values()])
+    if isinstance(source, list):
+        return union([value_roots(v) for v in source])
+    if isinstance(source, str) and ("{{" in source or "{%" in source):
+        return template_roots(source)
+    return frozenset()
+
+
+def condition_roots(source: Any) -> Roots:
+    """The context keys a condition (as :func:`compile_condition` reads it) reads."""
+    if source is None:
+        return frozenset()
+    if isinstance(source, list):
+        return union([condition_roots(c) for c in source])
+    if not isinstance(source, dict):
+        return None
+    for key in ("all", "any"):
+        if key in source:
+            return union([condition_roots(c) for c in source[key] or []])
+    if "not" in source:
+        return condition_roots(source["not"])
+    return path_roots(source["field"]) if isinstance(source.get("field"), str) else None
 
 
 def _first_line(error: Exception) -> str:

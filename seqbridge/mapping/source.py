@@ -200,6 +200,12 @@ def read_document(file: str, text: str, environ: Mapping[str, str] | None = None
 
 def read_file(path: str, environ: Mapping[str, str] | None = None) -> Document:
     """Read and parse a mapping file. Raises :class:`ProblemsFound` (unreadable files included)."""
+    return read_document(path, read_text(path), environ)
+
+
+def read_text(path: str) -> str:
+    """The text of a mapping file, as written (``${ENV}`` not expanded). Raises
+    :class:`ProblemsFound` for a file that cannot be read, is too large or is not UTF-8."""
     try:
         with open(path, "rb") as handle:
             raw = handle.read(MAX_FILE_BYTES + 1)
@@ -212,7 +218,7 @@ def read_file(path: str, environ: Mapping[str, str] | None = None) -> Document:
     except UnicodeDecodeError as error:
         line, col = _line_col(raw, error.start)
         raise ProblemsFound([Problem(path, line, col, f"the file is not UTF-8 ({error.reason})")]) from None
-    return read_document(path, text, environ)
+    return text
 
 
 def _line_col(text: str | bytes, index: int) -> tuple[int, int]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 import uuid_utils
@@ -23,6 +24,27 @@ def new_id() -> str:
     (BENCHMARKS.md). After the millisecond timestamp come a counter (ids made in the same
     millisecond stay in order) and random bits. Ids name things; they never grant access."""
     return str(uuid_utils.uuid7())
+
+
+_DURATION = re.compile(r"(\d{1,6})\s*([mhdw])")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_moment(text: str) -> timedelta | datetime:
+    """``30d``, ``12h``, ``90m``, ``2w`` (a duration: that long before now), or a date or time
+    (``2026-01-01``, ``2026-01-01T12:00:00Z``; UTC when no offset is given). Raises
+    :class:`ValueError` for anything else."""
+    text = str(text).strip()
+    match = _DURATION.fullmatch(text)
+    if match:
+        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither a duration (30d, 12h, 90m, 2w) nor a date (2026-01-01)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def format_time(moment: datetime | None) -> str | None:

@@ -13,11 +13,15 @@ if TYPE_CHECKING:
     from seqbridge.storage.contacts import CompanyStore, ContactStore
     from seqbridge.storage.db import Database
     from seqbridge.storage.deliveries import DeliveryStore
+    from seqbridge.storage.delivery_stats import DeliveryStatsStore
     from seqbridge.storage.enrollments import EnrollmentStore
     from seqbridge.storage.idempotency import IdempotencyStore
+    from seqbridge.storage.mapping_versions import MappingVersionStore
     from seqbridge.storage.orgs import KeyStore, OrgStore
     from seqbridge.storage.processor import ProcessorStore
+    from seqbridge.storage.replay_jobs import ReplayJobStore
     from seqbridge.storage.sequences import SequenceStore
+    from seqbridge.storage.sessions import SessionStore
     from seqbridge.storage.subscriptions import SubscriptionStore
 
 
@@ -135,10 +139,36 @@ class Tx:
         return IdempotencyStore(self.conn)
 
     @cached_property
+    def mapping_versions(self) -> MappingVersionStore:
+        from seqbridge.storage.mapping_versions import MappingVersionStore
+
+        return MappingVersionStore(self.conn)
+
+    @cached_property
     def subscriptions(self) -> SubscriptionStore:
         from seqbridge.storage.subscriptions import SubscriptionStore
 
         return SubscriptionStore(self.conn)
+
+    # The console ---------------------------------------------------------------------------
+
+    @cached_property
+    def delivery_stats(self) -> DeliveryStatsStore:
+        from seqbridge.storage.delivery_stats import DeliveryStatsStore
+
+        return DeliveryStatsStore(self.conn)
+
+    @cached_property
+    def replay_jobs(self) -> ReplayJobStore:
+        from seqbridge.storage.replay_jobs import ReplayJobStore
+
+        return ReplayJobStore(self.conn)
+
+    @cached_property
+    def sessions(self) -> SessionStore:
+        from seqbridge.storage.sessions import SessionStore
+
+        return SessionStore(self.conn)
 
 
 class StagedTx(Tx):

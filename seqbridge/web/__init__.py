@@ -33,7 +33,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db = Database(settings["DATABASE_URL"], settings)
     app.extensions["seqbridge"] = Services(db, clock, settings)
     # Validate every mapping now: problems are logged at start, and a broken hook answers 503.
-    app.extensions["seqbridge"].inbox.load_mappings()
+    services = app.extensions["seqbridge"]
+    services.inbox.load_mappings()
+    # Record the version loaded (and each reload's): `mappings diff` compares against it.
+    services.mapping_versions.watch(services.inbox.registry)
     app.extensions["seqbridge.contract"] = Contract.load(settings["OPENAPI_PATH"])
 
     errors.init_app(app)
@@ -49,6 +52,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         event_queues,
         health,
         hooks,
+        replay_jobs,
         sequences,
         subscriptions,
     )
@@ -62,6 +66,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(sequences.bp)
     app.register_blueprint(event_queues.bp)
     app.register_blueprint(hooks.bp)
+    app.register_blueprint(replay_jobs.bp)
     app.register_blueprint(deliveries.bp)
     app.register_blueprint(subscriptions.bp)
+
+    from seqbridge.web import console
+
+    console.init_app(app)  # the operator console at /
     return app

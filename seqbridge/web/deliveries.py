@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
+from seqbridge.services.mapping_diff import API_LIMIT
 from seqbridge.web.envelope import body, caller, ok, page, query, time_param
 from seqbridge.web.pipeline import services
 
@@ -41,3 +42,13 @@ def dry_run():
     payload = body()
     spec = {k: payload[k] for k in ("body", "content_type", "headers", "query") if k in payload}
     return ok(services().deliveries.dry_run(caller(), payload["hook"], spec))
+
+
+@bp.post("/mappings/diff")
+def diff_mapping():
+    """What a mapping file's text would change over the stored deliveries, against the running
+    version: the report ``seqbridge mappings diff --json`` prints. Nothing runs."""
+    payload = body()
+    options = {k: payload[k] for k in ("file", "hook", "since") if k in payload}
+    limit = payload.get("limit", API_LIMIT)
+    return ok(services().mapping_diff.diff_submitted(caller(), payload["mapping"], limit=limit, **options))

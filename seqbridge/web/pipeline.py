@@ -64,6 +64,8 @@ def init_app(app: Flask) -> None:
         req = request._get_current_object()
         if req.url_rule is None or req.method == "OPTIONS":
             return  # 404 / 405 are answered by the error handlers; OPTIONS runs no view
+        if request.blueprint == "console":
+            return  # browser pages, not API routes: the console checks its session, CSRF and scopes
         # HEAD runs the GET view, so it is checked exactly like GET.
         method = "GET" if req.method == "HEAD" else req.method
         c = contract()

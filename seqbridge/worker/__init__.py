@@ -71,8 +71,10 @@ class BatchJob(Protocol[Item]):
     #: (slow remote calls must not hold back the local effects of the items before them).
     settle_every: float
 
-    def settle(self, worker_id: str, ran: list[tuple[Item, Outcome]]) -> None:
-        """Write the outcomes (one transaction where the service can)."""
+    def settle(self, worker_id: str, ran: list[tuple[Item, Outcome]]) -> int | None:
+        """Write the outcomes (one transaction where the service can). Return how much work
+        that was when an item stands for more than one piece of it (a replay job's batch of
+        deliveries), or None: one per item."""
 
     def extend(self, worker_id: str, items: list[Item]) -> None:
         """Extend the leases of items still in hand."""
@@ -116,14 +118,16 @@ class Batches(Generic[Item]):
                 outcome = job.crashed(item, error)
             ran.append((item, outcome))
             if job.checkpoint(item, outcome) or time.monotonic() - settled_at > job.settle_every:
-                job.settle(worker_id, ran)
-                handled += len(ran)
+                handled += self._settle(worker_id, ran)
                 ran = []
                 settled_at = time.monotonic()
         if ran:
-            job.settle(worker_id, ran)
-            handled += len(ran)
+            handled += self._settle(worker_id, ran)
         return handled
+
+    def _settle(self, worker_id: str, ran: list[tuple[Item, Outcome]]) -> int:
+        settled = self.job.settle(worker_id, ran)
+        return len(ran) if settled is None else settled
 
 
 class StopFlag:
