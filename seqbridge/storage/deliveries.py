@@ -19,41 +19,20 @@ from seqbridge.storage.schema import deliveries, delivery_keys
 #: What the list view shows (the body and events are for the detail view).
 _SUMMARY = [c for c in deliveries.c if c.name not in ("body", "events", "results", "headers", "query")]
 #: What a receipt's audit event is made of.
-_RECEIPT_COLUMNS = tuple(
-    "id org_id hook status received_at request_id method content_type headers query body body_size events"
-    " reject_reason attempts next_attempt_at lease_owner lease_expires_at results errors replays"
-    " processed_at updated_at receipt_audited".split()
-)
-_RECEIPT = [deliveries.c[name] for name in _RECEIPT_COLUMNS]
-
-
-#: A receipt's columns, in the order :meth:`DeliveryStore.insert_receipts` takes its values.
-RECEIPT_COLUMNS = (
+_RECEIPT_COLUMNS = (
     "id",
     "org_id",
     "hook",
     "status",
     "received_at",
     "request_id",
-    "method",
-    "content_type",
-    "headers",
-    "query",
-    "body",
-    "body_size",
-    "events",
     "reject_reason",
-    "attempts",
-    "next_attempt_at",
-    "lease_owner",
-    "lease_expires_at",
-    "results",
-    "errors",
-    "replays",
-    "processed_at",
-    "updated_at",
-    "receipt_audited",
+    "body_size",
 )
+_RECEIPT = [deliveries.c[name] for name in _RECEIPT_COLUMNS]
+#: A receipt's columns (every column of ``deliveries``, in the table's order): the order of the
+#: values :meth:`DeliveryStore.insert_receipts` takes (see ``services.intake.receipt_values``).
+RECEIPT_COLUMNS = tuple(deliveries.c.keys())
 
 
 def receipt_time(dialect_name: str) -> Callable[[datetime | None], Any]:
