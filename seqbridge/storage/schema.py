@@ -328,12 +328,13 @@ deliveries = Table(
     Index("ix_deliveries_org_received", "org_id", "received_at", "id"),
     Index("ix_deliveries_org_hook_received", "org_id", "hook", "received_at"),
     Index("ix_deliveries_due", "status", "next_attempt_at"),
-    # Only the few deliveries whose receipt is not audited yet.
+    # The ignored and rejected deliveries whose receipt is not audited yet: the worker sweeps
+    # them (the others are audited when claimed, so a webhook's receipt adds no entry here).
     Index(
         "ix_deliveries_unaudited",
         "id",
-        sqlite_where=text("receipt_audited = 0"),
-        postgresql_where=text("NOT receipt_audited"),
+        sqlite_where=text("receipt_audited = 0 AND status IN ('ignored', 'rejected')"),
+        postgresql_where=text("NOT receipt_audited AND status IN ('ignored', 'rejected')"),
     ),
 )
 
