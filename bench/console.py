@@ -223,7 +223,7 @@ def fill(app, n_deliveries: int, n_contacts: int, rng: random.Random) -> dict:
         api,
         SequenceKind.SEQUENCE,
         sequence_ids[0],
-        __import__("seqbridge.services.enrollment", fromlist=["ContactRef"]).ContactRef("id", stopper),
+        __import__("seqbridge.services.contacts", fromlist=["ContactRef"]).ContactRef("id", stopper),
         source="bench",
     )
     client = app.test_client()

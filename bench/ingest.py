@@ -58,7 +58,19 @@ from pathlib import Path
 
 from bench import minimal_ingest
 from bench.common import database, paired_ratio
-from bench.load import WRK_SCRIPT, Cpu, Server, cpu_of, ensure_wrk, gunicorn, parse_result, wrk, wrk_command
+from bench.load import (
+    WRK_SCRIPT,
+    Cpu,
+    Server,
+    children,
+    cpu_of,
+    ensure_wrk,
+    gunicorn,
+    parse_result,
+    process_cpu,
+    wrk,
+    wrk_command,
+)
 from seqbridge import create_app
 
 HOOK_NAME = "whatsapp"
@@ -100,6 +112,7 @@ class Run:
     stored: int | None = None  # rows added during the run (the storing targets)
     cpu: Cpu | None = None  # what the run cost in CPU (Linux only)
     flood: dict[str, int] = field(default_factory=dict)  # the flood's answers by status
+    pg: PgSample | None = None  # what PostgreSQL did during the run (the app on PostgreSQL)
 
     @property
     def accepted(self) -> int:
@@ -126,6 +139,12 @@ class Run:
                 f"  CPU/request: server {self.cpu_per_request_us():,.0f} us, "
                 f"wrk {self.cpu.wrk_s / self.requests * 1e6:,.0f} us; machine idle {self.cpu.idle:.0%}"
             )
+        if self.pg is not None and self.requests:
+            per_commit = self.accepted / max(1, self.pg.commits)
+            text += (
+                f"  PostgreSQL: {self.pg.commits:,} commits ({per_commit:.1f} webhooks each), "
+                f"{self.pg.wal_syncs:,} WAL fsyncs, its CPU {self.pg.cpu_s / self.requests * 1e6:,.0f} us/request"
+            )
         if self.wrapped and self.target != "bare":  # the bare app does not care
             text += f"  WARNING: wrk ran out of bodies {self.wrapped} times (duplicates sent)"
         return text
@@ -138,6 +157,7 @@ class Target:
     #: Rows stored so far (accepted receipts only), or None for the bare app.
     count: Callable[[], int] | None
     flood: bool = False
+    pg_url: str | None = None  # the app's PostgreSQL, watched during each run
 
 
 def prepare(url: str, mappings: Path) -> None:
@@ -235,6 +255,34 @@ def app_counter(url: str) -> Callable[[], int]:
     return count
 
 
+@dataclass
+class PgSample:
+    """What PostgreSQL did, from its statistics and /proc: commits and WAL fsyncs of the database,
+    and the CPU seconds of its server processes."""
+
+    commits: int
+    wal_syncs: int
+    cpu_s: float
+
+    def minus(self, other: PgSample) -> PgSample:
+        return PgSample(
+            self.commits - other.commits, self.wal_syncs - other.wal_syncs, self.cpu_s - other.cpu_s
+        )
+
+
+def pg_sample(url: str) -> PgSample:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        query = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        commits = conn.execute(query).fetchone()[0]
+        wal_syncs = conn.execute("SELECT wal_sync FROM pg_stat_wal").fetchone()[0]
+        data_dir = conn.execute("SHOW data_directory").fetchone()[0]
+    postmaster = int(Path(data_dir, "postmaster.pid").read_text().split()[0])
+    cpu = sum(process_cpu(pid) for pid in [postmaster, *children(postmaster)])
+    return PgSample(commits, wal_syncs, cpu)
+
+
 def settled(count: Callable[[], int]) -> int:
     """The number of rows once it stops changing: requests still in flight when wrk stopped are
     answered to a closed connection, but stored all the same."""
@@ -265,9 +313,11 @@ def measure(target: Target, number: int, args, work: Path, wrk_path: str) -> Run
             )
             command = wrk_command(wrk_path, script, url, bad, args.duration, FLOOD_CONNECTIONS, 1, args.flood)
             flood = stack.enter_context(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
+        pg_before = pg_sample(target.pg_url) if target.pg_url else None
         with cpu_of(target.server.pid) as cpu:
             result = wrk(wrk_path, script, url, bodies, args.duration, args.connections)
             flood_result = parse_result(flood.communicate()[0]) if flood else None
+        pg_after = pg_sample(target.pg_url) if target.pg_url else None
     statuses = {str(k): int(v) for k, v in result["statuses"].items()}
     run = Run(
         target=target.name,
@@ -285,6 +335,7 @@ def measure(target: Target, number: int, args, work: Path, wrk_path: str) -> Run
         warmup_sent=warm["sent"],
         cpu=cpu[0] if cpu else None,
         flood={str(k): int(v) for k, v in flood_result["statuses"].items()} if flood_result else {},
+        pg=pg_after.minus(pg_before) if pg_after and pg_before else None,
     )
     if target.count:
         run.stored = settled(target.count) - before
@@ -340,6 +391,7 @@ def run(args) -> None:
                     servers[n.removesuffix("+flood")],
                     counters[n.removesuffix("+flood")],
                     flood=n.endswith("+flood"),
+                    pg_url=url if args.engine == "postgresql" and n.startswith("app") else None,
                 )
                 for n in names
             ]

@@ -117,7 +117,7 @@ class Cpu:
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _process_cpu(pid: int) -> float:
+def process_cpu(pid: int) -> float:
     """User + system CPU seconds of one process (0 if it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -156,7 +156,7 @@ def cpu_of(master_pid: int) -> Iterator[list[Cpu]]:
         yield out
         return
     workers = children(master_pid)
-    before = sum(_process_cpu(w) for w in workers)
+    before = sum(process_cpu(w) for w in workers)
     start = resource.getrusage(resource.RUSAGE_CHILDREN)
     idle0, total0 = _machine_times()
     yield out
@@ -164,7 +164,7 @@ def cpu_of(master_pid: int) -> Iterator[list[Cpu]]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     out.append(
         Cpu(
-            server_s=sum(_process_cpu(w) for w in workers) - before,
+            server_s=sum(process_cpu(w) for w in workers) - before,
             wrk_s=(after.ru_utime + after.ru_stime) - (start.ru_utime + start.ru_stime),
             idle=(idle1 - idle0) / max(1, total1 - total0),
         )

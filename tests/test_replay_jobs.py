@@ -120,6 +120,30 @@ def test_cancel_stops_the_rest_and_a_finished_job_cannot_be_cancelled(api, servi
     assert again.status_code == 409 and again.json["error"]["code"] == "replay_job_finished"
 
 
+def test_a_worker_stopping_gives_its_claimed_job_back_and_the_next_one_goes_on(api, services, clock):
+    """On the job contract: a claim leases the job; a worker asked to stop before settling it
+    releases the lease at once (no waiting for it to expire), and another worker finishes it."""
+    from seqbridge.worker import StopFlag
+
+    org = factories.org_id(api)
+    dead = [
+        factories.delivery(services, org, status="dead", received_at=clock.now() - timedelta(minutes=5 - i))
+        for i in range(3)
+    ]
+    job = api.post("/api/v1/deliveries/replay", json={"status": ["dead"]}).json["data"]
+    stopping = StopFlag()
+    stopping.set()
+    assert ReplayJobRunner(services, batch=2, stopping=stopping).run_once("w1") == 0
+    with services.db.transaction(write=False) as tx:
+        held = tx.replay_jobs.get_job(org, job["id"])
+    assert held["lease_owner"] is None and held["replayed"] == 0
+    assert ReplayJobRunner(services, batch=2).run_once("w2") == 2
+    assert ReplayJobRunner(services, batch=2).run_once("w2") == 1
+    done = api.get(f"/api/v1/deliveries/replay/{job['id']}").json["data"]
+    assert (done["status"], done["replayed"]) == ("done", 3)
+    assert all(_status(services, org, d) == "queued" for d in dead)
+
+
 def test_bad_filters_scopes_and_other_organizations(api, other_api, make_key, services, client):
     bad = api.post("/api/v1/deliveries/replay", json={"status": ["queued"]})
     assert bad.status_code == 400, bad.json

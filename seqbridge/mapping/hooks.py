@@ -418,7 +418,7 @@ def compile_hook(
         rate_per_second=rate.get("per_second"),
         rate_burst=rate.get("burst"),
         max_body_bytes=source.get("max_body_bytes"),
-        dedupe_window=dedupe_window or DEFAULT_DEDUPE_WINDOW,
+        dedupe_window=DEFAULT_DEDUPE_WINDOW if dedupe_window is None else dedupe_window,
         on_unmatched=source.get("on_unmatched", "ignore"),
         tests=[(doc.at((*base, "tests", i), "").line, t) for i, t in enumerate(source.get("tests") or [])],
         source_key=_fingerprint(_reading_settings(source["source"])),

@@ -90,6 +90,8 @@ def _build_sqlite_engine(parsed: URL, settings: dict[str, Any]) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection):
+        if conn.connection.driver_connection.in_transaction:
+            return  # the writer's transaction, begun on the cursor (Database._sqlite_write): join it
         # On the DBAPI cursor (every transaction runs this): errors come out as SQLAlchemy's.
         execute_raw(conn, "BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE_OPTION) else "BEGIN")
 
@@ -155,12 +157,14 @@ class Database:
                 if write and self._write_lock:  # SQLite: the one writer connection, under the lock
                     stack.enter_context(self._write_lock.held())
                     conn = self._writer_connection()
+                    begun = self._sqlite_write(conn)
                 else:
                     conn = stack.enter_context(self.engine.connect()).execution_options(
                         **{_WRITE_OPTION: write}
                     )
+                    begun = conn.begin()
                 try:
-                    with conn.begin():
+                    with begun:
                         tx = (StagedTx if staged else Tx)(conn, self)
                         token = _OPEN.set(tx)
                         try:
@@ -181,6 +185,27 @@ class Database:
                     headers={"Retry-After": "5"},
                 ) from exc
             raise
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _sqlite_write(conn: Connection) -> Iterator[None]:
+        """A write transaction on the writer connection, begun and ended on the DBAPI cursor:
+        SQLAlchemy's own begin and commit cost more than the two statements of a batch of
+        webhooks. A statement that goes through SQLAlchemy starts its transaction, which joins
+        this one (the begin listener finds the connection in one); it then ends through it."""
+        execute_raw(conn, "BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if conn.in_transaction():
+                conn.rollback()
+            elif conn.connection.driver_connection.in_transaction:
+                execute_raw(conn, "ROLLBACK")
+            raise
+        if conn.in_transaction():
+            conn.commit()
+        else:
+            execute_raw(conn, "COMMIT")
 
     def _writer_connection(self) -> Connection:
         """SQLite: the connection every write transaction of this process runs on, one at a time

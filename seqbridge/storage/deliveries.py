@@ -38,35 +38,33 @@ def stored_time(value: Any) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-#: A receipt's columns, in the order :meth:`DeliveryStore.insert_receipts` takes its values.
-RECEIPT_COLUMNS = (
+#: What a receipt's audit event is made of.
+_RECEIPT_COLUMNS = (
     "id",
     "org_id",
     "hook",
     "status",
     "received_at",
     "request_id",
-    "method",
-    "content_type",
-    "headers",
-    "query",
-    "body",
-    "body_size",
-    "events",
     "reject_reason",
-    "attempts",
-    "next_attempt_at",
-    "lease_owner",
-    "lease_expires_at",
-    "results",
-    "errors",
-    "replays",
-    "processed_at",
-    "updated_at",
-    "receipt_audited",
+    "body_size",
 )
-#: What a receipt's audit event is made of: the same columns.
-_RECEIPT = [deliveries.c[name] for name in RECEIPT_COLUMNS]
+_RECEIPT = [deliveries.c[name] for name in _RECEIPT_COLUMNS]
+#: The receipts no claim picks up, which the worker sweeps into the audit log: written out with
+#: the predicate of the partial index ix_deliveries_unaudited (a bound parameter would not match
+#: it) and, on SQLite, naming it (the planner would rather walk ix_deliveries_due over every
+#: ignored delivery ever kept).
+_UNAUDITED_SQLITE = (
+    "SELECT id FROM deliveries INDEXED BY ix_deliveries_unaudited"
+    " WHERE receipt_audited = 0 AND status IN ('ignored', 'rejected') ORDER BY id LIMIT ?"
+)
+_UNAUDITED_POSTGRESQL = (
+    "SELECT id FROM deliveries WHERE NOT receipt_audited AND status IN ('ignored', 'rejected')"
+    " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED"
+)
+#: A receipt's columns (every column of ``deliveries``, in the table's order): the order of the
+#: values :meth:`DeliveryStore.insert_receipts` takes (see ``services.intake.receipt_values``).
+RECEIPT_COLUMNS = tuple(deliveries.c.keys())
 
 
 def receipt_time(dialect_name: str) -> Callable[[datetime | None], Any]:
@@ -126,18 +124,20 @@ class DeliveryStore:
         bulk_insert(self.conn, deliveries, [row])
 
     def claim_keys(
-        self, claims: list[tuple[str, str, str, str, Any]], now: Any
-    ) -> dict[tuple[str, str, str], tuple[str, Any]]:
+        self, claims: list[tuple[str, str, str, str, datetime | None]], now: datetime
+    ) -> dict[tuple[str, str, str], tuple[str, datetime | None]]:
         """Claim dedupe keys, ``(org_id, hook, key, delivery_id, expires_at)`` with each key at
-        most once and the times in the driver's form; return ``(owner, expires_at)`` of every key
-        once claimed. A new key, or one whose ``expires_at`` has passed (a body hash after the
+        most once; return ``(owner, expires_at)`` of every key once claimed. A new key, or one whose ``expires_at`` has passed (a body hash after the
         hook's dedupe window), goes to the claiming delivery; any other stays with its owner:
         of concurrent claims of one key, exactly one wins. One statement when every key was
         new or expired, as usual; the owners are read back only when some were not."""
         if not claims:
             return {}
         sql = _claims_sql(self.conn.dialect.paramstyle, len(claims))
-        taken = execute_count(self.conn, sql, tuple(chain.from_iterable((*c, now) for c in claims)))
+        time = receipt_time(self.conn.dialect.name)
+        stamp = time(now)
+        params = tuple(chain.from_iterable((o, h, k, d, time(e), stamp) for o, h, k, d, e in claims))
+        taken = execute_count(self.conn, sql, params)
         if taken == len(claims):
             return {(o, h, k): (d, e) for o, h, k, d, e in claims}
         owners: dict[tuple[str, str, str], tuple[str, Any]] = {}
@@ -191,17 +191,12 @@ class DeliveryStore:
         return [dict(r) for r in result.mappings()]
 
     def unaudited_receipts(self, limit: int) -> list[str]:
-        """The ids of the oldest deliveries whose receipt is not in the audit log yet (the
-        partial index ix_deliveries_unaudited holds only those). Rows another transaction has
-        locked are skipped on PostgreSQL."""
-        query = (
-            select(deliveries.c.id)
-            .where(deliveries.c.receipt_audited == false())
-            .order_by(deliveries.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        return list(self.conn.execute(query).scalars())
+        """The ids of the oldest ignored and rejected deliveries whose receipt is not in the audit
+        log yet (the partial index ix_deliveries_unaudited holds only those: the others are
+        audited when they are claimed). Rows another transaction has locked are skipped on
+        PostgreSQL."""
+        sql = _UNAUDITED_SQLITE if self.conn.dialect.name == "sqlite" else _UNAUDITED_POSTGRESQL
+        return [r[0] for r in execute_raw(self.conn, sql, (limit,))]
 
     def keys_of(self, ids: list[str]) -> dict[str, list[str]]:
         """The dedupe keys each of these deliveries owns, sorted."""
@@ -344,16 +339,17 @@ class DeliveryStore:
     # Processing ----------------------------------------------------------------------------------
 
     def any_work(self, now: datetime) -> bool:
-        """Is a delivery due, a lease expired or a receipt not audited yet? (Three index probes:
-        two on ix_deliveries_due, one on ix_deliveries_unaudited.)"""
+        """Is a delivery due, a lease expired or an ignored or rejected receipt not audited yet?
+        (Three index probes: two on ix_deliveries_due, one on ix_deliveries_unaudited.)"""
         due = select(deliveries.c.id).where(
             deliveries.c.status == "queued", deliveries.c.next_attempt_at <= now
         )
         expired = select(deliveries.c.id).where(
             deliveries.c.status == "processing", deliveries.c.lease_expires_at < now
         )
-        unaudited = select(deliveries.c.id).where(deliveries.c.receipt_audited == false())
-        return any(self.conn.execute(q.limit(1)).first() is not None for q in (due, expired, unaudited))
+        if any(self.conn.execute(q.limit(1)).first() is not None for q in (due, expired)):
+            return True
+        return bool(self.unaudited_receipts(1))
 
     def reclaim_expired_leases(self, now: datetime) -> int:
         """Deliveries whose worker stopped mid-way go back in the queue."""

@@ -358,12 +358,13 @@ deliveries = Table(
     Index("ix_deliveries_org_hook_received_id", "org_id", "hook", "received_at", "id"),
     # Claims: due ones in due order, then arrival order (ids are time-ordered).
     Index("ix_deliveries_due", "status", "next_attempt_at", "id"),
-    # Only the few deliveries whose receipt is not audited yet.
+    # The ignored and rejected deliveries whose receipt is not audited yet: the worker sweeps
+    # them (the others are audited when claimed, so a webhook's receipt adds no entry here).
     Index(
         "ix_deliveries_unaudited",
         "id",
-        sqlite_where=text("receipt_audited = 0"),
-        postgresql_where=text("NOT receipt_audited"),
+        sqlite_where=text("receipt_audited = 0 AND status IN ('ignored', 'rejected')"),
+        postgresql_where=text("NOT receipt_audited AND status IN ('ignored', 'rejected')"),
     ),
     # The console and replay jobs: a status's newest (lists filtered by status), its count and
     # oldest item (the backlog, dead / failed counts), and a replay job's walk through a filter.

@@ -38,10 +38,11 @@ _FALLBACK_POLL = 0.001
 class SQLiteWriteLock:
     """The right to write to one SQLite database (see the module docstring)."""
 
-    def __init__(self, database: str, timeout_seconds: float) -> None:
+    def __init__(self, database: str, timeout_seconds: float, *, safety_net: float = SAFETY_NET) -> None:
         self.path = database + ".writelock"
         self.wake_path = database + ".writelock.wake"
         self.timeout = timeout_seconds
+        self.safety_net = safety_net
         self._thread_lock = threading.Lock()
         self._owner: int | None = None  # the thread holding it (it may enter again)
         self._pid: int | None = None
@@ -114,7 +115,7 @@ class SQLiteWriteLock:
                 continue
             # Sleeps until a holder lets go (or the safety net). A byte left over from an
             # earlier release wakes us at once: harmless, we look and sleep again.
-            self._poller.poll(math.ceil(min(remaining, SAFETY_NET) * 1000))
+            self._poller.poll(math.ceil(min(remaining, self.safety_net) * 1000))
             self.wakeups += 1
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wake_read, 65536)

@@ -15,6 +15,21 @@ from seqbridge.web import errors, idempotency, pipeline
 from seqbridge.web.contract import Contract
 
 
+class SeqbridgeFlask(Flask):
+    """Flask, remembering which of its functions are plain (not coroutines): Flask asks
+    ``inspect`` again for every before- and after-request function and view on every request."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync: dict[Any, Any] = {}
+
+    def ensure_sync(self, func):  # type: ignore[override]
+        known = self._sync.get(func)
+        if known is None:
+            known = self._sync[func] = super().ensure_sync(func)
+        return known
+
+
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app: defaults, then ``SEQBRIDGE_*`` environment, then ``test_config``.
 
@@ -25,7 +40,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     settings = load_settings(overrides=test_config)
     configure_logging(settings["LOG_LEVEL"], settings["LOG_FORMAT"])
 
-    app = Flask("seqbridge", static_folder=None)
+    app = SeqbridgeFlask("seqbridge", static_folder=None)
     app.config.update(settings)
     app.config["MAX_CONTENT_LENGTH"] = settings["MAX_BODY_BYTES"]
     app.json.sort_keys = False

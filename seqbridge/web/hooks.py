@@ -47,11 +47,10 @@ def _inbound(req: Request, body: bytes, connector, base_url: str) -> InboundRequ
     )
 
 
-def _body(req: Request) -> bytes:
+def _body(req: Request, length: int | None) -> bytes:
     """The raw body. With a Content-Length (the view has checked it against the limit) exactly
     that many bytes are read from the server's stream, as WSGI asks; werkzeug's ``get_data``
     would wrap the stream in a guard that costs per request and has nothing to guard here."""
-    length = req.content_length
     if length is not None:
         return req.environ["wsgi.input"].read(length)
     return req.get_data(cache=False)  # chunked: read up to the limit, and no further
@@ -97,14 +96,15 @@ def receive(hook_name: str):
     if req.method == "GET":
         return _handshake(hook)
     limit = hook.max_body_bytes or app.config["MAX_CONTENT_LENGTH"]
-    if (req.content_length or 0) > limit:
+    length = req.content_length  # werkzeug parses the header on every call: once here
+    if (length or 0) > limit:
         raise PayloadTooLarge(details={"limit_bytes": limit})
     accepted = getattr(hook.connector, "content_types", ())
     if accepted and req.mimetype not in accepted:
         raise UnsupportedMediaType(
             f"{hook.connector_name} sends {' or '.join(accepted)}.", details={"accepted": list(accepted)}
         )
-    body = _body(req)
+    body = _body(req, length)
     if len(body) > limit:
         raise PayloadTooLarge(details={"limit_bytes": limit})
     inbound = _inbound(req, body, hook.connector, app.config.get("PUBLIC_BASE_URL") or "")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import redirect, render_template, request, url_for
 
 from seqbridge.errors import BadRequest
-from seqbridge.services.enrollment import EnrollmentStatus
+from seqbridge.services.lifecycle import EnrollmentStatus
 from seqbridge.services.sequences import SequenceKind
 from seqbridge.web.console import bp
 from seqbridge.web.console.session import caller, require
@@ -87,7 +87,7 @@ def enrollment_action(section: str, sequence_id: str, enrollment_id: str, action
     if action == "unenroll":
         services().enrollment.exit(caller(), kind, sequence_id, enrollment_id, reason="manual")
     else:
-        status = "paused" if action == "pause" else "active"
+        status = EnrollmentStatus.PAUSED if action == "pause" else EnrollmentStatus.ACTIVE
         services().enrollment.set_status(caller(), kind, sequence_id, enrollment_id, status)
     back = request.form.get("back") or ""
     if back.startswith("/") and not back.startswith("//"):

@@ -28,8 +28,8 @@ def upgrade() -> None:
             "ix_deliveries_unaudited",
             ["id"],
             unique=False,
-            sqlite_where=sa.text("receipt_audited = 0"),
-            postgresql_where=sa.text("NOT receipt_audited"),
+            sqlite_where=sa.text("receipt_audited = 0 AND status IN ('ignored', 'rejected')"),
+            postgresql_where=sa.text("NOT receipt_audited AND status IN ('ignored', 'rejected')"),
         )
     with op.batch_alter_table("delivery_keys", schema=None) as batch_op:
         # Keys stored before this revision keep today's rule: kept as long as their delivery.
