@@ -509,6 +509,27 @@ class EnrollmentService:
                 self.end_in_tx(tx, caller, enrollment, "exited", reason, now)
             return live
 
+    def exit_contact(
+        self, caller: Caller, contact_id: str, sequence_id: str | None, reason: str
+    ) -> list[dict[str, Any]]:
+        """Exit the contact's live enrollments with ``reason``, cancelling what is pending: those in
+        sequence ``sequence_id``, or with ``None`` every one it has, in sequences and queues alike.
+        Return them as they are now, oldest first; none when nothing was live (calling again is safe).
+
+        Raises :class:`NotFound` for an unknown contact or sequence.
+        """
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            if sequence_id is not None:
+                self.sequences.load(tx, caller, SequenceKind.SEQUENCE, sequence_id)
+            contact = self._resolve(tx, caller, ContactRef("id", contact_id))
+            live = tx.enrollments.live_enrollments_for_contact(caller.org_id, contact["id"])
+            if sequence_id is not None:
+                live = [e for e in live if e["sequence_id"] == sequence_id]
+            for enrollment in live:
+                self.end_in_tx(tx, caller, enrollment, "exited", reason, now)
+            return [tx.enrollments.get_enrollment(caller.org_id, e["id"]) for e in live]
+
     def list_tasks(
         self, caller: Caller, kind: SequenceKind, sequence_id: str, statuses: tuple[str, ...] | None,
         cursor: str | None, limit: int,
