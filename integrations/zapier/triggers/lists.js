@@ -1,6 +1,6 @@
 'use strict';
 // Hidden triggers behind the Sequence and Event Queue dropdowns. Zapier asks page by page
-// (bundle.meta.page) as the user scrolls; queues page by cursor, kept with z.cursor.
+// (bundle.meta.page) as the user scrolls; queues are read whole, following the API's cursor.
 
 const { call } = require('../lib/http');
 
@@ -44,19 +44,17 @@ const queueList = {
     hidden: true,
   },
   operation: {
-    canPaginate: true,
+    // Cursor pages, walked here in one go: accounts have tens of queues, not thousands.
     perform: async (z, bundle) => {
-      const params = { limit: PAGE };
-      if (bundle.meta && bundle.meta.page) {
-        const cursor = await z.cursor.get();
-        if (!cursor) {
-          return []; // the last page was already shown
-        }
-        params.cursor = cursor;
-      }
-      const answer = await call(z, bundle, 'GET', '/api/v1/event-queues', { params });
-      await z.cursor.set(answer.meta.next_cursor || '');
-      return answer.data.filter((queue) => queue.status !== 'archived');
+      const queues = [];
+      let cursor = null;
+      do {
+        const params = cursor ? { limit: PAGE, cursor } : { limit: PAGE };
+        const answer = await call(z, bundle, 'GET', '/api/v1/event-queues', { params });
+        queues.push(...answer.data);
+        cursor = answer.meta.next_cursor;
+      } while (cursor && queues.length < 2000);
+      return queues.filter((queue) => queue.status !== 'archived');
     },
     sample: { id: '3c2b1a09-8f7e-4d6c-b5a4-938271605f4e', name: 'Onboarding', status: 'active' },
     outputFields: [
