@@ -1,21 +1,20 @@
 import type {
 	IDataObject,
 	IExecuteFunctions,
-	ILoadOptionsFunctions,
 	INodeExecutionData,
-	INodePropertyOptions,
 	INodeType,
 	INodeTypeDescription,
 } from 'n8n-workflow';
-import { NodeConnectionTypes, NodeOperationError } from 'n8n-workflow';
+import { NodeOperationError } from 'n8n-workflow';
 
 import { contactFieldsDescription, contactOperations } from './descriptions/ContactDescription';
 import { enrollmentFieldsDescription, enrollmentOperations } from './descriptions/EnrollmentDescription';
 import { eventQueueFieldsDescription, eventQueueOperations } from './descriptions/EventQueueDescription';
 import { sequenceFieldsDescription, sequenceOperations } from './descriptions/SequenceDescription';
 import { seqbridgeApiRequest, seqbridgeApiRequestAllItems } from './GenericFunctions';
+import { getEventQueues, getSequences } from './loadOptions';
 import type { Params } from './requests';
-import { buildRequest, eventQueuesPage, sequencesPage } from './requests';
+import { buildRequest } from './requests';
 
 export class Seqbridge implements INodeType {
 	description: INodeTypeDescription = {
@@ -29,8 +28,8 @@ export class Seqbridge implements INodeType {
 		defaults: {
 			name: 'Seqbridge',
 		},
-		inputs: [NodeConnectionTypes.Main],
-		outputs: [NodeConnectionTypes.Main],
+		inputs: ['main'],
+		outputs: ['main'],
 		credentials: [
 			{
 				name: 'seqbridgeApi',
@@ -63,42 +62,13 @@ export class Seqbridge implements INodeType {
 	};
 
 	methods = {
-		loadOptions: {
-			/** Sequences for the dropdowns; archived ones cannot enroll and are left out. */
-			async getSequences(this: ILoadOptionsFunctions): Promise<INodePropertyOptions[]> {
-				const options: INodePropertyOptions[] = [];
-				for (let offset: number | null = 0; offset !== null && options.length < 2000; ) {
-					const { body }: { body: IDataObject } = await seqbridgeApiRequest.call(this, sequencesPage(offset));
-					for (const sequence of body.data as IDataObject[]) {
-						if (sequence.status === 'archived') continue;
-						const name = sequence.status === 'active' ? sequence.name : `${sequence.name} (${sequence.status})`;
-						options.push({ name: String(name), value: String(sequence.id) });
-					}
-					offset = ((body.meta as IDataObject).next_offset as number | null) ?? null;
-				}
-				return options.sort((a, b) => a.name.localeCompare(b.name));
-			},
-
-			async getEventQueues(this: ILoadOptionsFunctions): Promise<INodePropertyOptions[]> {
-				const options: INodePropertyOptions[] = [];
-				let cursor: string | undefined;
-				do {
-					const { body }: { body: IDataObject } = await seqbridgeApiRequest.call(this, eventQueuesPage(cursor));
-					for (const queue of body.data as IDataObject[]) {
-						if (queue.status === 'archived') continue;
-						options.push({ name: String(queue.name), value: String(queue.id) });
-					}
-					cursor = ((body.meta as IDataObject).next_cursor as string | null) ?? undefined;
-				} while (cursor && options.length < 2000);
-				return options.sort((a, b) => a.name.localeCompare(b.name));
-			},
-		},
+		loadOptions: { getSequences, getEventQueues },
 	};
 
 	async execute(this: IExecuteFunctions): Promise<INodeExecutionData[][]> {
 		const items = this.getInputData();
 		const returnData: INodeExecutionData[] = [];
-		const properties = this.getNode().typeVersion ? new Seqbridge().description.properties : [];
+		const properties = new Seqbridge().description.properties;
 
 		for (let i = 0; i < items.length; i++) {
 			try {
@@ -111,7 +81,8 @@ export class Seqbridge implements INodeType {
 					const show = property.displayOptions?.show ?? {};
 					if (show.resource && !show.resource.includes(resource)) continue;
 					if (show.operation && !show.operation.includes(operation)) continue;
-					params[property.name] = this.getNodeParameter(property.name, i, undefined);
+					// null when n8n hides the parameter (displayOptions), so nothing throws for it.
+					params[property.name] = this.getNodeParameter(property.name, i, null);
 				}
 				let call;
 				try {
