@@ -79,6 +79,8 @@ const startSeqbridge = async () => {
   const proc = spawn(bin, ['serve', '--host', '127.0.0.1', '--port', String(port), '--workers', '1'], {
     env,
     cwd: dir,
+    // Its own process group: tools the tests run (n8n) signal theirs when they exit.
+    detached: true,
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';

@@ -117,8 +117,7 @@ test('n8n runs the Seqbridge node and its trigger against a live Seqbridge', { t
 		const file = path.join(home, 'execute.json');
 		fs.writeFileSync(file, JSON.stringify(workflow));
 		run(['import:workflow', `--input=${file}`]);
-		const output = run(['execute', `--id=${workflow.id}`, '--rawOutput']);
-		assert.match(output, new RegExp(email.replace(/[.]/g, '\\.')), output.slice(-2000));
+		run(['execute', `--id=${workflow.id}`]);
 
 		// The effect, read back through Seqbridge's API.
 		const [contact] = (await api.get(`/api/v1/contacts?email=${encodeURIComponent(email)}`)).data;

@@ -49,7 +49,6 @@ module.exports = {
     label: 'Create or Update Contact',
     description:
       'Creates a contact, or updates the one with the same email (or phone). New tags are added; a contact_created or tag_added sequence may enroll it.',
-    important: true,
   },
   operation: {
     inputFields: CONTACT_INPUTS,

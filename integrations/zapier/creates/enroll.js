@@ -28,7 +28,6 @@ module.exports = {
   display: {
     label: 'Enroll Contact in Sequence',
     description: 'Enrolls a contact (by email or contact ID) in a sequence; its first step is scheduled at once.',
-    important: true,
   },
   operation: {
     inputFields: [

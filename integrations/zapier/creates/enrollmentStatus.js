@@ -5,8 +5,13 @@ const { ENROLLMENT_OUTPUTS, ENROLLMENT_SAMPLE } = require('../lib/shapes');
 
 const perform = async (z, bundle) => {
   const { sequence_id: sequenceId, enrollment_id: enrollmentId, status } = bundle.inputData;
-  const path = `/api/v1/sequences/${encodeURIComponent(sequenceId)}/enrollments/${encodeURIComponent(enrollmentId)}`;
-  const answer = await call(z, bundle, 'PATCH', path, { body: { status } });
+  const answer = await call(
+    z,
+    bundle,
+    'PATCH',
+    `/api/v1/sequences/${encodeURIComponent(sequenceId)}/enrollments/${encodeURIComponent(enrollmentId)}`,
+    { body: { status } },
+  );
   return answer.data;
 };
 

@@ -35,7 +35,6 @@ module.exports = {
   display: {
     label: 'Unenroll Contact',
     description: 'Ends a contact\'s enrollment in one sequence, or in every sequence and event queue, with a reason. Pending steps are cancelled.',
-    important: true,
   },
   operation: {
     inputFields: [

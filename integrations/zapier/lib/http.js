@@ -73,7 +73,7 @@ const handleErrors = (response, z) => {
 };
 
 /**
- * One Seqbridge call: `call(z, bundle, 'POST', `/api/v1/...`, {params, body, allow})`. Answers the
+ * One Seqbridge call: `call(z, bundle, method, path, {params, body, allow})`. Answers the
  * parsed body; statuses listed in `allow` come back as `{status, body}` instead of throwing.
  * (integrations/contract.json lists every call made this way; a test keeps the two in step.)
  */

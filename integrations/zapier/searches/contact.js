@@ -17,7 +17,6 @@ module.exports = {
   display: {
     label: 'Find Contact',
     description: 'Finds a contact by email (case-insensitive) or phone (any format; matched in E.164).',
-    important: true,
   },
   operation: {
     inputFields: [

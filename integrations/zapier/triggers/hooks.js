@@ -121,10 +121,10 @@ const matches = (bundle, notification) =>
   notification.data.sequence_id === bundle.inputData.sequence_id ||
   (notification.data.sequence && notification.data.sequence.id === bundle.inputData.sequence_id);
 
-const hookTrigger = ({ key, event, noun, label, description, important, filterBySequence, outputFields, sample }) => ({
+const hookTrigger = ({ key, event, noun, label, description, filterBySequence, outputFields, sample }) => ({
   key,
   noun,
-  display: { label, description, important },
+  display: { label, description },
   operation: {
     type: 'hook',
     inputFields: filterBySequence ? [sequenceFilter] : [],
@@ -167,7 +167,6 @@ const EVENTS = [
     noun: 'Enrollment',
     label: 'New Enrollment',
     description: 'Triggers when a contact is enrolled in a sequence or event queue.',
-    important: true,
     filterBySequence: true,
     outputFields: ENROLLMENT_FIELDS,
     sample: ENROLLMENT_SAMPLE,
@@ -178,7 +177,6 @@ const EVENTS = [
     noun: 'Enrollment',
     label: 'Enrollment Completed',
     description: 'Triggers when a contact finishes every step of a sequence (or is unenrolled by a bot).',
-    important: true,
     filterBySequence: true,
     outputFields: ENROLLMENT_FIELDS,
     sample: { ...ENROLLMENT_SAMPLE, type: 'enrollment.completed', data: { ...ENROLLMENT_SAMPLE.data, status: 'completed', reason: 'finished' } },
@@ -189,7 +187,6 @@ const EVENTS = [
     noun: 'Enrollment',
     label: 'Enrollment Exited',
     description: 'Triggers when a contact leaves a sequence early: replied, converted, unsubscribed, bounced or removed.',
-    important: false,
     filterBySequence: true,
     outputFields: ENROLLMENT_FIELDS,
     sample: { ...ENROLLMENT_SAMPLE, type: 'enrollment.exited', data: { ...ENROLLMENT_SAMPLE.data, status: 'exited', reason: 'replied' } },
@@ -200,7 +197,6 @@ const EVENTS = [
     noun: 'Contact',
     label: 'Contact Unsubscribed',
     description: 'Triggers when a contact unsubscribes (or is marked unsubscribed).',
-    important: true,
     filterBySequence: false,
     outputFields: CONTACT_FIELDS,
     sample: CONTACT_SAMPLE,
@@ -211,7 +207,6 @@ const EVENTS = [
     noun: 'Delivery',
     label: 'Webhook Delivery Failed',
     description: 'Triggers when an incoming webhook could not be processed after every retry (a dead delivery).',
-    important: false,
     filterBySequence: false,
     outputFields: DELIVERY_FIELDS,
     sample: DELIVERY_SAMPLE,
