@@ -111,11 +111,15 @@ class Api {
   }
 
   async request(method, apiPath, body) {
-    const response = await fetch(`${this.url}${apiPath}`, {
-      method,
-      headers: { Authorization: `Bearer ${this.apiKey}`, 'Content-Type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
+    const send = () =>
+      fetch(`${this.url}${apiPath}`, {
+        method,
+        headers: { Authorization: `Bearer ${this.apiKey}`, 'Content-Type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    // A kept-alive connection gunicorn closed while a synchronous tool (n8n execute) held the
+    // event loop fails before anything is sent: send once more on a fresh one.
+    const response = await send().catch(send);
     const text = await response.text();
     const parsed = text ? JSON.parse(text) : null;
     if (!response.ok) {
