@@ -51,6 +51,8 @@ class EventQueuesApi(RemoteTarget):
         bodies: list[dict[str, Any]] = []
         if isinstance(action.get("filter"), dict):
             bodies.append({"contact_filter": action["filter"]})
+        elif isinstance(action.get("customer_filter"), dict):
+            bodies.append({"customer_filter": action["customer_filter"]})
         else:
             items = action.get("contacts")
             if not isinstance(items, list):
@@ -70,6 +72,7 @@ class EventQueuesApi(RemoteTarget):
                 data = response.json().get("data") or {}
                 enrolled += int(data.get("enrolled", 0))
                 skipped_count += int(data.get("skipped", 0))
-                if not data.get("has_more") or not data.get("enrolled"):
+                # A page may hold only skipped contacts; one that holds none cannot move on.
+                if not data.get("has_more") or not (data.get("enrolled") or data.get("skipped")):
                     break
         return done(enrolled=enrolled, skipped=skipped_count, calls=calls)

@@ -167,12 +167,12 @@ def record_each(
     locked only for that moment, not from the first change to the commit. A part of the
     transaction that rolls back (a SAVEPOINT) takes its events with it.
     """
-    tx.pending_audit.extend((now, entry) for entry in entries)
+    for entry in entries:
+        tx.before_commit(write_pending, (now, entry))
 
 
-def write_pending(tx: Tx) -> None:
+def write_pending(tx: Tx, pending: list[tuple]) -> None:
     """Write the events ``tx`` recorded, chained, just before it commits."""
-    pending, tx.pending_audit = tx.pending_audit, []
     by_org: dict[str, list[tuple]] = {}
     for now, entry in pending:
         by_org.setdefault(entry[0].org_id, []).append((now, *entry))

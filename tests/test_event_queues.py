@@ -231,6 +231,18 @@ def test_filters_select_by_contact_fields_and_by_company(api):
     assert queue["id"]
 
 
+def _page_through(api, queue, body, *, calls=10):
+    """Call bulk-enroll with the same body until has_more is false; every answer, in order."""
+    answers = []
+    while True:
+        response = api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll", json=body)
+        assert response.status_code == 200, response.json
+        answers.append(response.json["data"])
+        if not answers[-1]["has_more"]:
+            return answers
+        assert len(answers) < calls, "paging did not end"
+
+
 def test_a_1200_contact_filter_pages_to_the_end_without_duplicates_or_gaps(api, services, clock):
     queue = _queue(api)
     org = org_id(api)
@@ -240,27 +252,87 @@ def test_a_1200_contact_filter_pages_to_the_end_without_duplicates_or_gaps(api, 
         services, org, 20, clock.now(), prefix="bad", city="Lisbon", status="unsubscribed"
     )
     body = {"contact_filter": {"city": "Lisbon"}}
-    calls = []
-    while True:
-        data = api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll", json=body).json["data"]
-        calls.append(data)
-        if not data["has_more"]:
-            break
-        assert len(calls) < 10
-    assert [c["enrolled"] for c in calls] == [500, 500, 200]
+    calls = _page_through(api, queue, body)
+    # Seed 000: a call is capped at 500 contacts. Each call accounts for at most 500 of the 1220
+    # matches in all, enrolled or skipped; the earlier calls' contacts are not counted again.
     assert [c["has_more"] for c in calls] == [True, True, False]
-    enrolled_ids = [r["contact_id"] for c in calls for r in c["results"] if r["status"] == "enrolled"]
-    assert len(enrolled_ids) == len(set(enrolled_ids)) == 1200
-    assert set(enrolled_ids) == {m["id"] for m in matching}
-    # Ineligible matches are reported, with their reason, on each call; they never block paging.
-    skipped = {r["contact_id"]: r["reason"] for r in calls[0]["results"] if r["status"] == "skipped"}
+    assert [c["enrolled"] + c["skipped"] for c in calls] == [500, 500, 220]
+    assert sum(c["enrolled"] for c in calls) == 1200 and sum(c["skipped"] for c in calls) == 20
+    assert [len(c["results"]) for c in calls] == [500, 500, 220]
+    reported = [r["contact_id"] for c in calls for r in c["results"]]
+    assert len(reported) == len(set(reported)) == 1220, "a contact was reported by two calls"
+    enrolled_ids = {r["contact_id"] for c in calls for r in c["results"] if r["status"] == "enrolled"}
+    assert enrolled_ids == {m["id"] for m in matching}
+    skipped = {r["contact_id"]: r["reason"] for c in calls for r in c["results"] if r["status"] == "skipped"}
     assert skipped == {b["id"]: "contact_status:unsubscribed" for b in ineligible}
+    # What earlier calls enrolled is a separate, uncapped count, never a skip.
+    enrolled_before = [sum(c["enrolled"] for c in calls[:n]) for n in range(len(calls))]
+    assert [c["already_enrolled"] for c in calls] == enrolled_before
     with services.db.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(enrollments)).scalar_one() == 1200
         assert conn.execute(select(func.count()).select_from(step_tasks)).scalar_one() == 1200
-    # A fourth call enrolls nobody new.
+    # The pass is over: the same body again starts a new one, which enrolls nobody new, says how
+    # many are enrolled already (all 1200, uncapped) and reports the ineligible ones once more.
     final = api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll", json=body).json["data"]
-    assert final["enrolled"] == 0 and final["has_more"] is False
+    assert (final["enrolled"], final["skipped"], final["already_enrolled"]) == (0, 20, 1200)
+    assert final["has_more"] is False
+
+
+def test_ineligible_matches_count_towards_the_cap_and_never_stall_paging(api, services, clock):
+    queue = _queue(api)
+    org = org_id(api)
+    blocked = bulk_contacts(services, org, 700, clock.now(), prefix="u", city="Oslo", status="unsubscribed")
+    eligible = bulk_contacts(services, org, 30, clock.now(), prefix="e", city="Oslo")
+    calls = _page_through(api, queue, {"contact_filter": {"city": "Oslo"}})
+    assert [c["enrolled"] + c["skipped"] for c in calls] == [500, 230]
+    assert sum(c["skipped"] for c in calls) == 700 and sum(c["enrolled"] for c in calls) == 30
+    reported = [r["contact_id"] for c in calls for r in c["results"]]
+    assert sorted(reported) == sorted(p["id"] for p in blocked + eligible)
+
+
+def test_the_same_body_continues_where_the_last_call_stopped(api, services, clock):
+    # An enrollment of the first page that ends between calls (unenrolled here; a queue's last step
+    # sent, in real life) is behind the pass: the next page does not enroll that contact again.
+    queue = _queue(api)
+    people = bulk_contacts(services, org_id(api), 600, clock.now(), city="Rome")
+    body = {"contact_filter": {"city": "Rome"}}
+    first = api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll", json=body).json["data"]
+    assert first["enrolled"] == 500 and first["has_more"] is True
+    left = first["results"][0]["contact_id"]
+    assert (
+        api.post(f"/api/v1/event-queues/{queue['id']}/unenroll", json={"contact_id": left}).status_code == 200
+    )
+    second = api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll", json=body).json["data"]
+    assert (second["enrolled"], second["skipped"], second["has_more"]) == (100, 0, False)
+    assert left not in {r["contact_id"] for r in second["results"]}
+    ids = [r["contact_id"] for r in first["results"] + second["results"]]
+    assert sorted(ids) == sorted(p["id"] for p in people)
+    # Another body is another pass, and a pass left alone for a day starts over.
+    other = api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll",
+                     json={**body, "deal_id": "d-1"}).json["data"]  # fmt: skip
+    assert (other["enrolled"], other["already_enrolled"]) == (1, 599)
+    assert other["results"] == [{"contact_id": left, "status": "enrolled",
+                                 "enrollment_id": other["results"][0]["enrollment_id"]}]  # fmt: skip
+
+
+def test_a_pass_idle_for_a_day_starts_over(api, services, clock):
+    queue = _queue(api)
+    bulk_contacts(services, org_id(api), 510, clock.now(), city="Nice", status="bounced")
+    body = {"contact_filter": {"city": "Nice"}}
+    first = api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll", json=body).json["data"]
+    assert (first["skipped"], first["has_more"]) == (500, True)
+    clock.advance(timedelta(hours=25))
+    again = api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll", json=body).json["data"]
+    assert [r["contact_id"] for r in again["results"]] == [r["contact_id"] for r in first["results"]]
+
+
+def test_without_skip_the_same_body_also_pages(api, services, clock):
+    queue = _queue(api)
+    people = bulk_contacts(services, org_id(api), 700, clock.now(), city="Bern")
+    calls = _page_through(api, queue, {"contact_filter": {"city": "Bern"}, "skip_if_already_enrolled": False})
+    assert [c["enrolled"] for c in calls] == [500, 200]
+    ids = [r["contact_id"] for c in calls for r in c["results"]]
+    assert sorted(ids) == sorted(p["id"] for p in people)
 
 
 def test_paging_without_skip_uses_the_cursor(api, services, clock):

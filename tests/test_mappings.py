@@ -370,3 +370,29 @@ def test_a_hook_defined_in_two_files_is_trusted_in_neither(tmp_path):
     with pytest.raises(BrokenHook):
         registry.get("h")
     assert [p.message for p in validate_paths([str(tmp_path)], {})] == [problems[0].message]
+
+
+def test_one_planner_for_stored_deliveries_whether_or_not_their_events_are_stored(tmp_path):
+    """plan_delivery plans a stored row's events, or parses them from the stored request when the
+    row holds none; both give what a dry run of the same request gives."""
+    from seqbridge.mapping.planner import plan_delivery
+
+    hook = hook_with(
+        tmp_path,
+        """
+        - name: welcome
+          when: {field: event.payload.email, exists: true}
+          actions:
+            - enroll: {sequence: Welcome, contact: {email: "{{ event.payload.email }}"}}
+        """,
+    )
+    body = b'{"email": "ada@example.com"}'
+    request = InboundRequest("POST", "https://x/hooks/h", {}, {}, body, "application/json")
+    [dry] = simulate(hook, request)
+    stored = {"dedupe_key": dry["dedupe_key"], "kind": dry["kind"], "data": dry["data"]}
+    row = {"method": "POST", "headers": {}, "query": {}, "body": body, "content_type": "application/json"}
+    for events in ([stored], None):
+        [planned] = plan_delivery(hook, {**row, "events": events}, None)
+        assert planned.to_dict() == dry
+        assert planned.rules == ("welcome",)
+        assert planned.actions[0]["contact"] == {"email": "ada@example.com"}

@@ -196,3 +196,37 @@ def test_new_ids_are_uuid7_in_creation_order():
     assert ids == sorted(ids)  # same millisecond or not, later ids sort after earlier ones
     millis = int(ids[-1].replace("-", "")[:12], 16)
     assert abs(millis / 1000 - datetime.now(UTC).timestamp()) < 60
+
+
+def test_commit_callbacks_run_batched_and_drop_with_a_rolled_back_savepoint(database_url):
+    """before_commit runs inside the transaction, on_commit after it; each callback once with all
+    its items; a rolled-back SAVEPOINT takes what it registered; a rollback runs nothing."""
+    db = Database(database_url)
+    seen: list[tuple] = []
+
+    def before(tx, items):
+        seen.append(("before", tuple(items), tx.conn.in_transaction()))
+
+    def after(items):
+        seen.append(("after", tuple(items)))
+
+    with db.transaction() as tx:
+        tx.before_commit(before, 1)
+        tx.on_commit(after, "a")
+        with pytest.raises(RuntimeError), db.transaction():
+            tx.before_commit(before, 2)
+            tx.on_commit(after, "b")
+            raise RuntimeError("roll back the savepoint")
+        with db.transaction():
+            tx.before_commit(before, 3)
+            tx.on_commit(after, "c")
+        assert seen == []
+    assert seen == [("before", (1, 3), True), ("after", ("a", "c"))]
+
+    seen.clear()
+    with pytest.raises(RuntimeError), db.transaction() as tx:
+        tx.before_commit(before, 4)
+        tx.on_commit(after, "d")
+        raise RuntimeError("roll back everything")
+    assert seen == []
+    db.dispose()

@@ -24,6 +24,8 @@ from seqbridge.mapping.rules import (
 from seqbridge.mapping.source import Document, Problem
 
 ACTIONS = ("enroll", "unenroll", "bulk_enroll", "upsert_contact")
+#: How a bulk_enroll names its contacts: a list, or a filter on contact or on company fields.
+BULK_MODES = ("contacts", "filter", "customer_filter")
 TARGET_TYPES = ("local", *TARGETS)
 #: What each target type can do.
 TARGET_ACTIONS = {"local": set(ACTIONS), **{name: set(target.actions) for name, target in TARGETS.items()}}
@@ -137,6 +139,16 @@ def _clean(params: Any) -> dict[str, Any]:
     return params
 
 
+def _known_part(written: Any) -> Any:
+    """A filter as far as the file fixes it: ``{path: …}`` values (known only at run time) read as
+    a string, which any field takes; a filter that is itself ``{path: …}`` is not checked here."""
+    if not isinstance(written, dict):
+        return written
+    if set(written) == {"path"}:
+        return None
+    return {k: "" if isinstance(v, dict) and set(v) == {"path"} else v for k, v in written.items()}
+
+
 def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -183,8 +195,10 @@ class _Compiler:
             given = [k for k in ("sequence", "queue") if k in spec]
             if len(given) != 1:
                 self.problem(where, f"{kind} needs exactly one of sequence or queue")
-        if kind == "bulk_enroll" and ("contacts" in spec) == ("filter" in spec):
-            self.problem(where, "bulk_enroll needs exactly one of contacts or filter")
+        if kind == "bulk_enroll":
+            if len([k for k in BULK_MODES if k in spec]) != 1:
+                self.problem(where, "bulk_enroll needs exactly one of contacts, filter or customer_filter")
+            self.filters(spec, where)
         if kind == "upsert_contact":
             if not any(k in spec for k in ("email", "phone", "id", "attribute")):
                 self.problem(where, "upsert_contact needs email, phone, id or attribute to find the contact")
@@ -208,6 +222,20 @@ class _Compiler:
             self.problem(where, f"{kind} takes an object")
             return None
         return ActionSpec(kind, target_name, params)
+
+    def filters(self, spec: dict[str, Any], where: tuple) -> None:
+        """Check the fields of a bulk_enroll filter written in the file with the service's own check
+        (values computed at run time are checked again then)."""
+        from seqbridge.services.enrollment import filter_problems
+
+        given = {key: _known_part(spec.get(key)) for key in ("filter", "customer_filter")}
+        for problem in filter_problems(given["filter"], given["customer_filter"]):
+            key = "filter" if problem.axis == "contact_filter" else "customer_filter"
+            message = problem.message.replace("contact_filter", "filter")
+            self.problem(
+                (*where, key, problem.field) if problem.field else (*where, key),
+                f"bulk_enroll {key}: {message}",
+            )
 
     def rule(self, source: dict[str, Any], index: int) -> Rule | None:
         path = ("rules", index)

@@ -27,10 +27,9 @@ from urllib.parse import urlencode
 from jsonschema import Draft202012Validator
 
 from connectors.base import InboundRequest, MalformedPayload
-from seqbridge.mapping.context import event_context, parse_body
 from seqbridge.mapping.hooks import Hook
+from seqbridge.mapping.planner import plan_request
 from seqbridge.mapping.registry import expand, load_all, schema
-from seqbridge.mapping.rules import EvaluationError
 from seqbridge.mapping.source import Document, Problem, ProblemsFound, read_file
 
 
@@ -39,21 +38,7 @@ def simulate(hook: Hook, request: InboundRequest, received_at: str | None = None
 
     Raises :class:`MalformedPayload` when the connector cannot read the body.
     """
-    events = hook.connector.parse(request)
-    body = parse_body(request.body, request.content_type)
-    results = []
-    for event in events:
-        payload = {"dedupe_key": event.dedupe_key, "kind": event.kind, "data": event.data}
-        ctx = event_context(hook=hook.name, event=payload, body=body, headers=request.headers,
-                            query=request.query, received_at=received_at)  # fmt: skip
-        entry: dict[str, Any] = {"dedupe_key": event.dedupe_key, "kind": event.kind, "data": event.data}
-        try:
-            plan = hook.plan(ctx)
-        except EvaluationError as error:
-            results.append({**entry, "rules": [], "actions": [], "error": str(error)})
-            continue
-        results.append({**entry, "rules": plan.rules, "actions": plan.actions, "unmatched": not plan.matched})
-    return results
+    return [event.to_dict() for event in plan_request(hook, request, received_at)]
 
 
 def build_request(spec: dict[str, Any], base_dir: Path, hook: str = "hook") -> InboundRequest:

@@ -127,20 +127,32 @@ class LocalTarget:
     def _bulk_enroll(self, caller: Caller, action: dict[str, Any]) -> dict[str, Any]:
         kind, sequence_id = self._kind_and_id(caller, action)
         enrollment = self.services.enrollment
-        if "filter" in action:
-            if not isinstance(action["filter"], dict):
-                raise ActionFailed("invalid_filter", "bulk_enroll filter must be an object")
-            enrolled = skipped = 0
+        if "filter" in action or "customer_filter" in action:
+            key = "filter" if "filter" in action else "customer_filter"
+            if not isinstance(action[key], dict):
+                raise ActionFailed("invalid_filter", f"bulk_enroll {key} must be an object")
+            enrolled = skipped = already = 0
             cursor = None
-            while True:
-                page = enrollment.enroll_matching(caller, kind, sequence_id, contact_filter=action["filter"],
-                                                  cursor=cursor, source="hook")  # fmt: skip
+            while True:  # the service checks the filter's fields: a wrong one is a failed outcome
+                page = enrollment.enroll_matching(
+                    caller,
+                    kind,
+                    sequence_id,
+                    contact_filter=action.get("filter"),
+                    customer_filter=action.get("customer_filter"),
+                    cursor=cursor,
+                    source="hook",
+                )
+                if cursor is None:  # the first page counts them; later pages count ours too
+                    already = page.already_enrolled
                 enrolled += page.enrolled
                 skipped += page.skipped
                 cursor = page.next_cursor
                 if not page.has_more or not cursor:
                     break
-            return _outcome("done", sequence_id=sequence_id, enrolled=enrolled, skipped=skipped)
+            return _outcome(
+                "done", sequence_id=sequence_id, enrolled=enrolled, skipped=skipped, already_enrolled=already
+            )
         contacts = action.get("contacts")
         if isinstance(contacts, str | dict):
             contacts = [contacts]

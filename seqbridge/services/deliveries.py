@@ -25,10 +25,9 @@ from seqbridge.audit import tag_for as _tag_for
 from seqbridge.clock import Clock
 from seqbridge.context import Caller
 from seqbridge.errors import BadRequest, Conflict, NotFound
-from seqbridge.mapping.context import event_context, parse_body
 from seqbridge.mapping.hooks import Hook
+from seqbridge.mapping.planner import plan_delivery
 from seqbridge.mapping.registry import BrokenHook, HookRegistry, UnknownHook
-from seqbridge.mapping.rules import EvaluationError
 from seqbridge.services.actions import LocalTarget
 from seqbridge.services.common import CursorPage, decode_time_cursor, format_time, time_cursor
 from seqbridge.services.inbox import REPLAYABLE, DeliveryStatus, Inbox, delivery_tag, hook_caller
@@ -195,18 +194,15 @@ class DeliveryService:
     @staticmethod
     def _plan(hook: Hook, row: dict[str, Any]) -> list[tuple[dict[str, Any], Any, dict[str, Any]]]:
         """Each event with its plan (None when the rules could not be evaluated for it)."""
-        body = parse_body(row["body"], row["content_type"])
         plans = []
-        for event in row["events"]:
-            ctx = event_context(hook=hook.name, event=event, body=body, headers=row["headers"], query=row["query"],
-                                received_at=format_time(row["received_at"]))  # fmt: skip
-            entry: dict[str, Any] = {"dedupe_key": event["dedupe_key"], "kind": event["kind"], "actions": []}
-            try:
-                plan = hook.plan(ctx)
-            except EvaluationError as error:
-                plans.append(({**entry, "rules": [], "error": str(error)}, None, event))
-                continue
-            plans.append(({**entry, "rules": plan.rules}, plan, event))
+        for event, planned in zip(
+            row["events"], plan_delivery(hook, row, format_time(row["received_at"])), strict=True
+        ):
+            entry: dict[str, Any] = {"dedupe_key": planned.dedupe_key, "kind": planned.kind, "actions": []}
+            if planned.error is not None:
+                plans.append(({**entry, "rules": [], "error": planned.error}, None, event))
+            else:
+                plans.append(({**entry, "rules": list(planned.rules)}, planned, event))
         return plans
 
     @staticmethod

@@ -6,6 +6,8 @@ auto-enrollment when contacts are created or tagged.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -37,6 +39,8 @@ EXIT_REASONS = ("replied", "converted", "unsubscribed", "manual", "bounced")
 MAX_BULK = 1000
 _NO_DATA: dict[str, Any] = {}  # shared, never mutated: bulk inserts convert it once
 _ENROLLABLE = (SequenceStatus.ACTIVE.value, SequenceStatus.PAUSED.value)
+#: A filter bulk-enroll pass left alone this long starts over at the next call.
+PASS_IDLE = timedelta(hours=24)
 
 
 #: Fields each filter axis may use (the event-queue seed's "entity axis distinction").
@@ -55,15 +59,47 @@ _ELSEWHERE = {"opportunity_type": "opportunity_type lives on deals and is not fi
                                   "use automations with deal triggers instead"}  # fmt: skip
 
 
-def check_filters(contact_filter: dict[str, Any] | None, customer_filter: dict[str, Any] | None) -> None:
-    """Refuse a field used on the wrong axis, naming the filter to use. Raises :class:`BadRequest`."""
+@dataclass(frozen=True)
+class FilterProblem:
+    """One field a filter cannot take: ``axis`` (contact_filter or customer_filter), ``field``,
+    ``code`` (``wrong_filter_axis`` or ``invalid_filter``) and a message naming what to use."""
+
+    axis: str
+    field: str
+    code: str
+    message: str
+
+
+def _filter_value_ok(value: Any) -> bool:
+    scalar = (str, bool)
+    return isinstance(value, scalar) or (
+        isinstance(value, list) and all(isinstance(v, scalar) for v in value)
+    )
+
+
+def filter_problems(contact_filter: Any, customer_filter: Any) -> list[FilterProblem]:
+    """Every field of the two filters that is on the wrong axis, unknown, or holds a value a filter
+    cannot take (a string, a boolean or a list of them). The API and the mapping validator both
+    use this check, and enrolling by filter runs it again on the computed filter."""
     problems = []
     for axis, given, allowed, other, other_fields in (
         ("contact_filter", contact_filter, CONTACT_FILTER_FIELDS, "customer_filter", CUSTOMER_FILTER_FIELDS),
         ("customer_filter", customer_filter, CUSTOMER_FILTER_FIELDS, "contact_filter", CONTACT_FILTER_FIELDS),
     ):
-        for name in given or {}:
+        if given is not None and not isinstance(given, dict):
+            problems.append(FilterProblem(axis, "", "invalid_filter", f"{axis} must be an object of fields"))
+            continue
+        for name, value in (given or {}).items():
             if name in allowed:
+                if not _filter_value_ok(value):
+                    problems.append(
+                        FilterProblem(
+                            axis,
+                            name,
+                            "invalid_filter",
+                            f"{name} must be a string, a boolean or a list of them",
+                        )
+                    )
                 continue
             if name in _ELSEWHERE:
                 message = _ELSEWHERE[name]
@@ -72,9 +108,21 @@ def check_filters(contact_filter: dict[str, Any] | None, customer_filter: dict[s
                 message = f"{name} is a {owner} field: filter on it with {other}, not {axis}"
             else:
                 message = f"unknown field {name}; {axis} takes {', '.join(allowed)}"
-            problems.append({"path": f"$.{axis}.{name}", "in": "body", "message": message})
+            problems.append(FilterProblem(axis, str(name), "wrong_filter_axis", message))
+    return problems
+
+
+def check_filters(contact_filter: Any, customer_filter: Any) -> None:
+    """Refuse a field used on the wrong axis (naming the filter to use), an unknown field, or a
+    value a filter cannot take. Raises :class:`BadRequest` (``wrong_filter_axis`` or
+    ``invalid_filter``) with every problem in ``details.errors``."""
+    problems = filter_problems(contact_filter, customer_filter)
     if problems:
-        raise BadRequest(problems[0]["message"], code="wrong_filter_axis", details={"errors": problems})
+        errors = [
+            {"path": f"$.{p.axis}" + (f".{p.field}" if p.field else ""), "in": "body", "message": p.message}
+            for p in problems
+        ]
+        raise BadRequest(problems[0].message, code=problems[0].code, details={"errors": errors})
 
 
 def ineligibility(contact: dict[str, Any]) -> str | None:
@@ -124,6 +172,8 @@ class BulkResult:
 class MatchResult(BulkResult):
     has_more: bool = False
     next_cursor: str | None = None
+    #: Matching contacts with a live enrollment here, left out of the page (uncapped).
+    already_enrolled: int = 0
 
 
 @dataclass(frozen=True)
@@ -339,61 +389,82 @@ class EnrollmentService:
         customer_filter: dict[str, Any] | None = None,
         skip_if_already_enrolled: bool = True,
         cursor: str | None = None,
+        resume: bool = False,
         limit: int = 500,
         source: str = "api_bulk",
         anchor: datetime | None = None,
         deal_id: str | None = None,
     ) -> MatchResult:
-        """Enroll the next ``limit`` eligible contacts matching a filter, in id order.
+        """Take the next page of contacts matching a filter, in id order: at most ``limit`` of
+        them in all, each enrolled or skipped (``ineligible``). With ``skip_if_already_enrolled``
+        (the default) contacts with a live enrollment here are not in the page: they are counted,
+        uncapped, in ``already_enrolled``.
 
-        Paging: contacts already live in the sequence are left out of each window when
-        ``skip_if_already_enrolled`` (the default), so calling again with the same arguments
-        continues where the last call stopped. Without it, pass the returned ``next_cursor``.
-        Matching contacts that are ineligible, or already enrolled, are reported as skipped (the
-        first ``limit`` of them) and do not count towards ``limit``.
+        The page starts after ``cursor`` (a ``next_cursor``) when given. Otherwise, with
+        ``resume``, it starts where the last call with the same arguments stopped: those calls are
+        one *pass*, which ends at the call that answers ``has_more: false`` (or after a day left
+        alone), so the same body again takes the next page, whatever happened to the earlier
+        pages' enrollments since. Without either it starts at the beginning.
+
+        Raises :class:`BadRequest` (``wrong_filter_axis``, ``invalid_filter``) for a filter field
+        on the wrong axis, unknown, or with a value a filter cannot take.
         """
+        check_filters(contact_filter, customer_filter)
         now = self.clock.now()
         after = decode_cursor(cursor, {"after": str})["after"] if cursor else None
         options = _Options(source, skip_if_already_enrolled, anchor, deal_id)
+        match = {"contact_filter": contact_filter, "customer_filter": customer_filter}
+        pass_key = _pass_key(match, options) if resume and cursor is None else None
         with self.db.transaction() as tx:
             sequence = self._enrollable(tx, caller, kind, sequence_id)
-            match = {"contact_filter": contact_filter, "customer_filter": customer_filter}
+            if pass_key:
+                current = tx.enrollments.lock_pass(caller.org_id, sequence_id, pass_key, now)
+                fresh = current["updated_at"] < now - PASS_IDLE
+                after = None if fresh else current["after_contact_id"]
             live_filter = (sequence_id, False) if skip_if_already_enrolled else None
-            window = tx.contacts.match_contacts(caller.org_id, **match, after_id=after, eligible=True,
-                                                live_in_sequence=live_filter, limit=limit + 1)  # fmt: skip
+            already = (
+                tx.contacts.count_matching(caller.org_id, **match, live_in_sequence=(sequence_id, True))
+                if skip_if_already_enrolled
+                else 0
+            )
+            window = tx.contacts.match_contacts(
+                caller.org_id,
+                **match,
+                after_id=after,
+                eligible=None,
+                live_in_sequence=live_filter,
+                limit=limit + 1,
+            )
             has_more = len(window) > limit
             window = window[:limit]
             batch = _Batch(self, tx, caller, sequence, options, now, audit_skips=False)
             for contact in window:
-                batch.enroll({"by": "filter", "input": contact["id"], "contact_id": contact["id"]}, contact)
-            skipped = tx.contacts.match_contacts(caller.org_id, **match, after_id=None, eligible=False,
-                                                 live_in_sequence=None, limit=limit)  # fmt: skip
-            if skip_if_already_enrolled:
-                skipped += tx.contacts.match_contacts(caller.org_id, **match, after_id=None, eligible=True,
-                                                      live_in_sequence=(sequence_id, True),
-                                                      limit=limit - len(skipped))  # fmt: skip
-            enrolled_now = {c["id"] for c in window}
-            for contact in skipped[:limit]:
-                if contact["id"] in enrolled_now:
-                    continue
-                reason = ineligibility(contact)
                 entry = {"by": "filter", "input": contact["id"], "contact_id": contact["id"]}
-                if reason:
+                if reason := ineligibility(contact):
                     batch.skip(entry, contact["id"], "ineligible", reason)
                 else:
-                    batch.skip(
-                        entry, contact["id"], "already_enrolled", "Contact is already enrolled in this queue"
-                    )
+                    batch.enroll(entry, contact)
             result = batch.flush()
+            if pass_key and has_more:
+                tx.enrollments.move_pass(sequence_id, pass_key, window[-1]["id"], now)
+            elif pass_key:
+                tx.enrollments.end_pass(sequence_id, pass_key)
             if result.skipped:
                 reasons: dict[str, int] = {}
                 for item in result.results:
                     if item["status"] == "skipped":
                         reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
-                record(tx, caller, tag_for(caller, "enrollment", "skipped"), kind.value, sequence_id,
-                       {"filter": match, "skipped": result.skipped, "reasons": reasons, "source": source}, now)  # fmt: skip
-        next_cursor = encode_cursor({"after": window[-1]["id"]}) if has_more and window else None
-        return MatchResult(result.enrolled, result.skipped, result.results, has_more, next_cursor)
+                record(
+                    tx,
+                    caller,
+                    tag_for(caller, "enrollment", "skipped"),
+                    kind.value,
+                    sequence_id,
+                    {"filter": match, "skipped": result.skipped, "reasons": reasons, "source": source},
+                    now,
+                )
+        next_cursor = encode_cursor({"after": window[-1]["id"]}) if has_more else None
+        return MatchResult(result.enrolled, result.skipped, result.results, has_more, next_cursor, already)
 
     # Reading ----------------------------------------------------------------------------
 
@@ -724,3 +795,20 @@ def _already_enrolled(contact_id: str | None) -> Conflict:
 def _audit_data(sequence: dict[str, Any], contact_id: str, source: str) -> dict[str, Any]:
     return {"sequence_id": sequence["id"], "sequence_name": sequence["name"], "contact_id": contact_id,
             "source": source}  # fmt: skip
+
+
+def _pass_key(match: dict[str, Any], options: _Options) -> str:
+    """What makes two filter bulk-enroll calls the same pass: every argument but the cursor."""
+    anchor = options.anchor.isoformat() if options.anchor else None
+    text = json.dumps(
+        {
+            **match,
+            "skip": options.skip_live,
+            "anchor": anchor,
+            "deal_id": options.deal_id,
+            "source": options.source,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -194,34 +194,65 @@ class ContactStore:
 
         ``eligible`` True keeps only contacts that may be enrolled, False only those that may not,
         None both. ``live_in_sequence`` = (sequence_id, has_live) keeps only contacts that do
-        (True) or do not (False) have a live enrollment in that sequence.
+        (True) or do not (False) have a live enrollment in that sequence. The filters' fields
+        must be valid (``check_filters``).
         """
-        from seqbridge.storage.schema import enrollments
-
-        query = select(*_ELIGIBILITY).where(contacts.c.org_id == org_id)
-        for name, value in (contact_filter or {}).items():
-            column = contacts.c.email_normalized if name == "email" else contacts.c[name]
-            query = query.where(_matches(column, value, lower=name == "email"))
-        if customer_filter:
-            matching_companies = select(companies.c.id).where(companies.c.org_id == org_id)
-            for name, value in customer_filter.items():
-                matching_companies = matching_companies.where(_matches(companies.c[name], value))
-            query = query.where(contacts.c.company_id.in_(matching_companies))
-        if eligible is not None:
-            ok = and_(contacts.c.status == "active", contacts.c.converted.is_(False),
-                      contacts.c.has_open_ticket.is_(False))  # fmt: skip
-            query = query.where(ok if eligible else not_(ok))
-        if live_in_sequence is not None:
-            sequence_id, has_live = live_in_sequence
-            live = exists().where(
-                enrollments.c.sequence_id == sequence_id,
-                enrollments.c.contact_id == contacts.c.id,
-                enrollments.c.status.in_(("active", "paused")),
-            )
-            query = query.where(live if has_live else not_(live))
+        query = _matching(
+            select(*_ELIGIBILITY), org_id, contact_filter, customer_filter, eligible, live_in_sequence
+        )
         if after_id is not None:
             query = query.where(contacts.c.id > after_id)
         return [dict(r) for r in self.conn.execute(query.order_by(contacts.c.id).limit(limit)).mappings()]
+
+    def count_matching(
+        self,
+        org_id: str,
+        *,
+        contact_filter: dict[str, Any] | None,
+        customer_filter: dict[str, Any] | None,
+        live_in_sequence: tuple[str, bool] | None,
+    ) -> int:
+        """How many contacts match a filter (and ``live_in_sequence``, as :meth:`match_contacts`)."""
+        query = _matching(
+            select(func.count()).select_from(contacts),
+            org_id,
+            contact_filter,
+            customer_filter,
+            None,
+            live_in_sequence,
+        )
+        return self.conn.execute(query).scalar_one()
+
+
+def _matching(query, org_id, contact_filter, customer_filter, eligible, live_in_sequence):
+    """``query`` narrowed to an organization's contacts matching the filters (see match_contacts)."""
+    from seqbridge.storage.schema import enrollments
+
+    query = query.where(contacts.c.org_id == org_id)
+    for name, value in (contact_filter or {}).items():
+        column = contacts.c.email_normalized if name == "email" else contacts.c[name]
+        query = query.where(_matches(column, value, lower=name == "email"))
+    if customer_filter:
+        matching_companies = select(companies.c.id).where(companies.c.org_id == org_id)
+        for name, value in customer_filter.items():
+            matching_companies = matching_companies.where(_matches(companies.c[name], value))
+        query = query.where(contacts.c.company_id.in_(matching_companies))
+    if eligible is not None:
+        ok = and_(
+            contacts.c.status == "active",
+            contacts.c.converted.is_(False),
+            contacts.c.has_open_ticket.is_(False),
+        )
+        query = query.where(ok if eligible else not_(ok))
+    if live_in_sequence is not None:
+        sequence_id, has_live = live_in_sequence
+        live = exists().where(
+            enrollments.c.sequence_id == sequence_id,
+            enrollments.c.contact_id == contacts.c.id,
+            enrollments.c.status.in_(("active", "paused")),
+        )
+        query = query.where(live if has_live else not_(live))
+    return query
 
 
 def _matches(column, value, *, lower: bool = False):

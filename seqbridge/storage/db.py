@@ -188,12 +188,12 @@ class Database:
             if not write:  # a read inside a transaction has nothing to undo: no SAVEPOINT round trips
                 yield outer
                 return
-            recorded = len(outer.pending_audit)
+            mark = outer.mark()
             try:
                 with outer.conn.begin_nested():
                     yield outer
             except BaseException:
-                del outer.pending_audit[recorded:]  # the events of what was rolled back go too
+                outer.rollback_to(mark)  # what the rolled-back part registered goes with it
                 raise
             return
         try:
@@ -205,12 +205,10 @@ class Database:
                     token = _OPEN.set(tx)
                     try:
                         yield tx
-                        if tx.pending_audit:
-                            from seqbridge.audit import write_pending
-
-                            write_pending(tx)
+                        tx.run_before_commit()
                     finally:
                         _OPEN.reset(token)
+            tx.run_on_commit()
         except (OperationalError, InterfaceError, PoolTimeout) as exc:
             if isinstance(exc, PoolTimeout) or _is_unavailable(exc):
                 raise ServiceUnavailable(

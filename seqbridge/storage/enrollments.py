@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from seqbridge.storage.bulk import bulk_insert
-from seqbridge.storage.schema import contacts, enrollments, step_tasks
+from seqbridge.storage.schema import bulk_enroll_passes, contacts, enrollments, step_tasks
 
 LIVE = ("active", "paused")
 #: Task statuses that still hold future work.
@@ -174,3 +174,39 @@ class EnrollmentStore:
             .values(status="cancelled", last_error=reason, updated_at=now, finished_at=now)
         )
         return result.rowcount
+
+    # Filter bulk-enroll passes ---------------------------------------------------------------------
+
+    def lock_pass(self, org_id: str, sequence_id: str, pass_key: str, now) -> dict[str, Any]:
+        """The pass ``pass_key`` of a queue, created (at the start) if there is none, and locked
+        until this transaction ends, so two calls with the same body take two pages, not one."""
+        key = {"sequence_id": sequence_id, "pass_key": pass_key}
+        query = select(bulk_enroll_passes).where(*(bulk_enroll_passes.c[k] == v for k, v in key.items()))
+        if self.conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            row = {**key, "org_id": org_id, "after_contact_id": None, "updated_at": now}
+            self.conn.execute(pg_insert(bulk_enroll_passes).values(**row).on_conflict_do_nothing())
+            return dict(self.conn.execute(query.with_for_update()).mappings().one())
+        # SQLite: the write transaction (BEGIN IMMEDIATE) already serialises the calls.
+        found = self.conn.execute(query).mappings().first()
+        if found is None:
+            found = {**key, "org_id": org_id, "after_contact_id": None, "updated_at": now}
+            self.conn.execute(insert(bulk_enroll_passes).values(**found))
+        return dict(found)
+
+    def move_pass(self, sequence_id: str, pass_key: str, after_contact_id: str, now) -> None:
+        """Record that the pass has handled every matching contact up to ``after_contact_id``."""
+        self.conn.execute(
+            update(bulk_enroll_passes)
+            .where(bulk_enroll_passes.c.sequence_id == sequence_id, bulk_enroll_passes.c.pass_key == pass_key)
+            .values(after_contact_id=after_contact_id, updated_at=now)
+        )
+
+    def end_pass(self, sequence_id: str, pass_key: str) -> None:
+        """The pass reached the end: the same body next time starts a new one."""
+        self.conn.execute(
+            delete(bulk_enroll_passes).where(
+                bulk_enroll_passes.c.sequence_id == sequence_id, bulk_enroll_passes.c.pass_key == pass_key
+            )
+        )

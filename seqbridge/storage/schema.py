@@ -219,6 +219,19 @@ enrollments = Table(
     ),
 )
 
+# Where a filter bulk-enroll pass over a queue stands: calls with the same body take the next page
+# after after_contact_id (contacts in id order). Deleted when a call answers has_more: false.
+bulk_enroll_passes = Table(
+    "bulk_enroll_passes",
+    metadata,
+    Column("sequence_id", ID, ForeignKey("sequences.id", ondelete="CASCADE"), primary_key=True),
+    # SHA-256 of the call's arguments (filters, skip, anchor, deal, source), less the cursor.
+    Column("pass_key", String(64), primary_key=True),
+    Column("org_id", ID, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("after_contact_id", ID, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
 # One scheduled execution of one step for one enrollment. The processor claims these.
 step_tasks = Table(
     "step_tasks",

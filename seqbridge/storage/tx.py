@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Connection
 
@@ -20,14 +21,58 @@ if TYPE_CHECKING:
     from seqbridge.storage.subscriptions import SubscriptionStore
 
 
+#: A callback batched by the transaction: called once with every item registered with it.
+Batched = Callable[..., None]
+
+
 class Tx:
-    """One open transaction. Each store is the only place its tables are read or written."""
+    """One open transaction. Each store is the only place its tables are read or written.
+
+    Work can be attached to the transaction's end, as with Django's ``transaction.on_commit``:
+    :meth:`before_commit` callbacks run inside the transaction just before it commits (the audit
+    log writes its events there), :meth:`on_commit` callbacks after it has committed (wake-ups,
+    which must never announce a change that could still roll back). Both are batched: each
+    callback is called once, with every item registered with it, in registration order. Both are
+    savepoint-aware: what a rolled-back nested block registered is dropped with it.
+    """
 
     def __init__(self, conn: Connection, db: Database) -> None:
         self.conn = conn
         self.db = db
-        #: Audit events recorded in this transaction, written just before it commits.
-        self.pending_audit: list[tuple] = []
+        self._before: list[tuple[Batched, Any]] = []
+        self._after: list[tuple[Batched, Any]] = []
+
+    def before_commit(self, callback: Callable[[Tx, list[Any]], None], item: Any) -> None:
+        """Call ``callback(tx, items)`` inside this transaction just before it commits."""
+        self._before.append((callback, item))
+
+    def on_commit(self, callback: Callable[[list[Any]], None], item: Any = None) -> None:
+        """Call ``callback(items)`` once this transaction has committed (never if it rolls back).
+
+        An exception from it is the caller's to handle: the data is committed whatever happens.
+        """
+        self._after.append((callback, item))
+
+    def mark(self) -> tuple[int, int]:
+        """Where the registered callbacks stand now (taken when a SAVEPOINT opens)."""
+        return len(self._before), len(self._after)
+
+    def rollback_to(self, mark: tuple[int, int]) -> None:
+        """Drop what was registered after ``mark`` (its SAVEPOINT rolled back)."""
+        del self._before[mark[0] :]
+        del self._after[mark[1] :]
+
+    def run_before_commit(self) -> None:
+        """Run the :meth:`before_commit` callbacks; ones they register run too, in the same pass."""
+        while self._before:
+            pending, self._before = self._before, []
+            for callback, items in _batches(pending):
+                callback(self, items)
+
+    def run_on_commit(self) -> None:
+        pending, self._after = self._after, []
+        for callback, items in _batches(pending):
+            callback(items)
 
     @cached_property
     def orgs(self) -> OrgStore:
@@ -94,3 +139,11 @@ class Tx:
         from seqbridge.storage.subscriptions import SubscriptionStore
 
         return SubscriptionStore(self.conn)
+
+
+def _batches(registered: list[tuple[Batched, Any]]) -> list[tuple[Batched, list[Any]]]:
+    """Each callback once, in the order first registered, with its items in order."""
+    grouped: dict[Batched, list[Any]] = {}
+    for callback, item in registered:
+        grouped.setdefault(callback, []).append(item)
+    return list(grouped.items())

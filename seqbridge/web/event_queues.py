@@ -13,7 +13,7 @@ from flask import Blueprint
 
 from seqbridge.errors import BadRequest
 from seqbridge.services.common import decode_cursor, encode_cursor, format_time
-from seqbridge.services.enrollment import ContactRef, check_filters
+from seqbridge.services.enrollment import ContactRef
 from seqbridge.services.sequences import SequenceKind
 from seqbridge.web.definitions import add_definition_routes
 from seqbridge.web.envelope import body, caller, ok, query, time_param
@@ -173,19 +173,28 @@ def bulk_enroll(queue_id: str):
                                         max_contacts=MAX_TARGETS, **options)  # fmt: skip
         has_more, next_cursor = False, None
     else:
-        check_filters(given.get("contact_filter"), given.get("customer_filter"))
         result = enrollment.enroll_matching(
-            caller(), KIND, queue_id, contact_filter=given.get("contact_filter"),
-            customer_filter=given.get("customer_filter"), cursor=given.get("cursor"), limit=MAX_TARGETS, **options,
-        )  # fmt: skip
+            caller(),
+            KIND,
+            queue_id,
+            contact_filter=given.get("contact_filter"),
+            customer_filter=given.get("customer_filter"),
+            cursor=given.get("cursor"),
+            resume=True,
+            limit=MAX_TARGETS,
+            **options,
+        )
         has_more, next_cursor = result.has_more, result.next_cursor
-    return ok({
+    answer = {
         "enrolled": result.enrolled,
         "skipped": result.skipped,
         "has_more": has_more,
         "next_cursor": next_cursor,
         "results": [_result_item(r) for r in result.results],
-    })  # fmt: skip
+    }
+    if modes != ["contact_ids"]:
+        answer["already_enrolled"] = result.already_enrolled
+    return ok(answer)
 
 
 def _result_item(item: dict[str, Any]) -> dict[str, Any]:
