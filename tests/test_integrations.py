@@ -1,8 +1,9 @@
 """The Zapier app and the n8n package, built and tested with their own tooling against a real
 Seqbridge (``seqbridge serve``, on SQLite and on PostgreSQL) on loopback.
 
-Node.js 22 and the npm packages come from the npm registry through ``integrations/with-node``,
-cached in ``~/.cache/seqbridge`` (``SEQBRIDGE_CACHE``) so later runs reuse them. The n8n
+Node.js 22 and the npm packages come from the npm registry through ``integrations/with-node``
+and ``integrations/install-deps``, cached in ``~/.cache/seqbridge`` (``SEQBRIDGE_CACHE``): a
+later run, a fresh clone's included, links the installed trees and downloads nothing. The n8n
 end-to-end test (it installs n8n itself, ~1.7 GB) runs in ``scripts/test-n8n``, not here.
 """
 
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 INTEGRATIONS = ROOT / "integrations"
 WITH_NODE = str(INTEGRATIONS / "with-node")
 ORG = "seqbridge-integrations"
+_installed: set[Path] = set()
 
 
 def _free_port() -> int:
@@ -37,10 +39,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _tool(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 900):
+def _tool(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 900, tool: str = WITH_NODE
+):
     """Run an npm-side command with the pinned Node; fail with its output."""
     done = subprocess.run(
-        [WITH_NODE, *args],
+        [tool, *args],
         cwd=cwd,
         env=env or os.environ.copy(),
         capture_output=True,
@@ -52,14 +56,11 @@ def _tool(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout
 
 
 def _npm_ci(package: Path) -> None:
-    """``npm ci`` unless node_modules already matches the lockfile (npm keeps a copy of it there)."""
-    installed = package / "node_modules" / ".package-lock.json"
-    lock = json.loads((package / "package-lock.json").read_text())
-    if installed.exists() and json.loads(installed.read_text()).get("packages", {}).keys() == {
-        k for k in lock["packages"] if k
-    }:
-        return
-    _tool(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], package)
+    """The package's node_modules, as its lockfile says: linked from the cached tree
+    ``integrations/install-deps`` made (``npm ci`` only for a lockfile no run installed yet)."""
+    if package not in _installed:
+        _tool([str(package)], INTEGRATIONS, timeout=1800, tool=str(INTEGRATIONS / "install-deps"))
+        _installed.add(package)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -107,6 +108,7 @@ def seqbridge(request, tmp_path_factory) -> Iterator[dict[str, str]]:
         check=True,
         timeout=120,
     ).stdout.splitlines()[-1]
+    log = directory / "serve.log"
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -123,8 +125,8 @@ def seqbridge(request, tmp_path_factory) -> Iterator[dict[str, str]]:
         env=env,
         cwd=directory,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        # A file, not a pipe nobody reads: a full pipe would block the server's logging.
+        stderr=log.open("w"),
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -135,9 +137,11 @@ def seqbridge(request, tmp_path_factory) -> Iterator[dict[str, str]]:
                     break
             except requests.RequestException:
                 pass  # not listening yet, or too busy starting to answer
-            assert time.monotonic() < deadline and proc.poll() is None, "seqbridge serve did not start"
+            assert time.monotonic() < deadline and proc.poll() is None, (
+                f"seqbridge serve did not start:\n{log.read_text()[-4000:]}"
+            )
             time.sleep(0.2)
-        yield {"SEQBRIDGE_URL": base, "SEQBRIDGE_API_KEY": key}
+        yield {"SEQBRIDGE_URL": base, "SEQBRIDGE_API_KEY": key, "SEQBRIDGE_SERVE_LOG": str(log)}
     finally:
         proc.terminate()
         try:
@@ -147,20 +151,20 @@ def seqbridge(request, tmp_path_factory) -> Iterator[dict[str, str]]:
         databases.close()
 
 
-def _jest_results(output: str) -> dict:
-    start = output.index("{")
-    return json.loads(output[start:])
-
-
 def test_zapier_app_passes_its_jest_suite_against_seqbridge(seqbridge, tmp_path):
     package = INTEGRATIONS / "zapier"
     _npm_ci(package)
     report = tmp_path / "jest.json"
-    _tool(
-        ["npx", "jest", "--runInBand", "--json", f"--outputFile={report}"],
-        package,
-        {**os.environ, **seqbridge},
+    done = subprocess.run(
+        [WITH_NODE, "npx", "jest", "--runInBand", "--json", f"--outputFile={report}"],
+        cwd=package,
+        env={**os.environ, **seqbridge},
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
+    serve_log = Path(seqbridge["SEQBRIDGE_SERVE_LOG"]).read_text()[-4000:]
+    assert done.returncode == 0 and report.exists(), f"{done.stderr[-8000:]}\nseqbridge serve:\n{serve_log}"
     results = json.loads(report.read_text())
     names = {t["title"] for suite in results["testResults"] for t in suite["assertionResults"]}
     assert results["numFailedTests"] == 0 and results["numPassedTests"] >= 20, results["numTotalTests"]
