@@ -118,3 +118,29 @@ def test_every_rest_hook_event_has_a_trigger():
     for event in events:
         assert f"event: '{event}'" in zapier, f"no Zapier trigger for {event}"
         assert f"value: '{event}'" in n8n, f"the n8n trigger offers no {event}"
+
+
+#: A module a source file loads: require('x') or import ... from 'x'.
+IMPORT = re.compile(r"""(?:require\(\s*|\bfrom\s+)['"]([^'"./][^'"]*)['"]""")
+NODE_BUILTINS = {"crypto", "node:crypto", "http", "node:http", "url", "node:url"}
+
+
+def _imports(integration: str) -> set[str]:
+    names = set()
+    for source in SOURCES[integration]:
+        for name in IMPORT.findall(source.read_text()):
+            names.add(name if name.startswith("@") else name.split("/")[0])
+    return names - NODE_BUILTINS
+
+
+def test_the_published_packages_load_only_what_they_ship_with():
+    """`zapier push` uploads the app with its `dependencies` only, and n8n loads a community node
+    with nothing but n8n-workflow beside it: a module the code loads from devDependencies would
+    be missing once installed."""
+    zapier = json.loads((ROOT / "integrations" / "zapier" / "package.json").read_text())
+    assert _imports("zapier") <= set(zapier["dependencies"]), (
+        f"the Zapier app loads {sorted(_imports('zapier') - set(zapier['dependencies']))}, not in dependencies"
+    )
+    n8n = json.loads((ROOT / "integrations" / "n8n" / "package.json").read_text())
+    assert _imports("n8n") <= set(n8n["peerDependencies"]), _imports("n8n")
+    assert not n8n.get("dependencies"), "community nodes ship without runtime dependencies"
