@@ -16,24 +16,27 @@ const webhookHeaders = (raw) => {
 
 /**
  * Throws when the notification in `bundle.rawRequest` is not signed with the subscription's
- * secret (or is older than five minutes). Without a stored secret (a subscription made before
- * Seqbridge answered one) or without the raw body, there is nothing to check against.
+ * secret, or its webhook-timestamp is more than five minutes from now (the library compares
+ * signatures in constant time). Fails closed: with no secret stored for the subscription or no
+ * raw body to check, nothing runs either.
  */
 const verifyNotification = (z, bundle) => {
+  const refuse = (why) => {
+    throw new z.errors.Error(`Refused a notification that is not signed by Seqbridge: ${why}`, 'invalid_signature', 401);
+  };
   const secret = bundle.subscribeData && bundle.subscribeData.secret;
   const raw = bundle.rawRequest;
   const body = raw && (typeof raw.content === 'string' ? raw.content : typeof raw.body === 'string' ? raw.body : null);
-  if (!secret || body === null) {
-    return;
+  if (!secret) {
+    refuse('this Zap holds no subscription secret. Turn the Zap off and on again to subscribe anew.');
+  }
+  if (body === null) {
+    refuse('the request has no body to check.');
   }
   try {
     new Webhook(secret).verify(body, webhookHeaders(raw.headers));
   } catch (error) {
-    throw new z.errors.Error(
-      `Refused a notification that is not signed by Seqbridge: ${error.message}`,
-      'invalid_signature',
-      401,
-    );
+    refuse(error.message);
   }
 };
 
