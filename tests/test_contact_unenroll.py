@@ -105,3 +105,23 @@ def test_unenroll_defaults_to_manual_and_refuses_bad_input(api, other_api, make_
 
     done = api.post(url, json={}).json["data"]
     assert [(e["status"], e["exit_reason"]) for e in done["enrollments"]] == [("exited", "manual")]
+
+
+def test_already_enrolled_names_the_live_enrollment(api):
+    """A retried enroll (Zapier replays a step, n8n retries on fail) can answer the enrollment
+    the first attempt made: the 409 names it."""
+    welcome = active_sequence(api)
+    ada = contact(api, email="ada@example.com")
+    url = f"/api/v1/sequences/{welcome['id']}/enroll"
+    first = api.post(url, json={"contact_id": ada["id"]})
+    assert first.status_code == 201
+    again = api.post(url, json={"email": "ADA@example.com"})
+    assert again.status_code == 409
+    assert again.json["error"]["code"] == "already_enrolled"
+    assert again.json["error"]["details"] == {
+        "contact_id": ada["id"],
+        "enrollment_id": first.json["data"]["id"],
+    }
+    # Once it has ended, enrolling again is a new enrollment, not a conflict.
+    api.post(f"/api/v1/contacts/{ada['id']}/unenroll", json={})
+    assert api.post(url, json={"contact_id": ada["id"]}).status_code == 201

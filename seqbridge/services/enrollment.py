@@ -264,8 +264,9 @@ class EnrollmentService:
                 contact = self._resolve(tx, caller, ref)
                 reason = ineligibility(contact)
                 if reason is None:
-                    if tx.enrollments.find_live_enrollment(sequence_id, contact["id"]) is not None:
-                        raise _already_enrolled(contact["id"])
+                    live = tx.enrollments.find_live_enrollment(sequence_id, contact["id"])
+                    if live is not None:
+                        raise _already_enrolled(contact["id"], live["id"])
                     return self.enroll_in_tx(tx, caller, sequence, contact, source, data, now, anchor=anchor)
         except IntegrityError as error:
             # Lost a race with a concurrent enrollment of the same contact (unique live index).
@@ -784,11 +785,13 @@ def _mirror_first(enrollment: dict[str, Any], tasks: list[dict[str, Any]]) -> No
         enrollment["next_send_at"] = first["scheduled_for"]
 
 
-def _already_enrolled(contact_id: str | None) -> Conflict:
+def _already_enrolled(contact_id: str | None, enrollment_id: str | None = None) -> Conflict:
+    # The live enrollment's id lets a retried enroll (Zapier, n8n) answer it instead of failing.
+    details = {"contact_id": contact_id, "enrollment_id": enrollment_id} if contact_id else {}
     return Conflict(
         "The contact is already enrolled in this sequence.",
         code="already_enrolled",
-        details={"contact_id": contact_id} if contact_id else {},
+        details={k: v for k, v in details.items() if v},
     )
 
 

@@ -3,7 +3,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 
-const { buildRequest, compact, list, jsonObject } = require('../dist/nodes/Seqbridge/requests');
+const { buildRequest, compact, list, jsonObject, liveEnrollmentRequest } = require('../dist/nodes/Seqbridge/requests');
 const { Seqbridge } = require('../dist/nodes/Seqbridge/Seqbridge.node');
 
 test('contacts: create drops blank fields, splits tags and parses attributes', () => {
@@ -39,6 +39,7 @@ test('enrollments: enroll by email or id, with source and data', () => {
 		method: 'POST',
 		path: '/api/v1/sequences/s1/enroll',
 		body: { email: 'ada@example.com', enrollment_source: 'n8n' },
+		liveEnrollmentOnConflict: true,
 	});
 	const byId = buildRequest('enrollment', 'enroll', {
 		sequenceId: 's1',
@@ -47,6 +48,10 @@ test('enrollments: enroll by email or id, with source and data', () => {
 		options: { enrollmentSource: 'crm', enrollmentData: '{"campaign":"spring"}' },
 	});
 	assert.deepEqual(byId.body, { contact_id: 'c1', enrollment_source: 'crm', enrollment_data: { campaign: 'spring' } });
+	// Already enrolled: answer the live enrollment (the default), or fail when asked to.
+	const strict = buildRequest('enrollment', 'enroll', { sequenceId: 's1', identifyBy: 'contactId', contactId: 'c1', options: { ifEnrolled: 'error' } });
+	assert.equal(strict.liveEnrollmentOnConflict, false);
+	assert.deepEqual(liveEnrollmentRequest('s 1', 'e1'), { method: 'GET', path: '/api/v1/sequences/s%201/enrollments/e1' });
 	assert.throws(() => buildRequest('enrollment', 'enroll', { sequenceId: 's1', identifyBy: 'email', email: '' }), /contact to enroll/);
 	assert.throws(
 		() => buildRequest('enrollment', 'enroll', { sequenceId: 's1', identifyBy: 'contactId', contactId: 'c', options: { enrollmentData: '[1]' } }),

@@ -18,8 +18,20 @@ const perform = async (z, bundle) => {
   if (data && typeof data === 'object' && Object.keys(data).length) {
     body.enrollment_data = data;
   }
-  const answer = await call(z, bundle, 'POST', `/api/v1/sequences/${encodeURIComponent(sequenceId)}/enroll`, { body });
-  return answer.data;
+  const sequence = encodeURIComponent(sequenceId);
+  const answer = await call(z, bundle, 'POST', `/api/v1/sequences/${sequence}/enroll`, { body, allow: [409] });
+  if (answer.status !== 409) {
+    return { ...answer.body.data, already_enrolled: false };
+  }
+  // Already enrolled: a replayed Zap step (or a contact that is simply in the sequence) gets the
+  // live enrollment back, unless the Zap asked to stop. Seqbridge names it in the 409.
+  const error = answer.body.error || {};
+  const liveId = error.details && error.details.enrollment_id;
+  if (error.code !== 'already_enrolled' || !liveId || bundle.inputData.if_enrolled === 'error') {
+    throw new z.errors.Error(error.message || 'Seqbridge answered HTTP 409.', error.code || 'http_409', 409);
+  }
+  const live = await call(z, bundle, 'GET', `/api/v1/sequences/${sequence}/enrollments/${encodeURIComponent(liveId)}`);
+  return { ...live.data, already_enrolled: true };
 };
 
 module.exports = {
@@ -36,9 +48,18 @@ module.exports = {
       { key: 'contact_id', label: 'Contact ID', type: 'string', helpText: 'Seqbridge contact ID; wins over the email when both are given.' },
       { key: 'enrollment_source', label: 'Source', type: 'string', default: 'zapier', helpText: 'Recorded on the enrollment.' },
       { key: 'enrollment_data', label: 'Enrollment Data', dict: true, helpText: 'Free-form data kept on the enrollment, e.g. `campaign` → `spring`.' },
+      {
+        key: 'if_enrolled',
+        label: 'If Already Enrolled',
+        required: false,
+        choices: { return: 'Return the current enrollment', error: 'Stop with an error' },
+        default: 'return',
+        helpText:
+          'When the contact is already active or paused in this sequence. "Return the current enrollment" also makes a replayed step safe: it never enrolls twice.',
+      },
     ],
     perform,
-    sample: ENROLLMENT_SAMPLE,
-    outputFields: ENROLLMENT_OUTPUTS,
+    sample: { ...ENROLLMENT_SAMPLE, already_enrolled: false },
+    outputFields: [...ENROLLMENT_OUTPUTS, { key: 'already_enrolled', label: 'Was Already Enrolled', type: 'boolean' }],
   },
 };

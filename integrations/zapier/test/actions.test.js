@@ -50,8 +50,13 @@ describe('actions', () => {
     const listed = (await ctx.api.get(`/api/v1/sequences/${sequence.id}/enrollments?status=active`)).data;
     expect(listed.map((e) => e.contact_id).sort()).toEqual([ada.id, bob.id].sort());
 
-    const again = await run('creates', 'enrollment', { sequence_id: sequence.id, contact_id: bob.id }).catch((e) => e);
-    expect(parse(again)).toMatchObject({ code: 'already_enrolled', status: 409 });
+    // A replayed step answers the live enrollment (no second one), unless the Zap asks to stop.
+    const again = await run('creates', 'enrollment', { sequence_id: sequence.id, email: bob.email });
+    expect(again).toMatchObject({ id: byId.id, contact_id: bob.id, status: 'active', already_enrolled: true });
+    expect(byId.already_enrolled).toBe(false);
+    expect((await ctx.api.get(`/api/v1/sequences/${sequence.id}/enrollments`)).meta.total).toBe(2);
+    const strict = await run('creates', 'enrollment', { sequence_id: sequence.id, contact_id: bob.id, if_enrolled: 'error' }).catch((e) => e);
+    expect(parse(strict)).toMatchObject({ code: 'already_enrolled', status: 409 });
     const draft = (await ctx.api.post('/api/v1/sequences', { name: `Draft ${unique()}` })).data;
     const notActive = await run('creates', 'enrollment', { sequence_id: draft.id, contact_id: bob.id }).catch((e) => e);
     expect(parse(notActive)).toMatchObject({ code: 'sequence_not_active', status: 422 });

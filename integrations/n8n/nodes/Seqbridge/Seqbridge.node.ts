@@ -11,10 +11,10 @@ import { contactFieldsDescription, contactOperations } from './descriptions/Cont
 import { enrollmentFieldsDescription, enrollmentOperations } from './descriptions/EnrollmentDescription';
 import { eventQueueFieldsDescription, eventQueueOperations } from './descriptions/EventQueueDescription';
 import { sequenceFieldsDescription, sequenceOperations } from './descriptions/SequenceDescription';
-import { seqbridgeApiRequest, seqbridgeApiRequestAllItems } from './GenericFunctions';
+import { apiError, seqbridgeApiRequest, seqbridgeApiRequestAllItems } from './GenericFunctions';
 import { getEventQueues, getSequences } from './loadOptions';
-import type { Params } from './requests';
-import { buildRequest } from './requests';
+import type { Params, SeqbridgeRequest } from './requests';
+import { buildRequest, liveEnrollmentRequest } from './requests';
 
 export class Seqbridge implements INodeType {
 	description: INodeTypeDescription = {
@@ -94,6 +94,8 @@ export class Seqbridge implements INodeType {
 				let results: IDataObject[];
 				if (call.paginate) {
 					results = await seqbridgeApiRequestAllItems.call(this, call, params.returnAll === true);
+				} else if (call.liveEnrollmentOnConflict) {
+					results = [await enrollOrAnswerLive.call(this, call, params.sequenceId)];
 				} else {
 					const { statusCode, body } = await seqbridgeApiRequest.call(this, call);
 					results = statusCode === 204 ? [{ deleted: true }] : [body.data as IDataObject];
@@ -113,4 +115,23 @@ export class Seqbridge implements INodeType {
 		}
 		return [returnData];
 	}
+}
+
+/**
+ * Enroll; when the contact is already live in the sequence (409 `already_enrolled`, which names
+ * the enrollment), answer that enrollment instead, so a retried or repeated execution never fails
+ * or enrolls twice. `already_enrolled` says which happened.
+ */
+async function enrollOrAnswerLive(
+	this: IExecuteFunctions,
+	call: SeqbridgeRequest,
+	sequenceId: unknown,
+): Promise<IDataObject> {
+	const answer = await seqbridgeApiRequest.call(this, call, [409]);
+	if (answer.statusCode !== 409) return { ...(answer.body.data as IDataObject), already_enrolled: false };
+	const error = (answer.body.error ?? {}) as IDataObject;
+	const liveId = (error.details as IDataObject | undefined)?.enrollment_id;
+	if (error.code !== 'already_enrolled' || !liveId) throw apiError(this, call, answer);
+	const live = await seqbridgeApiRequest.call(this, liveEnrollmentRequest(sequenceId, liveId));
+	return { ...(live.body.data as IDataObject), already_enrolled: true };
 }

@@ -13,6 +13,8 @@ export interface SeqbridgeRequest {
 	body?: IDataObject;
 	/** How a list pages: by `offset` (meta.next_offset) or by `cursor` (meta.next_cursor). */
 	paginate?: 'offset' | 'cursor';
+	/** An enroll that answers the live enrollment when Seqbridge says `already_enrolled` (409). */
+	liveEnrollmentOnConflict?: boolean;
 }
 
 export type Params = Record<string, unknown>;
@@ -128,7 +130,10 @@ export function buildRequest(resource: string, operation: string, p: Params): Se
 			body.enrollment_source = String(options.enrollmentSource || 'n8n');
 			const data = jsonObject(options.enrollmentData, 'Enrollment Data');
 			if (data) body.enrollment_data = data;
-			return request('POST', `/api/v1/sequences/${id(p.sequenceId, 'Sequence')}/enroll`, { body });
+			return request('POST', `/api/v1/sequences/${id(p.sequenceId, 'Sequence')}/enroll`, {
+				body,
+				liveEnrollmentOnConflict: options.ifEnrolled !== 'error',
+			});
 		}
 		case 'enrollment:bulkEnroll': {
 			const body = compact({ customer_ids: list(p.contactIds), emails: list(p.emails) } as IDataObject);
@@ -190,6 +195,10 @@ export function buildRequest(resource: string, operation: string, p: Params): Se
 }
 
 // REST hooks, for the trigger -------------------------------------------------------------
+
+/** The live enrollment a 409 `already_enrolled` named (`details.enrollment_id`). */
+export const liveEnrollmentRequest = (sequenceId: unknown, enrollmentId: unknown): SeqbridgeRequest =>
+	request('GET', `/api/v1/sequences/${id(sequenceId, 'Sequence')}/enrollments/${id(enrollmentId, 'Enrollment ID')}`);
 
 export const subscribeRequest = (targetUrl: string, event: string): SeqbridgeRequest =>
 	request('POST', '/api/v1/hooks/subscriptions', { body: { target_url: targetUrl, event } });

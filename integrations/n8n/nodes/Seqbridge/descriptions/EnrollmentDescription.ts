@@ -62,6 +62,21 @@ export const enrollmentFieldsDescription: INodeProperties[] = [
 				default: '{}',
 				description: 'Free-form data kept on the enrollment',
 			},
+			{
+				displayName: 'If Already Enrolled',
+				name: 'ifEnrolled',
+				type: 'options',
+				options: [
+					{
+						name: 'Return the Current Enrollment',
+						value: 'return',
+						description: 'A repeated or retried execution never enrolls twice',
+					},
+					{ name: 'Error', value: 'error' },
+				],
+				default: 'return',
+				description: 'What to do when the contact is already active or paused in this sequence',
+			},
 			{ displayName: 'Source', name: 'enrollmentSource', type: 'string', default: 'n8n', description: 'Recorded on the enrollment' },
 		],
 	},
