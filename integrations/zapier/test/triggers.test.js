@@ -44,6 +44,11 @@ describe('REST hook triggers', () => {
     // A forged or altered notification never starts the Zap.
     const forged = { ...bundle, rawRequest: { ...bundle.rawRequest, content: request.body.replace('"data"', '"data" ') } };
     await expect(appTester(trigger.operation.perform, forged)).rejects.toThrow(/not signed by Seqbridge/);
+    // Nothing to check against is a refusal too, never a pass.
+    const secretless = { ...bundle, subscribeData: { ...subscription, secret: undefined } };
+    await expect(appTester(trigger.operation.perform, secretless)).rejects.toThrow(/holds no subscription secret/);
+    const bodiless = { ...bundle, rawRequest: { headers: bundle.rawRequest.headers } };
+    await expect(appTester(trigger.operation.perform, bodiless)).rejects.toThrow(/no body to check/);
 
     const samples = await appTester(trigger.operation.performList, { authData: ctx.authData, inputData });
     const unsubscribed = await appTester(trigger.operation.performUnsubscribe, { authData: ctx.authData, subscribeData: subscription });
