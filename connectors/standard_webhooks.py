@@ -1,6 +1,10 @@
 """Standard Webhooks (Svix and many senders): verified with the ``standardwebhooks`` package,
 which checks every signature in the header, in constant time, within a 5-minute tolerance.
-Secret rotation: configure ``secrets`` (several) and any of them may have signed."""
+Secret rotation: configure ``secrets`` (several) and any of them may have signed.
+
+Svix sends ``svix-id``, ``svix-timestamp`` and ``svix-signature`` by default (the ``webhook-``
+names are its white-label option); both spellings are read, and where a request carries both, the
+``svix-`` ones win, as in Svix's own library."""
 
 from __future__ import annotations
 
@@ -26,6 +30,17 @@ _REASONS = (
 )
 
 
+_HEADERS = ("id", "timestamp", "signature")
+
+
+def signed_headers(request: InboundRequest) -> dict[str, str]:
+    """``webhook-id``, ``-timestamp`` and ``-signature``, from the ``svix-`` or ``webhook-`` names."""
+    return {
+        f"webhook-{name}": request.headers.get(f"svix-{name}") or request.headers.get(f"webhook-{name}", "")
+        for name in _HEADERS
+    }
+
+
 class StandardWebhooks:
     name = "standard_webhooks"
     #: The body types this sender posts; anything else is answered 415.
@@ -38,12 +53,12 @@ class StandardWebhooks:
         self.verifiers = [Webhook(str(s)) for s in secrets]
 
     def verify(self, request: InboundRequest, now: datetime) -> None:
-        headers = {
-            k: request.headers.get(k, "") for k in ("webhook-id", "webhook-timestamp", "webhook-signature")
-        }
+        headers = signed_headers(request)
         if not all(headers.values()):
             raise VerificationError(
-                "missing_signature", "webhook-id, webhook-timestamp and webhook-signature are required"
+                "missing_signature",
+                "webhook-id, webhook-timestamp and webhook-signature (or svix-id, svix-timestamp and "
+                "svix-signature) are required",
             )
         try:
             request.body.decode("utf-8")  # the library decodes it, and raises on anything else
@@ -65,5 +80,6 @@ class StandardWebhooks:
     def parse(self, request: InboundRequest) -> list[InboundEvent]:
         body = parse_json_body(request)
         kind = body.get("type") if isinstance(body, dict) else None
-        return [InboundEvent(dedupe_key=request.headers["webhook-id"], kind=str(kind or "event"),
-                             data={"payload": body, "webhook_id": request.headers["webhook-id"]})]  # fmt: skip
+        msg_id = signed_headers(request)["webhook-id"]
+        data = {"payload": body, "webhook_id": msg_id}
+        return [InboundEvent(dedupe_key=msg_id, kind=str(kind or "event"), data=data)]

@@ -44,6 +44,10 @@ SUBJECT_ACTIONS: dict[str, tuple[str, ...]] = {
     "hook_subscription": ("created", "deleted", "disabled"),
     # Old deliveries, keys and outbox rows deleted by `seqbridge deliveries prune` (one per organization).
     "retention": ("pruned",),
+    # A console sign-in with an API key (created) and its end (ended: signed out).
+    "console_session": ("created", "ended"),
+    # Replay by filter: created and cancelled by a key; finished by the worker that ran it.
+    "replay_job": ("created", "cancelled", "finished"),
 }
 SOURCES = ("api", "cli", "hook", "worker")
 
@@ -213,33 +217,36 @@ class ChainProblem:
         return f"organization {self.org_id}: {where}: {self.problem}"
 
 
-def verify_chain(db: Database) -> tuple[int, list[ChainProblem]]:
-    """Walk every organization's chain; return (events checked, first problem per organization)."""
+def verify_chain(db: Database, org_id: str | None = None) -> tuple[int, list[ChainProblem]]:
+    """Walk every organization's chain (or only ``org_id``'s); return (events checked, first
+    problem per organization)."""
     checked = 0
     problems: list[ChainProblem] = []
     with db.transaction(write=False) as tx:
         for head in tx.audit.chain_heads():
-            org_id = head["org_id"]
-            prev_hash, last_id, problem = "", 0, None
-            for event in tx.audit.iter_chain(org_id):
-                checked += 1
-                if event["prev_hash"] != prev_hash:
-                    problem = ChainProblem(
-                        org_id,
-                        event["id"],
-                        "previous-hash link broken: an earlier event was deleted or edited",
-                    )
-                    break
-                if event_hash(event) != event["hash"]:
-                    problem = ChainProblem(
-                        org_id, event["id"], "contents do not match the stored hash: edited"
-                    )
-                    break
-                prev_hash, last_id = event["hash"], event["id"]
-            if problem is None and (head["last_hash"] != prev_hash or head["last_event_id"] != last_id):
-                problem = ChainProblem(
-                    org_id, head["last_event_id"], "the newest events are missing: the chain was truncated"
-                )
+            if org_id is not None and head["org_id"] != org_id:
+                continue
+            count, problem = _verify_one(tx, head)
+            checked += count
             if problem:
                 problems.append(problem)
     return checked, problems
+
+
+def _verify_one(tx: Tx, head: dict[str, Any]) -> tuple[int, ChainProblem | None]:
+    org_id = head["org_id"]
+    checked, prev_hash, last_id = 0, "", 0
+    for event in tx.audit.iter_chain(org_id):
+        checked += 1
+        if event["prev_hash"] != prev_hash:
+            return checked, ChainProblem(
+                org_id, event["id"], "previous-hash link broken: an earlier event was deleted or edited"
+            )
+        if event_hash(event) != event["hash"]:
+            return checked, ChainProblem(org_id, event["id"], "contents do not match the stored hash: edited")
+        prev_hash, last_id = event["hash"], event["id"]
+    if head["last_hash"] != prev_hash or head["last_event_id"] != last_id:
+        return checked, ChainProblem(
+            org_id, head["last_event_id"], "the newest events are missing: the chain was truncated"
+        )
+    return checked, None

@@ -16,6 +16,7 @@ import click
 from seqbridge import __version__
 from seqbridge.clock import SystemClock
 from seqbridge.config import ConfigError, load_settings
+from seqbridge.envfile import EnvFileError, load_env_file
 from seqbridge.errors import SeqbridgeError
 from seqbridge.logs import configure_logging
 from seqbridge.services import Services
@@ -48,11 +49,21 @@ def _services(*, ensure_schema: bool = True) -> Services:
     metavar="URL",
     help="Overrides SEQBRIDGE_DATABASE_URL (sqlite:///path or postgresql://...).",
 )
-def main(database_url: str | None) -> None:
+@click.option(
+    "--env-file",
+    metavar="PATH",
+    help="Read KEY=VALUE lines from this file (default: SEQBRIDGE_ENV_FILE, else var/hooks.env if it "
+    "exists); variables already in the environment win.",
+)
+def main(database_url: str | None, env_file: str | None) -> None:
     """Seqbridge: webhook bridge and sequence backend."""
     if database_url:
         # Children (gunicorn, the worker) inherit the environment.
         os.environ["SEQBRIDGE_DATABASE_URL"] = database_url
+    try:
+        load_env_file(env_file)  # before any setting is read; children inherit what it sets
+    except EnvFileError as error:
+        raise click.ClickException(str(error)) from None
 
 
 @main.command()
@@ -315,6 +326,7 @@ def worker() -> None:
     from seqbridge.worker.deliveries import DeliveryProcessor
     from seqbridge.worker.notifications import HookNotifier
     from seqbridge.worker.processor import StepProcessor
+    from seqbridge.worker.replay_jobs import ReplayJobRunner
 
     services = _services()
     runner = Worker(jobs=[], poll_interval=services.settings["PROCESSOR_POLL_SECONDS"], clock=services.clock)
@@ -325,6 +337,7 @@ def worker() -> None:
     # Webhook deliveries first: they are what a sender is waiting on (a STOP must land in a second).
     runner.jobs.extend([DeliveryProcessor(services, stopping=runner.stopping), processor,
                         HookNotifier(services, stopping=runner.stopping)])  # fmt: skip
+    runner.jobs.append(ReplayJobRunner(services))  # replay by filter (the console, POST /deliveries/replay)
     runner.on_reload.append(lambda: services.inbox.registry.reload())
     runner.install_signal_handlers()
     try:
@@ -423,3 +436,15 @@ def _supervise(web_cmd: list[str], worker_cmd: list[str] | None) -> int:
 
 if __name__ == "__main__":
     main()
+
+
+def _add_commands() -> None:
+    """The commands that live in seqbridge/commands/ (one module each)."""
+    from seqbridge.commands.db import db
+    from seqbridge.commands.demo import demo
+
+    main.add_command(db)
+    main.add_command(demo)
+
+
+_add_commands()

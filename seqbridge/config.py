@@ -62,6 +62,12 @@ DEFAULTS: dict[str, Any] = {
     "PUBLIC_BASE_URL": "",
     # Seconds between checks of the mappings directory for changes; 0 turns watching off.
     "MAPPINGS_WATCH_SECONDS": 2,
+    # The operator console: a session ends after this many minutes without a request, and
+    # after this many hours in any case (sign in again).
+    "CONSOLE_IDLE_MINUTES": 30,
+    "CONSOLE_SESSION_HOURS": 12,
+    # Replay by filter: deliveries replayed per batch (one transaction each) of a replay job.
+    "REPLAY_JOB_BATCH": 50,
     # Connection pool for PostgreSQL.
     "DB_POOL_SIZE": 5,
     "DB_MAX_OVERFLOW": 15,
@@ -72,6 +78,7 @@ _INT_SETTINGS = {
     "WEBHOOK_TIMEOUT_SECONDS", "PROCESSOR_BATCH", "PROCESSOR_LEASE_SECONDS", "PROCESSOR_MAX_ATTEMPTS",
     "RETRY_BASE_SECONDS", "RETRY_MAX_SECONDS", "DELIVERY_MAX_ATTEMPTS", "DELIVERY_RETRY_BASE_SECONDS",
     "DELIVERY_RETRY_MAX_SECONDS", "HOOK_DISABLE_AFTER_SECONDS", "SQLITE_CACHE_MB",
+    "CONSOLE_IDLE_MINUTES", "CONSOLE_SESSION_HOURS", "REPLAY_JOB_BATCH",
 }  # fmt: skip
 _FLOAT_SETTINGS = {"PROCESSOR_POLL_SECONDS", "MAPPINGS_WATCH_SECONDS"}
 _BOOL_SETTINGS = {"ALLOW_PRIVATE_TARGETS"}
@@ -123,6 +130,9 @@ def load_settings(
         raise ConfigError(f"SEQBRIDGE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
     if not 1 <= settings["SQLITE_CACHE_MB"] <= 4096:
         raise ConfigError("SEQBRIDGE_SQLITE_CACHE_MB must be between 1 and 4096")
+    for name in ("CONSOLE_IDLE_MINUTES", "CONSOLE_SESSION_HOURS", "REPLAY_JOB_BATCH"):
+        if settings[name] < 1:
+            raise ConfigError(f"SEQBRIDGE_{name} must be at least 1")
     settings["SQLITE_SYNCHRONOUS"] = str(settings["SQLITE_SYNCHRONOUS"]).upper()
     if settings["SQLITE_SYNCHRONOUS"] not in ("FULL", "NORMAL", "EXTRA"):
         raise ConfigError("SEQBRIDGE_SQLITE_SYNCHRONOUS must be FULL, NORMAL or EXTRA")

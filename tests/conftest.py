@@ -23,6 +23,9 @@ from seqbridge.storage.db import Database
 from seqbridge.storage.migrate import upgrade
 from tests import pg_server
 
+# Commands the tests start read no developer's var/hooks.env (tests of the env file name theirs).
+os.environ["SEQBRIDGE_ENV_FILE"] = ""
+
 BACKENDS = [
     b.strip() for b in os.environ.get("SEQBRIDGE_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()
 ]
@@ -214,3 +217,12 @@ def api(client, make_key) -> Api:
 def other_api(client, make_key) -> Api:
     """An API client for a second organization, ``globex``, with every scope."""
     return Api(client, make_key("globex", ["*"]))
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the item (``item.rep_call``), so a fixture can tell whether its
+    test failed (the browser tests save a screenshot then)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)

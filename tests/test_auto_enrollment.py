@@ -49,6 +49,25 @@ def test_tags_enroll_into_matching_tag_added_sequences_when_supplied_or_added_la
     assert sources == {"auto:tag_added"}
 
 
+def test_a_tag_added_sequence_without_a_tag_enrolls_nobody_until_patch_gives_it_one(api):
+    created = api.post("/api/v1/sequences", json={"name": "Later", "trigger_type": "tag_added"})
+    assert created.status_code == 201, created.json
+    sequence = created.json["data"]
+    step = {"channel": "email", "subject": "Hi", "body": "Hi", "delay_days": 0}
+    assert api.post(f"/api/v1/sequences/{sequence['id']}/steps", json=step).status_code == 201
+    assert api.patch(f"/api/v1/sequences/{sequence['id']}", json={"status": "active"}).status_code == 200
+    early = contact(api, tags=["vip"])
+    api.post(f"/api/v1/contacts/{early['id']}/tags", json={"tags": ["anything"]})
+    assert _enrolled(api, sequence) == []  # no tag: nothing automatically
+    manual = contact(api)
+    enrolled = api.post(f"/api/v1/sequences/{sequence['id']}/enroll", json={"customer_id": manual["id"]})
+    assert enrolled.status_code == 201  # an explicit enroll works as for any active sequence
+    patched = api.patch(f"/api/v1/sequences/{sequence['id']}", json={"trigger_config": {"tag": "vip"}})
+    assert patched.status_code == 200 and patched.json["data"]["trigger_config"] == {"tag": "vip"}
+    tagged = contact(api, tags=["vip"])
+    assert _enrolled(api, sequence) == sorted([manual["id"], tagged["id"]])
+
+
 def test_ineligible_contacts_are_skipped_and_the_skip_is_audited(api):
     welcome = active_sequence(api, trigger_type="contact_created")
     vip = active_sequence(api, name="VIP", trigger_type="tag_added", trigger_config={"tag": "vip"})

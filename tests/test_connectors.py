@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlencode
 
 import pytest
 from standardwebhooks.webhooks import Webhook
+from svix.webhooks import Webhook as SvixWebhook
 from twilio.request_validator import RequestValidator
 
 from connectors import SOURCES
@@ -269,6 +270,32 @@ def test_standard_webhooks_stale_tamper_wrong_secret_missing():
     rejected(connector, request(tampered(body), standard_signed(body, "m1", now)), "signature_mismatch")
     rejected(connector, request(body, standard_signed(body, "m1", now, SECRET_B)), "signature_mismatch")
     rejected(connector, request(body, {"webhook-id": "m1"}), "missing_signature")
+
+
+def svix_signed(body: bytes, msg_id: str, at: datetime, secret: str = SECRET_A) -> dict[str, str]:
+    """What Svix sends by default: its own header names, signed by Svix's own library."""
+    signature = SvixWebhook(secret).sign(msg_id, at, body.decode())
+    return {"svix-id": msg_id, "svix-timestamp": str(int(at.timestamp())), "svix-signature": signature}
+
+
+def test_standard_webhooks_accepts_svix_headers_signed_by_the_svix_package():
+    connector = SOURCES["standard_webhooks"]({"secrets": [SECRET_B, SECRET_A]})
+    body = fixture("standard_webhooks_event.json")
+    now = datetime.now(UTC)
+    req = request(body, svix_signed(body, "msg_svix1", now))
+    connector.verify(req, now)
+    [event] = connector.parse(req)
+    assert event.dedupe_key == "msg_svix1" and event.data["webhook_id"] == "msg_svix1"
+    # Svix's library checks what it signs the same way: the connector agrees with it.
+    SvixWebhook(SECRET_A).verify(body, svix_signed(body, "msg_svix1", now))
+    rejected(connector, request(tampered(body), svix_signed(body, "m2", now)), "signature_mismatch")
+    stale = svix_signed(body, "m3", now - timedelta(minutes=6))
+    rejected(connector, request(body, stale), "timestamp_out_of_window")
+    rejected(connector, request(body, {"svix-id": "m4", "svix-timestamp": "1"}), "missing_signature")
+    # Both spellings at once, as Svix's library reads them: the svix- ones win.
+    mixed = {**standard_signed(body, "other", now, SECRET_B), **svix_signed(body, "msg_svix5", now)}
+    assert connector.parse(request(body, mixed))[0].dedupe_key == "msg_svix5"
+    connector.verify(request(body, mixed), now)
 
 
 # Shared-secret senders: Zapier, n8n, ActiveCampaign ------------------------------------------------

@@ -17,6 +17,7 @@ def _routes(app) -> set[tuple[str, str]]:
     return {
         (flask_rule_to_openapi(rule.rule), method)
         for rule in app.url_map.iter_rules()
+        if not rule.endpoint.startswith("console.")  # the console's pages are not API routes
         for method in rule.methods - IGNORED_METHODS
     }
 

@@ -54,6 +54,23 @@ def test_docs_page_uses_only_local_assets(client):
     assert missing.status_code == 404 and missing.json["error"]["code"] == "not_found"
 
 
+def test_try_it_out_calls_the_origin_the_docs_came_from(client, app):
+    # Swagger UI's "Try it out" sends requests to servers[0]: it must be where the reader is.
+    for base in ("http://127.0.0.1:9000", "https://bridge.example.net", "http://10.1.2.3:8123"):
+        served = yaml.safe_load(client.get("/openapi.yaml", base_url=base).data)
+        assert served["servers"][0]["url"] == base, served["servers"]
+    assert "localhost:8000" not in client.get("/openapi.yaml", base_url="http://example.org").text
+    # Behind a proxy, the configured public URL is the one readers reach.
+    app.config["PUBLIC_BASE_URL"] = "https://hooks.example.com/"
+    served = yaml.safe_load(client.get("/openapi.yaml", base_url="http://10.0.0.5:8000").data)
+    assert served["servers"][0]["url"] == "https://hooks.example.com"
+    # Everything else is the file as written.
+    written = yaml.safe_load((Path(__file__).parents[1] / "openapi.yaml").read_text())
+    assert {k: v for k, v in served.items() if k != "servers"} == {
+        k: v for k, v in written.items() if k != "servers"
+    }
+
+
 def test_the_mapping_schema_is_published_and_validates_the_shipped_examples(client):
     answer = client.get("/docs/mapping-schema.json")
     assert answer.status_code == 200 and answer.mimetype == "application/schema+json"

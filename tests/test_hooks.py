@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 import pytest
 from standardwebhooks.webhooks import Webhook
+from svix.webhooks import Webhook as SvixWebhook
 from twilio.request_validator import RequestValidator
 
 from seqbridge.worker.deliveries import DeliveryProcessor
@@ -570,6 +571,40 @@ def test_standard_webhooks_replay_outside_the_window_and_another_hooks_secret_ar
     audit = api.get("/api/v1/audit-events", query_string={"tag": "hook:delivery:rejected"}).json["data"]
     assert sorted(e["data"]["reason"] for e in audit) == ["signature_mismatch", "timestamp_out_of_window"]
     assert all(secret_a not in json.dumps(e) and secret_b not in json.dumps(e) for e in audit)
+
+
+def test_svix_sends_its_own_header_names_and_they_are_accepted_and_deduped(app_config, client, api, services):
+    secret = "whsec_" + base64.b64encode(b"s" * 24).decode()
+    write_mapping(
+        app_config,
+        f"""
+        hooks:
+          svix:
+            organization: acme
+            source: {{connector: standard_webhooks, secret: "{secret}"}}
+            rules:
+              - actions:
+                  - upsert_contact: {{email: "{{{{ event.payload.data.email }}}}", tags: [svix]}}
+    """,
+    )
+    body = json.dumps({"type": "contact.updated", "data": {"email": "sv@example.com"}})
+    now = datetime.now(UTC)
+    signature = SvixWebhook(secret).sign("msg_2svix", now, body)
+    headers = {
+        "svix-id": "msg_2svix",
+        "svix-timestamp": str(int(now.timestamp())),
+        "svix-signature": signature,
+    }
+    headers["Content-Type"] = "application/json"
+    first = client.post("/hooks/svix", data=body, headers=headers)
+    assert first.status_code == 202, first.json
+    again = client.post("/hooks/svix", data=body, headers=headers)
+    assert again.json["data"] == {"delivery_id": first.json["data"]["delivery_id"], "status": "duplicate"}
+    drain(services)
+    [person] = api.get("/api/v1/contacts", query_string={"email": "sv@example.com"}).json["data"]
+    assert person["tags"] == ["svix"]
+    stored = api.get(f"/api/v1/deliveries/{first.json['data']['delivery_id']}").json["data"]
+    assert secret not in json.dumps(stored) and headers["svix-signature"] not in json.dumps(stored)
 
 
 def test_the_cli_replays_dead_deliveries_in_bulk(app_config, api, services):

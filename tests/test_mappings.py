@@ -150,6 +150,31 @@ def test_keyword_match_trims_and_case_folds(tmp_path):
         assert plan(hook, {"text": text})["rules"] == [], text
 
 
+def test_keyword_match_handles_accents_spaces_and_hyphens(tmp_path):
+    hook = hook_with(
+        tmp_path,
+        """
+        - name: stop
+          when: {field: event.payload.text, keyword: [OPT OUT, OPT-OUT, ARRÊT, STOPP]}
+          actions: []
+    """,
+    )
+    # ARRÊT typed composed (U+00CA) or decomposed (E + U+0302), any case; a run of spaces is one.
+    for text in (
+        "opt out",
+        "Opt  Out",
+        " OPT\tOUT ",
+        "opt-out",
+        "Arr\u00eat",
+        "ARRE\u0302T",
+        "arr\u00cat",
+        "stopp",
+    ):
+        assert plan(hook, {"text": text})["rules"] == ["stop"], text
+    for text in ("optout", "opt - out", "arret", "don't opt out", "stop"):
+        assert plan(hook, {"text": text})["rules"] == [], text
+
+
 def test_operators_and_composition(tmp_path):
     hook = hook_with(
         tmp_path,

@@ -21,15 +21,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_for(url: str, timeout: float = 30) -> requests.Response:
+def _wait_for(url: str, timeout: float = 90) -> requests.Response:
+    """The first answer from ``url``. Gunicorn binds before its workers have booted, so on a busy
+    machine a read may time out before the first answer: that is waited out too."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return requests.get(url, timeout=2)
-        except requests.ConnectionError:
+            return requests.get(url, timeout=10)
+        except (requests.ConnectionError, requests.Timeout):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End a process still running after a failed test: SIGTERM first, so `seqbridge serve` takes
+    gunicorn and the worker down with it (a SIGKILL would leave them running, orphaned)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
 
 
 def _children(pid: int) -> list[int]:
@@ -73,8 +87,7 @@ def test_serve_runs_gunicorn_and_the_worker_and_stops_on_sigterm(tmp_path):
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        _stop(proc)
     assert proc.returncode == 0, output
     assert "worker" in output and "stopped" in output
 
@@ -95,8 +108,7 @@ def test_serve_no_worker_starts_only_the_web_server(tmp_path):
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        _stop(proc)
     assert proc.returncode == 0
 
 

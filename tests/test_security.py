@@ -81,6 +81,10 @@ VALID_REQUESTS: dict[str, Valid] = {
     "listDeliveries": Valid(200),
     "getDelivery": Valid(200),
     "replayDelivery": Valid(202),
+    "startReplayJob": Valid(202, lambda n, p: {"status": ["dead"]}),
+    "listReplayJobs": Valid(200),
+    "getReplayJob": Valid(200),
+    "cancelReplayJob": Valid(200),
     "listMappings": Valid(200),
     # A public address literal: the SSRF guard needs no DNS and nothing is ever sent in these tests.
     "createHookSubscription": Valid(
@@ -160,6 +164,10 @@ def _fresh_path_params(api: Api, path: str = "") -> dict[str, str]:
         params["delivery_id"] = factories.delivery(
             services, api.get("/api/v1/me").get_json()["data"]["organization_id"]
         )
+    if "/deliveries/replay/" in path:
+        started = api.post("/api/v1/deliveries/replay", json={})
+        assert started.status_code == 202, started.get_json()
+        params["job_id"] = started.get_json()["data"]["id"]
     if "/hooks/subscriptions/" in path:
         subscribed = api.post(
             "/api/v1/hooks/subscriptions",

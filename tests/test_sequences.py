@@ -55,9 +55,28 @@ def test_create_validates_fields(api):
     assert missing.status_code == 400
     bad_trigger = api.post("/api/v1/sequences", json={"name": "n", "trigger_type": "cron"})
     assert bad_trigger.json["error"]["details"]["errors"][0]["path"] == "$.trigger_type"
+    # Seed 003: trigger_config is optional on create (PATCH can set the tag later); a tag that is
+    # not a tag is still refused.
     tag_without_tag = api.post("/api/v1/sequences", json={"name": "n", "trigger_type": "tag_added"})
-    assert tag_without_tag.status_code == 400
-    assert tag_without_tag.json["error"]["details"]["errors"][0]["path"] == "$.trigger_config.tag"
+    assert tag_without_tag.status_code == 201, tag_without_tag.json
+    assert tag_without_tag.json["data"]["trigger_config"] == {}
+    for bad in ({"tag": ""}, {"tag": "   "}, {"tag": "x" * 101}, {"tag": 7}):
+        refused = api.post(
+            "/api/v1/sequences", json={"name": "n", "trigger_type": "tag_added", "trigger_config": bad}
+        )
+        assert refused.status_code == 400, bad
+        assert refused.json["error"]["details"]["errors"][0]["path"] == "$.trigger_config.tag"
+    spaced = api.post(
+        "/api/v1/sequences",
+        json={"name": "n", "trigger_type": "tag_added", "trigger_config": {"tag": " vip "}},
+    )
+    assert spaced.json["data"]["trigger_config"] == {"tag": "vip"}  # trimmed, as contact tags are
+    sid = tag_without_tag.json["data"]["id"]
+    later_bad = api.patch(f"/api/v1/sequences/{sid}", json={"trigger_config": {"tag": " "}})
+    assert (
+        later_bad.status_code == 400
+        and later_bad.json["error"]["details"]["errors"][0]["path"] == "$.trigger_config.tag"
+    )
     full = api.post("/api/v1/sequences", json={
         "name": "Full", "description": "d", "trigger_type": "tag_added", "trigger_config": {"tag": "vip"},
         "exit_conditions": {"replied": True, "unsubscribed": True}, "from_email": "me@x.com", "from_name": "Me",

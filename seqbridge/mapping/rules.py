@@ -16,6 +16,7 @@ Nothing here can run arbitrary code, and nothing is compiled per event.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -212,6 +213,12 @@ def _fold(value: Any, ignore_case: bool) -> Any:
     return value.casefold() if ignore_case and isinstance(value, str) else value
 
 
+def _keyword_form(text: str) -> str:
+    """A message as a keyword test sees it: case-folded, Unicode-normalised (NFKC, so a composed
+    and a decomposed "Ê" are one letter), trimmed, and each run of whitespace one space."""
+    return " ".join(unicodedata.normalize("NFKC", text.casefold()).split())
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
@@ -263,8 +270,8 @@ def _test(op: str, expected: Any, ignore_case: bool, path: Path) -> Callable[[An
         return lambda v: isinstance(v, str | int | float) and not isinstance(v, bool) and \
             pattern.search(str(v)) is not None  # fmt: skip
     if op == "keyword":
-        words = {w.strip().casefold() for w in ([expected] if isinstance(expected, str) else expected)}
-        return lambda v: isinstance(v, str) and v.strip().casefold() in words
+        words = {_keyword_form(w) for w in ([expected] if isinstance(expected, str) else expected)}
+        return lambda v: isinstance(v, str) and _keyword_form(v) in words
     if op == "exists":
         return lambda v: (v is not None) is expected
     if op == "empty":

@@ -5,15 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from seqbridge.clock import Clock
+from seqbridge.services.activity import ActivityService
 from seqbridge.services.audit_log import AuditLogService
 from seqbridge.services.companies import CompanyService
+from seqbridge.services.console_sessions import SessionService
 from seqbridge.services.contacts import ContactService
 from seqbridge.services.deliveries import DeliveryService
 from seqbridge.services.enrollment import EnrollmentService
+from seqbridge.services.hook_catalog import HookCatalogService
 from seqbridge.services.idempotency import IdempotencyService
 from seqbridge.services.inbox import Inbox
-from seqbridge.services.keys import KeyService
+from seqbridge.services.keys import KeyService, OrgKeyService
 from seqbridge.services.outbox import OutboxService
+from seqbridge.services.overview import OverviewService
+from seqbridge.services.replay_jobs import ReplayJobService
 from seqbridge.services.retention import RetentionService
 from seqbridge.services.scheduling import Scheduler
 from seqbridge.services.sequences import SequenceService
@@ -46,3 +51,10 @@ class Services:
         # Auto-enrollment: new contacts and newly added tags start matching sequences.
         self.contacts.created_listeners.append(self.enrollment.on_contact_created)
         self.contacts.tags_added_listeners.append(self.enrollment.on_tags_added)
+        # The operator console (and the replay-jobs API).
+        self.replay_jobs = ReplayJobService(db, clock, settings, self.deliveries)
+        self.sessions = SessionService(db, clock, self.keys, settings)
+        self.org_keys = OrgKeyService(db, clock)
+        self.overview = OverviewService(db, clock, settings)
+        self.activity = ActivityService(db)
+        self.hook_catalog = HookCatalogService(db, clock, self.deliveries)

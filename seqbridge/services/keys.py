@@ -12,10 +12,10 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from seqbridge.audit import AuditTag, record
+from seqbridge.audit import AuditTag, record, tag_for
 from seqbridge.clock import Clock
 from seqbridge.context import Actor, ActorType, Caller
-from seqbridge.errors import BadRequest, NotFound, Unauthorized
+from seqbridge.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from seqbridge.services.common import new_id
 from seqbridge.storage.db import Database
 
@@ -63,6 +63,35 @@ class Principal:
     org_id: str
     org_name: str
     scopes: frozenset[str]
+
+
+def _mint(tx, caller: Caller, name: str, scopes: list[str], now) -> tuple[str, str, str]:
+    """Store a new key of the caller's organization (its hash only) and audit it as the caller's
+    doing; return (id, prefix, the raw key)."""
+    raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key_id = new_id()
+    prefix = raw_key[: len(KEY_PREFIX) + 4]
+    tx.keys.insert_key(
+        {
+            "id": key_id,
+            "org_id": caller.org_id,
+            "name": name,
+            "prefix": prefix,
+            "key_hash": hash_key(raw_key),
+            "scopes": scopes,
+            "created_at": now,
+        }
+    )
+    record(
+        tx,
+        caller,
+        tag_for(caller, "api_key", "created"),
+        "api_key",
+        key_id,
+        {"name": name, "prefix": prefix, "scopes": scopes},
+        now,
+    )
+    return key_id, prefix, raw_key
 
 
 def _check_scopes(scopes: list[str]) -> list[str]:
@@ -113,31 +142,8 @@ class KeyService:
         """
         scopes = _check_scopes(scopes)
         org = self.ensure_org(org_name)
-        raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
-        key_id = new_id()
-        prefix = raw_key[: len(KEY_PREFIX) + 4]
-        now = self.clock.now()
         with self.db.transaction() as tx:
-            tx.keys.insert_key(
-                {
-                    "id": key_id,
-                    "org_id": org["id"],
-                    "name": name,
-                    "prefix": prefix,
-                    "key_hash": hash_key(raw_key),
-                    "scopes": scopes,
-                    "created_at": now,
-                }
-            )
-            record(
-                tx,
-                Caller(org["id"], CLI_ACTOR),
-                AuditTag.CLI_API_KEY_CREATED,
-                "api_key",
-                key_id,
-                {"name": name, "prefix": prefix, "scopes": scopes},
-                now,
-            )
+            key_id, prefix, raw_key = _mint(tx, Caller(org["id"], CLI_ACTOR), name, scopes, self.clock.now())
         return CreatedKey(key_id, org["id"], org["name"], name, prefix, scopes, raw_key)
 
     def revoke_key(self, key_id: str) -> dict[str, Any]:
@@ -198,3 +204,77 @@ class KeyService:
         if key is None:
             raise Unauthorized("The API key is not valid or has been revoked.", code="invalid_api_key")
         return Principal(key["id"], key["org_id"], key["org_name"], frozenset(key["scopes"]))
+
+
+# The console's key management -------------------------------------------------------------------
+#
+# Who may manage keys: only a caller whose key has every scope (``*``). Keys are the
+# organization's root of trust and the API has no scope that covers them, so a narrower key
+# can neither see the others nor mint new ones. A new key never gets a scope its creator lacks.
+
+
+def require_all_scopes(caller: Caller) -> None:
+    """Raises :class:`Forbidden` ``keys_manage_denied`` unless the caller's key has ``*``."""
+    if ALL_SCOPES not in caller.scopes:
+        raise Forbidden(
+            "Only a key with every scope (*) can manage API keys.",
+            code="keys_manage_denied",
+            details={"required_scope": ALL_SCOPES},
+        )
+
+
+class OrgKeyService:
+    """The organization's keys, managed by one of its own keys (the console's Keys page)."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    def list(self, caller: Caller) -> list[dict[str, Any]]:
+        """Every key of the caller's organization (without secrets), oldest first."""
+        require_all_scopes(caller)
+        with self.db.transaction(write=False) as tx:
+            return tx.keys.list_keys(caller.org_id)
+
+    def create(self, caller: Caller, name: str, scopes: list[str]) -> CreatedKey:
+        """A new key for the caller's organization; its raw value is in the answer only.
+
+        Raises :class:`Forbidden`, and :class:`BadRequest` for a bad name or scope."""
+        require_all_scopes(caller)
+        name = (name or "").strip()
+        if not name or len(name) > 200:
+            raise BadRequest("A key's name is 1 to 200 characters.", code="invalid_key_name")
+        scopes = _check_scopes(scopes)
+        beyond = [s for s in scopes if s != ALL_SCOPES and not scope_granted(caller.scopes, s)]
+        if beyond or (ALL_SCOPES in scopes and ALL_SCOPES not in caller.scopes):
+            raise Forbidden(
+                "A key cannot grant scopes its creator lacks.",
+                code="scope_not_held",
+                details={"scopes": beyond or [ALL_SCOPES]},
+            )
+        with self.db.transaction() as tx:
+            org = tx.orgs.get_org(caller.org_id)
+            key_id, prefix, raw_key = _mint(tx, caller, name, scopes, self.clock.now())
+        return CreatedKey(key_id, caller.org_id, org["name"], name, prefix, scopes, raw_key)
+
+    def revoke(self, caller: Caller, key_id: str) -> dict[str, Any]:
+        """Revoke one of the organization's keys and end its console sessions.
+
+        Raises :class:`Forbidden`, or :class:`NotFound` for an unknown, revoked or foreign key."""
+        require_all_scopes(caller)
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            key = tx.keys.get_key(key_id)
+            if key is None or key["org_id"] != caller.org_id or not tx.keys.revoke_key(key_id, now):
+                raise NotFound(f"No active API key with id {key_id}.", code="api_key_not_found")
+            sessions = tx.sessions.end_sessions_of_key(key_id, now)
+            record(
+                tx,
+                caller,
+                tag_for(caller, "api_key", "revoked"),
+                "api_key",
+                key_id,
+                {"name": key["name"], "prefix": key["prefix"], "sessions_ended": sessions},
+                now,
+            )
+            return {**key, "revoked_at": now}

@@ -154,7 +154,10 @@ class SequenceService:
                 values[key] = {}
         with self.db.transaction() as tx:
             before = self.load(tx, caller, kind, sequence_id, lock=True)
-            self._check_trigger({**before, **values})
+            checked = {**before, **values}
+            self._check_trigger(checked)
+            if "trigger_config" in values:
+                values["trigger_config"] = checked["trigger_config"]
             self._check_send_window(values.get("send_window"))
             if values.get("status") == SequenceStatus.ACTIVE and tx.sequences.count_steps(sequence_id) == 0:
                 raise BadRequest(
@@ -302,8 +305,17 @@ class SequenceService:
 
     @staticmethod
     def _check_trigger(row: dict[str, Any]) -> None:
-        if row["trigger_type"] == "tag_added" and not (row.get("trigger_config") or {}).get("tag"):
-            raise _field_error("$.trigger_config.tag", "a tag_added trigger needs trigger_config.tag")
+        """A ``tag_added`` trigger's tag, when given, is a tag (trimmed, 1 to 100 characters), so it
+        matches contact tags as they are stored. It may be left out (seed 003 makes
+        ``trigger_config`` optional and lets PATCH set it later): until then the sequence enrolls
+        nobody automatically. Raises :class:`ValidationFailed` at ``$.trigger_config.tag``."""
+        config = row.get("trigger_config") or {}
+        if row["trigger_type"] != "tag_added" or "tag" not in config:
+            return
+        tag = config["tag"]
+        if not isinstance(tag, str) or not tag.strip() or len(tag.strip()) > 100:
+            raise _field_error("$.trigger_config.tag", "a tag_added trigger's tag is 1 to 100 characters")
+        row["trigger_config"] = {**config, "tag": tag.strip()}
 
     @staticmethod
     def _check_step(row: dict[str, Any]) -> None:

@@ -106,3 +106,41 @@ class AuditStore:
                 return
             yield from rows
             last = rows[-1]["id"]
+
+    # The console -----------------------------------------------------------------------------
+
+    def events_about(self, org_id: str, subjects: list[tuple[str, str]], limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` events whose subject is one of ``subjects`` ((type, id) pairs),
+        newest first: one range of ix_audit_events_org_subject per subject (an OR of them let
+        SQLite walk the organization's whole log by id instead)."""
+        found: list[dict[str, Any]] = []
+        for subject_type, subject_id in dict.fromkeys(subjects):
+            query = (
+                select(audit_events)
+                .where(
+                    audit_events.c.org_id == org_id,
+                    audit_events.c.subject_type == subject_type,
+                    audit_events.c.subject_id == subject_id,
+                )
+                .order_by(audit_events.c.id.desc())
+                .limit(limit)
+            )
+            found.extend(dict(r) for r in self.conn.execute(query).mappings())
+        found.sort(key=lambda e: e["id"], reverse=True)
+        return found[:limit]
+
+    def events_by_actor_before(
+        self, org_id: str, actor_id: str, before_id: int, limit: int
+    ) -> list[dict[str, Any]]:
+        """The actor's events just before ``before_id``, newest first (ix_audit_events_org_actor)."""
+        query = (
+            select(audit_events)
+            .where(
+                audit_events.c.org_id == org_id,
+                audit_events.c.actor_id == actor_id,
+                audit_events.c.id < before_id,
+            )
+            .order_by(audit_events.c.id.desc())
+            .limit(limit)
+        )
+        return [dict(r) for r in self.conn.execute(query).mappings()]

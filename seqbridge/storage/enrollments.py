@@ -8,7 +8,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from seqbridge.storage.bulk import bulk_insert
-from seqbridge.storage.schema import bulk_enroll_passes, contacts, enrollments, step_tasks
+from seqbridge.storage.schema import bulk_enroll_passes, contacts, enrollments, sequences, step_tasks
 
 LIVE = ("active", "paused")
 #: Task statuses that still hold future work.
@@ -210,3 +210,28 @@ class EnrollmentStore:
                 bulk_enroll_passes.c.sequence_id == sequence_id, bulk_enroll_passes.c.pass_key == pass_key
             )
         )
+
+    # The console -----------------------------------------------------------------------------
+
+    def status_counts(self, sequence_id: str) -> dict[str, int]:
+        """How many enrollments the sequence has in each status (ix_enrollments_sequence_status)."""
+        query = (
+            select(enrollments.c.status, func.count())
+            .where(enrollments.c.sequence_id == sequence_id)
+            .group_by(enrollments.c.status)
+        )
+        return {status: int(n) for status, n in self.conn.execute(query)}
+
+    def enrollments_of_contact(self, org_id: str, contact_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The contact's enrollments in sequences and queues alike, newest first, with the
+        sequence's name and kind (ix_enrollments_contact)."""
+        query = (
+            select(
+                enrollments, sequences.c.name.label("sequence_name"), sequences.c.kind.label("sequence_kind")
+            )
+            .join(sequences, sequences.c.id == enrollments.c.sequence_id)
+            .where(enrollments.c.org_id == org_id, enrollments.c.contact_id == contact_id)
+            .order_by(enrollments.c.enrolled_at.desc())
+            .limit(limit)
+        )
+        return [dict(r) for r in self.conn.execute(query).mappings()]

@@ -335,6 +335,13 @@ deliveries = Table(
     Index("ix_deliveries_org_received", "org_id", "received_at", "id"),
     Index("ix_deliveries_org_hook_received", "org_id", "hook", "received_at"),
     Index("ix_deliveries_due", "status", "next_attempt_at"),
+    # The console and replay jobs: a status's newest (lists filtered by status), its count and
+    # oldest item (the backlog, dead / failed counts), and a replay job's walk through a filter.
+    # hook and processed_at ride along so the overview's charts read only this index (its
+    # entry is rewritten when the status changes, and processed_at changes with it).
+    Index(
+        "ix_deliveries_org_status_received", "org_id", "status", "received_at", "id", "hook", "processed_at"
+    ),
 )
 
 # The provider ids already seen per hook: a retried delivery finds its key here and acts on nothing.
@@ -346,6 +353,8 @@ delivery_keys = Table(
     Column("dedupe_key", String(255), primary_key=True),
     Column("delivery_id", ID, ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # The console's search by provider id, across hooks.
+    Index("ix_delivery_keys_org_key", "org_id", "dedupe_key"),
 )
 
 # Idempotency-Key on the API's POST routes: the first answer is kept and replayed for a retry.
@@ -420,6 +429,55 @@ hook_notifications = Table(
     Index("ix_hook_notifications_org_updated", "org_id", "updated_at"),  # retention
 )
 
+# Signed-in console sessions. The browser holds a random token in an HttpOnly cookie; only its
+# SHA-256 is stored. Every request checks the session is live, not idle, and its key not revoked.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("org_id", ID, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("key_id", ID, ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False),
+    Column("user_agent", String(300), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    # Touched at most once a minute; the session ends CONSOLE_IDLE_MINUTES after it.
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    # The absolute end, however active the session is (CONSOLE_SESSION_HOURS after sign-in).
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime, nullable=True),
+    Index("ix_console_sessions_key", "key_id"),
+)
+
+# Replay by filter, as a job the worker runs in batches: ``cursor_*`` is the (received_at, id) of
+# the last delivery handled, so each matching delivery is replayed at most once.
+replay_jobs = Table(
+    "replay_jobs",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("org_id", ID, ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    # queued | running | done | cancelled (see ReplayJobStatus)
+    Column("status", String(20), nullable=False),
+    # {hook, statuses, since, until} as given; ``until`` is capped at creation (see below).
+    Column("filter", JSONDoc, nullable=False),
+    # Deliveries received from now on are not part of the job.
+    Column("received_before", UTCDateTime, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("replayed", Integer, nullable=False),
+    Column("skipped", Integer, nullable=False),
+    Column("cursor_at", UTCDateTime, nullable=True),
+    Column("cursor_id", ID, nullable=True),
+    # The key that asked (the replays are recorded as its doing) and its request.
+    Column("created_by", String(200), nullable=False),
+    Column("request_id", String(100), nullable=True),
+    Column("lease_owner", String(200), nullable=True),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Index("ix_replay_jobs_org_created", "org_id", "created_at", "id"),
+    Index("ix_replay_jobs_status", "status"),
+)
+
 audit_events = Table(
     "audit_events",
     metadata,
@@ -459,6 +517,7 @@ __all__ = [
     "audit_events",
     "audit_heads",
     "companies",
+    "console_sessions",
     "contact_tags",
     "contacts",
     "deliveries",
@@ -468,6 +527,7 @@ __all__ = [
     "metadata",
     "organizations",
     "outbox",
+    "replay_jobs",
     "sequence_steps",
     "sequences",
     "step_tasks",

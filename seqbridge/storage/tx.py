@@ -13,11 +13,14 @@ if TYPE_CHECKING:
     from seqbridge.storage.contacts import CompanyStore, ContactStore
     from seqbridge.storage.db import Database
     from seqbridge.storage.deliveries import DeliveryStore
+    from seqbridge.storage.delivery_stats import DeliveryStatsStore
     from seqbridge.storage.enrollments import EnrollmentStore
     from seqbridge.storage.idempotency import IdempotencyStore
     from seqbridge.storage.orgs import KeyStore, OrgStore
     from seqbridge.storage.processor import ProcessorStore
+    from seqbridge.storage.replay_jobs import ReplayJobStore
     from seqbridge.storage.sequences import SequenceStore
+    from seqbridge.storage.sessions import SessionStore
     from seqbridge.storage.subscriptions import SubscriptionStore
 
 
@@ -139,6 +142,26 @@ class Tx:
         from seqbridge.storage.subscriptions import SubscriptionStore
 
         return SubscriptionStore(self.conn)
+
+    # The console ---------------------------------------------------------------------------
+
+    @cached_property
+    def delivery_stats(self) -> DeliveryStatsStore:
+        from seqbridge.storage.delivery_stats import DeliveryStatsStore
+
+        return DeliveryStatsStore(self.conn)
+
+    @cached_property
+    def replay_jobs(self) -> ReplayJobStore:
+        from seqbridge.storage.replay_jobs import ReplayJobStore
+
+        return ReplayJobStore(self.conn)
+
+    @cached_property
+    def sessions(self) -> SessionStore:
+        from seqbridge.storage.sessions import SessionStore
+
+        return SessionStore(self.conn)
 
 
 def _batches(registered: list[tuple[Batched, Any]]) -> list[tuple[Batched, list[Any]]]:

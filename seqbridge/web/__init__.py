@@ -49,6 +49,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         event_queues,
         health,
         hooks,
+        replay_jobs,
         sequences,
         subscriptions,
     )
@@ -62,6 +63,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(sequences.bp)
     app.register_blueprint(event_queues.bp)
     app.register_blueprint(hooks.bp)
+    app.register_blueprint(replay_jobs.bp)
     app.register_blueprint(deliveries.bp)
     app.register_blueprint(subscriptions.bp)
+
+    from seqbridge.web import console
+
+    console.init_app(app)  # the operator console at /
     return app

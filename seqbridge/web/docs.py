@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 from importlib import resources
 
-from flask import Blueprint, Response, render_template, request, send_from_directory
+from flask import Blueprint, Response, current_app, render_template, request, send_from_directory
 
 from seqbridge.web.pipeline import contract
 
@@ -24,11 +26,25 @@ _INITIALIZER = """window.onload = function () {
 """
 
 
+#: The top-level ``servers:`` block of openapi.yaml, up to the next top-level key.
+_SERVERS = re.compile(r"^servers:\n(?:[ \t]+.*\n)+", re.MULTILINE)
+
+
+def served_origin() -> str:
+    """Where readers of the docs reach this server: ``PUBLIC_BASE_URL`` when set, else the origin
+    (and script root) the request came to."""
+    return (current_app.config.get("PUBLIC_BASE_URL") or request.url_root).rstrip("/")
+
+
 @bp.get("/openapi.yaml")
 def spec():
-    """The contract as YAML; ``Accept: text/plain`` gets the same text as text/plain (shown inline)."""
+    """The contract as YAML, with ``servers`` naming the origin it was fetched from, so Swagger UI's
+    "Try it out" and generated clients call this server, on any host and port. ``Accept:
+    text/plain`` gets the same text as text/plain (shown inline)."""
     plain = request.accept_mimetypes.best_match(["application/yaml", "text/plain"]) == "text/plain"
-    return Response(contract().text, mimetype="text/plain" if plain else "application/yaml")
+    servers = f"servers:\n  - url: {json.dumps(served_origin())}\n    description: This server.\n"
+    text = _SERVERS.sub(lambda _: servers, contract().text, count=1)
+    return Response(text, mimetype="text/plain" if plain else "application/yaml")
 
 
 @bp.get("/docs/mapping-schema.json")

@@ -53,6 +53,8 @@ def init_app(app: Flask) -> None:
     def _enforce_contract():
         if request.url_rule is None or request.method == "OPTIONS":
             return  # 404 / 405 are answered by the error handlers; OPTIONS runs no view
+        if request.blueprint == "console":
+            return  # browser pages, not API routes: the console checks its session, CSRF and scopes
         # HEAD runs the GET view, so it is checked exactly like GET.
         method = "GET" if request.method == "HEAD" else request.method
         operation = contract().operation_for(request.url_rule.rule, method)
