@@ -264,8 +264,9 @@ class EnrollmentService:
                 contact = self._resolve(tx, caller, ref)
                 reason = ineligibility(contact)
                 if reason is None:
-                    if tx.enrollments.find_live_enrollment(sequence_id, contact["id"]) is not None:
-                        raise _already_enrolled(contact["id"])
+                    live = tx.enrollments.find_live_enrollment(sequence_id, contact["id"])
+                    if live is not None:
+                        raise _already_enrolled(contact["id"], live["id"])
                     return self.enroll_in_tx(tx, caller, sequence, contact, source, data, now, anchor=anchor)
         except IntegrityError as error:
             # Lost a race with a concurrent enrollment of the same contact (unique live index).
@@ -580,6 +581,27 @@ class EnrollmentService:
                 self.end_in_tx(tx, caller, enrollment, "exited", reason, now)
             return live
 
+    def exit_contact(
+        self, caller: Caller, contact_id: str, sequence_id: str | None, reason: str
+    ) -> list[dict[str, Any]]:
+        """Exit the contact's live enrollments with ``reason``, cancelling what is pending: those in
+        sequence ``sequence_id``, or with ``None`` every one it has, in sequences and queues alike.
+        Return them as they are now, oldest first; none when nothing was live (calling again is safe).
+
+        Raises :class:`NotFound` for an unknown contact or sequence.
+        """
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            if sequence_id is not None:
+                self.sequences.load(tx, caller, SequenceKind.SEQUENCE, sequence_id)
+            contact = self._resolve(tx, caller, ContactRef("id", contact_id))
+            live = tx.enrollments.live_enrollments_for_contact(caller.org_id, contact["id"])
+            if sequence_id is not None:
+                live = [e for e in live if e["sequence_id"] == sequence_id]
+            for enrollment in live:
+                self.end_in_tx(tx, caller, enrollment, "exited", reason, now)
+            return [tx.enrollments.get_enrollment(caller.org_id, e["id"]) for e in live]
+
     def list_tasks(
         self, caller: Caller, kind: SequenceKind, sequence_id: str, statuses: tuple[str, ...] | None,
         cursor: str | None, limit: int,
@@ -763,11 +785,13 @@ def _mirror_first(enrollment: dict[str, Any], tasks: list[dict[str, Any]]) -> No
         enrollment["next_send_at"] = first["scheduled_for"]
 
 
-def _already_enrolled(contact_id: str | None) -> Conflict:
+def _already_enrolled(contact_id: str | None, enrollment_id: str | None = None) -> Conflict:
+    # The live enrollment's id lets a retried enroll (Zapier, n8n) answer it instead of failing.
+    details = {"contact_id": contact_id, "enrollment_id": enrollment_id} if contact_id else {}
     return Conflict(
         "The contact is already enrolled in this sequence.",
         code="already_enrolled",
-        details={"contact_id": contact_id} if contact_id else {},
+        details={k: v for k, v in details.items() if v},
     )
 
 
