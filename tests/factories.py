@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import insert
@@ -56,16 +57,16 @@ def org_id(api) -> str:
 
 
 def delivery(services, org_id: str, *, status: str = "processed", hook: str = "fixture", received_at=None,
-             keys: tuple[str, ...] = ()) -> str:  # fmt: skip
-    """A stored webhook delivery (as the inbox would have stored it), owning the dedupe ``keys``;
-    returns its id."""
+             keys: tuple[str, ...] = (), took=None) -> str:  # fmt: skip
+    """A stored webhook delivery (as the inbox would have stored it), owning the dedupe ``keys``,
+    processed ``took`` (a timedelta) after its receipt; returns its id."""
     now = received_at or services.clock.now()
     row = {
         "id": str(uuid.uuid4()), "org_id": org_id, "hook": hook, "status": status, "received_at": now,
         "request_id": None, "method": "POST", "content_type": "application/json", "headers": {}, "query": {},
         "body": b"{}", "body_size": 2, "events": [{"dedupe_key": "k", "kind": "event", "data": {}}],
         "reject_reason": None, "attempts": 1, "next_attempt_at": None, "lease_owner": None,
-        "lease_expires_at": None, "results": [], "errors": [], "replays": 0, "processed_at": now, "updated_at": now,
+        "lease_expires_at": None, "results": [], "errors": [], "replays": 0, "processed_at": now + (took or timedelta(0)), "updated_at": now,
     }  # fmt: skip
     with services.db.transaction() as tx:
         tx.deliveries.insert_delivery(row)

@@ -278,6 +278,44 @@ def test_the_overview_charts_the_deliveries_and_counts_the_backlog(stopped, cons
     assert console.get("/overview/charts?range=9y").status_code == 400
 
 
+def test_the_latency_histogram_counts_each_delivery_at_most_its_bound(api, services, clock):
+    """Both engines bin the same way: a delivery that took exactly a bound counts under it."""
+    from seqbridge.storage.delivery_stats import LATENCY_BOUNDS_MS
+
+    org = factories.org_id(api)
+    start = clock.now().replace(second=0, microsecond=0) - timedelta(minutes=2)
+    took_ms = [5, 10, 11, 25, 100, 4_000_000]
+    for ms in took_ms:
+        factories.delivery(
+            services, org, received_at=start + timedelta(seconds=1), took=timedelta(milliseconds=ms)
+        )
+    factories.delivery(services, org, status="dead", received_at=start + timedelta(seconds=2))
+    factories.delivery(
+        services, org, received_at=start + timedelta(minutes=1, seconds=1), took=timedelta(seconds=1)
+    )
+    edges = [start, start + timedelta(minutes=1), start + timedelta(minutes=2)]
+    with services.db.transaction(write=False) as tx:
+        first, second = tx.delivery_stats.latency_histogram(org, edges, None)
+        counts, latency = tx.delivery_stats.counts_and_latency(org, edges, None)
+        assert counts == tx.delivery_stats.counts_by_bucket(org, edges, None) and latency == [first, second]
+    assert (counts[0]["processed"], counts[0]["dead"], counts[1]["processed"]) == (6, 1, 1)
+    assert first["n"] == len(took_ms) and second["n"] == 1
+    expected = [sum(1 for ms in took_ms if ms <= bound) for bound in LATENCY_BOUNDS_MS]
+    assert first["le"] == expected and expected[:4] == [2, 4, 4, 5]
+    assert second["le"] == [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1]
+
+
+def test_the_hooks_with_deliveries_are_each_named_once_per_organization(api, other_api, services):
+    org, other = factories.org_id(api), factories.org_id(other_api)
+    for hook in ("zap", "form", "zap", "whatsapp", "form", "zap"):
+        factories.delivery(services, org, hook=hook)
+    factories.delivery(services, other, hook="typeform")
+    with services.db.transaction(write=False) as tx:
+        assert tx.delivery_stats.hooks_with_deliveries(org) == ["form", "whatsapp", "zap"]
+        assert tx.delivery_stats.hooks_with_deliveries(other) == ["typeform"]
+        assert tx.delivery_stats.hooks_with_deliveries("no-such-org") == []
+
+
 def test_the_playground_shows_planned_actions_and_runs_nothing(stopped, console, api):
     person, delivery_id = stopped
     page = console.post(

@@ -114,6 +114,7 @@ VALID_REQUESTS: dict[str, Valid] = {
     "updateSequenceEnrollment": Valid(200, lambda n, p: {"status": "paused"}),
     "exitSequenceEnrollment": Valid(200),
     "unenrollContact": Valid(200, lambda n, p: {"contact_id": p["contact_id"]}),
+    "unenrollContactEverywhere": Valid(200, lambda n, p: {"reason": "replied"}),
     # The event-queue dialect.
     "listEventQueues": Valid(200),
     "createEventQueue": Valid(201, lambda n, p: {"name": f"Queue {n}"}),
@@ -360,7 +361,13 @@ def test_me_answers_any_valid_key_with_its_own_scopes(scope, client, make_key, s
     data = response.get_json()["data"]
     assert data["scopes"] == [scope]
     acme = [k for k in services.keys.list_keys("acme") if k["name"] == f"only-{scope}"]
-    assert data == {"key_id": acme[0]["id"], "organization_id": acme[0]["org_id"], "scopes": [scope]}
+    assert data == {
+        "key_id": acme[0]["id"],
+        "key_name": f"only-{scope}",
+        "organization_id": acme[0]["org_id"],
+        "organization_name": "acme",
+        "scopes": [scope],
+    }
 
 
 @pytest.mark.parametrize("spec_key", SCOPED_READS, ids=_op_id)

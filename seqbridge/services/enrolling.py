@@ -73,8 +73,9 @@ class Enrolling:
                 contact = resolve_contact(tx, caller, ref)
                 reason = ineligibility(contact)
                 if reason is None:
-                    if tx.enrollments.find_live_enrollment(sequence_id, contact["id"]) is not None:
-                        raise _already_enrolled(contact["id"])
+                    live = tx.enrollments.find_live_enrollment(sequence_id, contact["id"])
+                    if live is not None:
+                        raise _already_enrolled(contact["id"], live["id"])
                     return self.enroll_in_tx(tx, caller, sequence, contact, source, data, now, anchor=anchor)
         except IntegrityError as error:
             # Lost a race with a concurrent enrollment of the same contact (unique live index).
@@ -350,11 +351,13 @@ class Enrolling:
         record_many(tx, caller, [skip_entry(caller, sequence, contact_id, code, reason, source)], now)
 
 
-def _already_enrolled(contact_id: str | None) -> Conflict:
+def _already_enrolled(contact_id: str | None, enrollment_id: str | None = None) -> Conflict:
+    # The live enrollment's id lets a retried enroll (Zapier, n8n) answer it instead of failing.
+    details = {"contact_id": contact_id, "enrollment_id": enrollment_id} if contact_id else {}
     return Conflict(
         "The contact is already enrolled in this sequence.",
         code="already_enrolled",
-        details={"contact_id": contact_id} if contact_id else {},
+        details={k: v for k, v in details.items() if v},
     )
 
 

@@ -175,6 +175,24 @@ class KeyService:
                 org_id = org["id"]
             return tx.keys.list_keys(org_id)
 
+    def describe(self, caller: Caller) -> dict[str, Any]:
+        """Who-am-I for the calling key: its id and name, its organization's id and name, its scopes.
+
+        Raises :class:`Unauthorized` if the key was revoked since the request authenticated.
+        """
+        with self.db.transaction(write=False) as tx:
+            key = tx.keys.get_key(caller.actor.id)
+            org = tx.orgs.get_org(caller.org_id)
+        if key is None or org is None or key["revoked_at"] is not None:
+            raise Unauthorized("The API key is not valid or has been revoked.", code="invalid_api_key")
+        return {
+            "key_id": key["id"],
+            "key_name": key["name"],
+            "organization_id": org["id"],
+            "organization_name": org["name"],
+            "scopes": sorted(caller.scopes),
+        }
+
     def authenticate(self, raw_key: str | None) -> Principal:
         """Resolve a bearer key. Raises :class:`Unauthorized` if it is missing, unknown or revoked."""
         if not raw_key:

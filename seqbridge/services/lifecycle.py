@@ -326,6 +326,26 @@ class EnrollmentLifecycle:
             move(tx, caller, live, status, now, reason=reason)
             return [_load(tx, caller, sequence_id, e["id"]) for e in live]
 
+    def exit_contact(
+        self, caller: Caller, contact_id: str, sequence_id: str | None, reason: str
+    ) -> list[dict[str, Any]]:
+        """Exit the contact's live enrollments with ``reason``, cancelling what is pending: those in
+        sequence ``sequence_id``, or with ``None`` every one it has, in sequences and queues alike.
+        Return them as they are now, oldest first; none when nothing was live (calling again is safe).
+
+        Raises :class:`NotFound` for an unknown contact or sequence.
+        """
+        now = self.clock.now()
+        with self.db.transaction() as tx:
+            if sequence_id is not None:
+                self.sequences.load(tx, caller, SequenceKind.SEQUENCE, sequence_id)
+            contact = resolve_contact(tx, caller, ContactRef("id", contact_id))
+            live = tx.enrollments.live_enrollments_for_contact(caller.org_id, contact["id"])
+            if sequence_id is not None:
+                live = [e for e in live if e["sequence_id"] == sequence_id]
+            move(tx, caller, live, EnrollmentStatus.EXITED, now, reason=reason)
+            return [tx.enrollments.get_enrollment(caller.org_id, e["id"]) for e in live]
+
     def unenroll_everywhere(self, caller: Caller, ref: ContactRef, *, reason: str) -> list[dict[str, Any]]:
         """Exit every live enrollment the contact has, in sequences and queues alike, with
         ``reason``; return them (none for an unknown contact, as :meth:`unenroll` treats one)."""

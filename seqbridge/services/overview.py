@@ -89,8 +89,10 @@ class OverviewService:
         buckets = list(range(first, last + 1))
         edges = [datetime.fromtimestamp(b * size, tz=UTC) for b in [*buckets, last + 1]]
         with self.db.transaction(write=False) as tx:
-            counts = tx.delivery_stats.counts_by_bucket(caller.org_id, edges, hook)
-            latency = tx.delivery_stats.latency_histogram(caller.org_id, edges, hook) if with_latency else []
+            if with_latency:
+                counts, latency = tx.delivery_stats.counts_and_latency(caller.org_id, edges, hook)
+            else:
+                counts, latency = tx.delivery_stats.counts_by_bucket(caller.org_id, edges, hook), []
             by_hook = {}
             if per_hook:
                 hooks = [hook] if hook else tx.delivery_stats.hooks_with_deliveries(caller.org_id)

@@ -39,6 +39,6 @@ def list_outbox():
 
 @bp.get("/me")
 def whoami():
-    """The calling key's organization and scopes; a cheap way for Zapier or n8n to test a key."""
-    me = caller()
-    return ok({"key_id": me.actor.id, "organization_id": me.org_id, "scopes": sorted(me.scopes)})
+    """The calling key and its organization; Zapier and n8n test a key with it and label the
+    connection with the organization's name."""
+    return ok(services().keys.describe(caller()))

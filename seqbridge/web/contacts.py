@@ -7,6 +7,7 @@ from flask import Blueprint
 
 from seqbridge.web.envelope import body, caller, no_content, ok, page, query
 from seqbridge.web.pipeline import services
+from seqbridge.web.sequences import enrollment_to_api
 
 FILTERS = (
     "email", "phone", "status", "contact_type", "source", "job_title", "city", "state", "country",
@@ -55,3 +56,19 @@ def person_blueprint(name: str, prefix: str, id_param: str) -> Blueprint:
 
 contacts_bp = person_blueprint("contacts", "/api/v1/contacts", "contact_id")
 customers_bp = person_blueprint("customers", "/api/v1/customers", "customer_id")
+
+
+@contacts_bp.post("/<contact_id>/unenroll")
+def unenroll_contact(contact_id: str):
+    """Exit the contact from one sequence (``sequence_id``) or from everything, with a reason."""
+    given = body() or {}
+    ended = services().enrollment.exit_contact(
+        caller(), contact_id, given.get("sequence_id"), given.get("reason") or "manual"
+    )
+    return ok(
+        {
+            "contact_id": contact_id,
+            "enrollments_ended": len(ended),
+            "enrollments": [enrollment_to_api(e) for e in ended],
+        }
+    )

@@ -1,0 +1,7 @@
+'use strict';
+
+module.exports = async () => {
+  if (globalThis.__SEQBRIDGE__) {
+    await globalThis.__SEQBRIDGE__.stop();
+  }
+};
