@@ -498,9 +498,15 @@ def test_a_long_provider_id_and_a_long_content_type_are_stored(hooks, client, cl
     first = client.post("/hooks/generic", data=body, headers=headers)
     again = client.post("/hooks/generic", data=body, headers=headers)
     assert first.status_code == 202, first.get_json()
+    delivery_id = first.get_json()["data"]["delivery_id"]
     assert again.get_json()["data"] == {
-        "delivery_id": first.get_json()["data"]["delivery_id"],
+        "delivery_id": delivery_id,
         "status": "duplicate",
+        "original": {
+            "status": "queued",
+            "received_at": clock.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "path": f"/api/v1/deliveries/{delivery_id}",
+        },
     }
     [delivery] = hooks.get("/api/v1/deliveries").get_json()["data"]
     detail = hooks.get(f"/api/v1/deliveries/{delivery['id']}").get_json()["data"]
