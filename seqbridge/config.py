@@ -57,6 +57,9 @@ DEFAULTS: dict[str, Any] = {
     "DELIVERY_MAX_ATTEMPTS": 8,
     # Deliveries one worker claims and settles together (one transaction, a few statements).
     "DELIVERY_BATCH": 200,
+    # Claims take the deliveries a ``priority: high`` rule marked at receipt (opt-outs) before
+    # every ordinary one; false: strictly in due order (to compare, or to turn it off).
+    "DELIVERY_PRIORITY": "true",
     "DELIVERY_RETRY_BASE_SECONDS": 5,
     "DELIVERY_RETRY_MAX_SECONDS": 1800,
     # The public base URL senders call (https://hooks.example.com): Twilio and others sign the URL
@@ -83,7 +86,7 @@ _INT_SETTINGS = {
     "CONSOLE_IDLE_MINUTES", "CONSOLE_SESSION_HOURS", "REPLAY_JOB_BATCH",
 }  # fmt: skip
 _FLOAT_SETTINGS = {"PROCESSOR_POLL_SECONDS", "MAPPINGS_WATCH_SECONDS"}
-_BOOL_SETTINGS = {"ALLOW_PRIVATE_TARGETS"}
+_BOOL_SETTINGS = {"ALLOW_PRIVATE_TARGETS", "DELIVERY_PRIORITY"}
 
 
 class ConfigError(ValueError):

@@ -16,7 +16,9 @@ from functools import cached_property
 from typing import Any
 
 from connectors import SOURCES, TARGETS
+from connectors.base import InboundEvent, InboundRequest
 from seqbridge.audit import REDACTED, redact
+from seqbridge.mapping.context import event_context, parse_body
 from seqbridge.mapping.rules import (
     Condition,
     EvaluationError,
@@ -107,6 +109,16 @@ class Rule:
     key: str = ""
     #: The context keys the rule can read (``event``, ``body`` …); None: any.
     reads: Roots = None
+    #: Claim order: a delivery with an event this rule matches goes before every ordinary one
+    #: (``priority: high`` is 1; ``normal``, the default, 0). Decided at receipt: see
+    #: :meth:`Hook.priority_of`.
+    priority: int = 0
+    #: The context keys the rule's ``when`` reads (what deciding the priority needs); None: any.
+    decides: Roots = None
+
+
+#: A rule's ``priority:`` as the ``deliveries.priority`` it gives.
+PRIORITIES = {"normal": 0, "high": 1}
 
 
 #: A memo shared by the plans of one event under several versions of a hook (a mapping diff):
@@ -183,6 +195,60 @@ class Hook:
                 break
         return EventPlan(matched, actions, origins)
 
+    def priority_of(
+        self, events: list[InboundEvent], request: InboundRequest, received_at: str | None
+    ) -> int:
+        """The claim priority of a delivery with these freshly parsed events: the highest
+        ``priority`` of a rule that matches one of them, 0 when none does (the receipt path;
+        most hooks have no prioritised rule, and then this is one attribute read).
+
+        Only the rules' ``when`` run, in order, up to the last prioritised rule, stopping where
+        the planner would (``then: stop``): no action is planned and, unless one of those
+        conditions reads ``body``, the body is not parsed. A condition that raises counts as not
+        matching: the worker's full plan decides what the delivery does; this only orders it.
+        """
+        triage = self._triage
+        if triage is None or not events:
+            return 0
+        rules, reads_body = triage
+        body = parse_body(request.body, request.content_type) if reads_body else None
+        best = 0
+        for event in events:
+            ctx = event_context(
+                hook=self.name,
+                event={"dedupe_key": event.dedupe_key, "kind": event.kind, "data": event.data},
+                body=body,
+                headers=request.headers,
+                query=request.query,
+                received_at=received_at,
+            )
+            for rule in rules:
+                try:
+                    if not rule.when(ctx):
+                        continue
+                except Exception:  # ordering only: the worker's plan reports it
+                    break
+                best = max(best, rule.priority)
+                if rule.stop:
+                    break
+        return best
+
+    @property
+    def prioritised(self) -> bool:
+        """Does some rule of this hook have a priority (so receipts need :meth:`priority_of`)?"""
+        return self._triage is not None
+
+    @cached_property
+    def _triage(self) -> tuple[list[Rule], bool] | None:
+        """The rules :meth:`priority_of` evaluates (up to the last with a priority) and whether
+        their conditions read the body; None when no rule has a priority."""
+        last = max((i for i, rule in enumerate(self.rules) if rule.priority), default=None)
+        if last is None:
+            return None
+        rules = self.rules[: last + 1]
+        decides = union([rule.decides for rule in rules])
+        return rules, decides is None or "body" in decides
+
     @cached_property
     def reads(self) -> Roots:
         """The context keys some rule of this hook can read; None: any."""
@@ -223,8 +289,8 @@ def _clean(params: Any) -> dict[str, Any]:
 
 def _fingerprint(source: dict[str, Any]) -> str:
     """What a rule decides and plans depends on its YAML only (the name aside, which is output).
-    ``description`` is left out: it changes nothing."""
-    decisive = {k: v for k, v in source.items() if k not in ("name", "description")}
+    ``description`` and ``priority`` (which orders deliveries, not what they do) are left out."""
+    decisive = {k: v for k, v in source.items() if k not in ("name", "description", "priority")}
     return hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -344,8 +410,12 @@ class _Compiler:
         name = source.get("name") or f"rule {index + 1}"
         stop = source.get("then", "stop") == "stop"
         values = [value_roots(a[kind]) for a in source.get("actions") or [] for kind in ACTIONS if kind in a]
-        reads = union([condition_roots(source.get("when")), *values])
-        return Rule(name, when, tuple(a for a in actions if a), stop, _fingerprint(source), reads)
+        decides = condition_roots(source.get("when"))
+        reads = union([decides, *values])
+        priority = PRIORITIES[source.get("priority", "normal")]
+        return Rule(
+            name, when, tuple(a for a in actions if a), stop, _fingerprint(source), reads, priority, decides
+        )
 
 
 def compile_targets(

@@ -38,6 +38,7 @@ def delivery_to_api(row: dict[str, Any], *, detail: bool = False) -> dict[str, A
         "processed_at": format_time(row["processed_at"]),
         "reject_reason": row["reject_reason"],
         "replays": row["replays"],
+        "priority": row.get("priority", 0),
         "last_error": (row["errors"] or [None])[-1],
     }
     if detail:

@@ -28,7 +28,7 @@ from seqbridge.clock import Clock
 from seqbridge.errors import BadRequest, HookMisconfigured, NotFound, SignatureRejected
 from seqbridge.mapping.hooks import Hook
 from seqbridge.mapping.registry import BrokenHook, HookRegistry, UnknownHook
-from seqbridge.services.common import new_id
+from seqbridge.services.common import format_time, new_id
 from seqbridge.services.group_commit import GroupCommit
 from seqbridge.services.intake import (
     REPLAYABLE,
@@ -253,6 +253,13 @@ class Inbox:
             events_json=_LAZY_EVENTS if lazy else json.dumps(stored_events(events)),
             lease=(f"inline:{delivery_id}", now + self.lease) if inline else None,
             processed=not events,
+            # An opt-out jumps the queue: decided here from the parsed events (a rule's ``when``
+            # only, and only for a hook with a prioritised rule), stored in the same INSERT.
+            priority=(
+                hook.priority_of(events, request, format_time(now))
+                if hook.prioritised and status == DeliveryStatus.QUEUED
+                else 0
+            ),
         )
         keys = [(e.dedupe_key, key_expiry(e, now, hook.dedupe_window)) for e in events]
         received = self._commit.submit(

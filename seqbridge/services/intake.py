@@ -126,9 +126,12 @@ def receipt_values(
     reject_reason: str | None = None,
     lease: tuple[str, datetime] | None = None,
     processed: bool = False,
+    priority: int = 0,
 ) -> tuple:
     """The ``deliveries`` row of a receipt, in the order of ``RECEIPT_COLUMNS`` and the driver's
-    form (``time`` is :func:`~seqbridge.storage.deliveries.receipt_time` of the database)."""
+    form (``time`` is :func:`~seqbridge.storage.deliveries.receipt_time` of the database).
+    ``priority`` above 0 has the worker claim it before every ordinary delivery
+    (:meth:`seqbridge.mapping.hooks.Hook.priority_of`)."""
     stamp = time(now)
     query = json.dumps(redact(request.query)) if request.query else "{}"
     queued = status == "queued"
@@ -157,6 +160,7 @@ def receipt_values(
         stamp if processed else None,
         stamp,
         False,
+        priority,
     )
 
 

@@ -76,7 +76,9 @@ class DeliveryProcessing:
 
     def claim(self, worker_id: str, limit: int) -> list[dict[str, Any]]:
         """Reclaim expired leases, then lease up to ``limit`` due deliveries, oldest first, and
-        return them whole. The same transaction writes the receipt events of the ones claimed,
+        return them whole: the urgent ones alone when some are due (an opt-out marked at receipt,
+        see :meth:`~seqbridge.storage.deliveries.DeliveryStore.claim_batch`), unless the
+        ``DELIVERY_PRIORITY`` setting is off. The same transaction writes the receipt events of the ones claimed,
         and of up to ``limit`` others no claim picks up (ignored and rejected deliveries): see
         :mod:`.receipts`. An idle poll only reads: it must not take the write lock that webhook
         ingest is queueing on."""
@@ -86,7 +88,9 @@ class DeliveryProcessing:
                 return []
         with self.db.transaction() as tx:
             reclaimed = tx.deliveries.reclaim_expired_leases(now)
-            claimed = tx.deliveries.claim_batch(now, worker_id, now + self.lease, limit)
+            claimed = tx.deliveries.claim_batch(
+                now, worker_id, now + self.lease, limit, urgent_first=self.settings["DELIVERY_PRIORITY"]
+            )
             record_receipts(tx, [row["id"] for row in claimed])
             sweep_receipts(tx, limit)
         if reclaimed:

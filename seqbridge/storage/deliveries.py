@@ -50,6 +50,16 @@ _RECEIPT_COLUMNS = (
     "body_size",
 )
 _RECEIPT = [deliveries.c[name] for name in _RECEIPT_COLUMNS]
+#: The due urgent deliveries, with the predicate of the partial index ix_deliveries_urgent
+#: written out as it is there (see DeliveryStore.due_urgent).
+_URGENT_SQLITE = (
+    "SELECT id FROM deliveries INDEXED BY ix_deliveries_urgent WHERE status = 'queued' AND priority > 0"
+    " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?"
+)
+_URGENT_POSTGRESQL = (
+    "SELECT id FROM deliveries WHERE status = 'queued' AND priority > 0"
+    " AND next_attempt_at <= %s ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
+)
 #: The receipts no claim picks up, which the worker sweeps into the audit log: written out with
 #: the predicate of the partial index ix_deliveries_unaudited (a bound parameter would not match
 #: it) and, on SQLite, naming it (the planner would rather walk ix_deliveries_due over every
@@ -363,35 +373,31 @@ class DeliveryStore:
 
     def claim_due(self, now: datetime, worker_id: str, lease_until: datetime, limit: int) -> list[str]:
         """Lease up to ``limit`` queued deliveries that are due, oldest first."""
-        due = (
-            select(deliveries.c.id)
-            .where(deliveries.c.status == "queued", deliveries.c.next_attempt_at <= now)
-            .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        ids = list(self.conn.execute(due).scalars())
+        ids = self.due_ids(now, limit)
         if ids:
             self.lease(ids, worker_id, lease_until, now)
         return ids
 
     def claim_batch(
-        self, now: datetime, worker_id: str, lease_until: datetime, limit: int
+        self, now: datetime, worker_id: str, lease_until: datetime, limit: int, *, urgent_first: bool = True
     ) -> list[dict[str, Any]]:
-        """Lease up to ``limit`` queued deliveries that are due, oldest first, and return them
-        whole. Oldest first is by due time, then by id (time-ordered, so arrival order even for
+        """Lease up to ``limit`` queued deliveries that are due and return them whole: the
+        urgent ones (``priority > 0``) if any is due, else the ordinary ones, oldest first.
+
+        Oldest first is by due time, then by id (time-ordered, so arrival order even for
         deliveries stored at the same instant: a contact's STOP and START stay in order); that is
-        the order of ix_deliveries_due, so a claim reads only the rows it takes. The due ones are picked ``FOR UPDATE SKIP LOCKED`` in a statement of their own:
-        as a subquery of the UPDATE, PostgreSQL may run it again for each row and lease far more
-        than ``limit``."""
-        due = (
-            select(deliveries.c.id)
-            .where(deliveries.c.status == "queued", deliveries.c.next_attempt_at <= now)
-            .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        ids = list(self.conn.execute(due).scalars())
+        the order of ix_deliveries_urgent and ix_deliveries_due, so a claim reads only the rows it
+        takes. A claim that finds urgent deliveries takes only those, so they settle in a small
+        batch of their own instead of waiting for a full one; a deep queue of ordinary deliveries
+        costs the urgent probe one look into an index that holds only the queued urgent ones.
+        ``urgent_first=False`` claims strictly in due order, whatever the priority.
+
+        The due ones are picked ``FOR UPDATE SKIP LOCKED`` in a statement of their own: as a
+        subquery of the UPDATE, PostgreSQL may run it again for each row and lease far more than
+        ``limit``."""
+        ids = self.due_urgent(now, limit) if urgent_first else []
+        if not ids:
+            ids = self.due_ids(now, limit)
         if not ids:
             return []
         claimed = self.conn.execute(
@@ -400,6 +406,31 @@ class DeliveryStore:
         rows = [dict(r) for r in claimed]
         rows.sort(key=lambda r: (r["next_attempt_at"], r["id"]))
         return rows
+
+    def due_urgent(self, now: datetime, limit: int) -> list[str]:
+        """The ids of up to ``limit`` due urgent deliveries, oldest first, locked (``SKIP LOCKED``
+        on PostgreSQL). The predicate is written out as the partial index ix_deliveries_urgent
+        has it (a bound parameter would not match it), and SQLite is told to use that index:
+        even with statistics it would rather walk ix_deliveries_due, which is in due order too,
+        over every queued delivery."""
+        sqlite = self.conn.dialect.name == "sqlite"
+        stamp = receipt_time(self.conn.dialect.name)(now)
+        return [
+            r[0]
+            for r in execute_raw(self.conn, _URGENT_SQLITE if sqlite else _URGENT_POSTGRESQL, (stamp, limit))
+        ]
+
+    def due_ids(self, now: datetime, limit: int) -> list[str]:
+        """The ids of up to ``limit`` due deliveries of any priority, oldest first, locked
+        (``SKIP LOCKED`` on PostgreSQL): a range of ix_deliveries_due."""
+        query = (
+            select(deliveries.c.id)
+            .where(deliveries.c.status == "queued", deliveries.c.next_attempt_at <= now)
+            .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list(self.conn.execute(query).scalars())
 
     def extend_leases(self, ids: list[str], worker_id: str, lease_until: datetime) -> None:
         """Keep holding deliveries this worker still has in hand (a long batch)."""

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -353,11 +354,24 @@ deliveries = Table(
     # inbox stores False and answers; the worker writes the event when it claims the delivery
     # (or sweeps ignored and rejected ones) and sets this in the same transaction.
     Column("receipt_audited", Boolean, nullable=False, server_default=true()),
+    # Claimed before every ordinary delivery that is due (0: ordinary; higher first): set at
+    # receipt when an event matches a rule with ``priority: high`` (an opt-out, most often).
+    Column("priority", SmallInteger, nullable=False, server_default=text("0")),
     Index("ix_deliveries_org_received", "org_id", "received_at", "id"),
     # Ends in id: a hook's deliveries page newest first by (received_at, id) straight off the index.
     Index("ix_deliveries_org_hook_received_id", "org_id", "hook", "received_at", "id"),
     # Claims: due ones in due order, then arrival order (ids are time-ordered).
     Index("ix_deliveries_due", "status", "next_attempt_at", "id"),
+    # Claims take the queued deliveries with a priority first, in due order. Partial: an
+    # ordinary receipt adds no entry, and the index holds only what is queued with a priority
+    # (a handful, however deep the queue).
+    Index(
+        "ix_deliveries_urgent",
+        "next_attempt_at",
+        "id",
+        sqlite_where=text("status = 'queued' AND priority > 0"),
+        postgresql_where=text("status = 'queued' AND priority > 0"),
+    ),
     # The ignored and rejected deliveries whose receipt is not audited yet: the worker sweeps
     # them (the others are audited when claimed, so a webhook's receipt adds no entry here).
     Index(

@@ -28,7 +28,8 @@ class DeliveryJob:
     The batch adapts to the backlog: a worker claims :data:`FIRST_BATCH` at first and twice what
     its last claim found after that, up to ``DELIVERY_BATCH``. A deep queue is drained in big
     batches (few statements per delivery), a trickle in small ones (each settles at once), and a
-    worker that has just started, perhaps after a crash, commits early and often.
+    worker that has just started, perhaps after a crash, commits early and often. A claim that
+    found only urgent deliveries (opt-outs, which go first and alone) leaves the size as it was.
     """
 
     name = "deliveries"
@@ -45,7 +46,9 @@ class DeliveryJob:
 
     def claim(self, worker_id: str) -> list[Row]:
         claimed = self.processing.claim(worker_id, self.size)
-        self.size = max(min(FIRST_BATCH, self.batch), min(self.batch, 2 * len(claimed)))
+        if not claimed or not all(row["priority"] for row in claimed):
+            # An urgent claim (opt-outs alone) says nothing of the backlog behind it: keep the size.
+            self.size = max(min(FIRST_BATCH, self.batch), min(self.batch, 2 * len(claimed)))
         return claimed
 
     def run(self, worker_id: str, item: Row) -> Outcome:
