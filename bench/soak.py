@@ -51,7 +51,8 @@ import requests
 from aiosmtpd.controller import Controller
 
 from bench.common import database
-from bench.ingest import WRK_SCRIPT, ensure_wrk, free_port, signed_body, write_bodies, wrk
+from bench.ingest import signed_body, write_bodies
+from bench.load import WRK_SCRIPT, ensure_wrk, free_port, wrk
 from seqbridge import create_app
 
 APP_SECRET = "bench-secret"  # bench.ingest signs with it
