@@ -61,8 +61,12 @@ from seqbridge.storage.bulk import bulk_insert
 from seqbridge.storage.schema import contacts
 
 ROOT = Path(__file__).parents[1]
-SECRETS = {"WHATSAPP_APP_SECRET": "bench-drain-secret", "WHATSAPP_VERIFY_TOKEN": "bench-verify",
-           "TWILIO_AUTH_TOKEN": "bench-twilio", "SEQBRIDGE_DEMO_ORG": "bench"}  # fmt: skip
+SECRETS = {
+    "WHATSAPP_APP_SECRET": "bench-drain-secret",
+    "WHATSAPP_VERIFY_TOKEN": "bench-verify",
+    "TWILIO_AUTH_TOKEN": "bench-twilio",
+    "SEQBRIDGE_DEMO_ORG": "bench",
+}
 POSTERS = 16
 POLL = 0.02  # seconds between looks at the queue while timing
 
@@ -83,8 +87,14 @@ def phone(n: int) -> str:
 
 
 def environment(url: str, work: Path) -> dict[str, str]:
-    return {**os.environ, **SECRETS, "SEQBRIDGE_DATABASE_URL": url, "SEQBRIDGE_MAPPINGS_DIR": str(work / "mappings"),
-            "SEQBRIDGE_VAR_DIR": str(work / "var"), "SEQBRIDGE_LOG_LEVEL": "WARNING"}  # fmt: skip
+    return {
+        **os.environ,
+        **SECRETS,
+        "SEQBRIDGE_DATABASE_URL": url,
+        "SEQBRIDGE_MAPPINGS_DIR": str(work / "mappings"),
+        "SEQBRIDGE_VAR_DIR": str(work / "var"),
+        "SEQBRIDGE_LOG_LEVEL": "WARNING",
+    }
 
 
 def prepare(url: str, work: Path, n_contacts: int, n_deliveries: int) -> Prepared:
@@ -94,16 +104,36 @@ def prepare(url: str, work: Path, n_contacts: int, n_deliveries: int) -> Prepare
     shutil.copy(ROOT / "mappings/whatsapp_stop.yaml", mappings)
     shutil.copytree(ROOT / "mappings/fixtures", mappings / "fixtures")
     os.environ.update(SECRETS)  # the mapping reads its secrets from the environment
-    app = create_app({"DATABASE_URL": url, "MAPPINGS_DIR": str(mappings), "LOG_LEVEL": "WARNING",
-                      "VAR_DIR": str(work / "var")})  # fmt: skip
+    app = create_app(
+        {
+            "DATABASE_URL": url,
+            "MAPPINGS_DIR": str(mappings),
+            "LOG_LEVEL": "WARNING",
+            "VAR_DIR": str(work / "var"),
+        }
+    )
     services = app.extensions["seqbridge"]
     key = services.keys.create_key("bench", ["*"]).raw_key
     client, auth = app.test_client(), {"Authorization": f"Bearer {key}"}
     org_id = client.get("/api/v1/me", headers=auth).json["data"]["organization_id"]
     now = services.clock.now()
-    rows = [{"id": str(uuid.uuid4()), "org_id": org_id, "email": f"c{n}@example.com", "email_normalized": f"c{n}@example.com",
-             "phone": phone(n), "first_name": f"C{n}", "status": "active", "converted": False, "has_open_ticket": False,
-             "attributes": {}, "created_at": now, "updated_at": now} for n in range(n_contacts)]  # fmt: skip
+    rows = [
+        {
+            "id": str(uuid.uuid4()),
+            "org_id": org_id,
+            "email": f"c{n}@example.com",
+            "email_normalized": f"c{n}@example.com",
+            "phone": phone(n),
+            "first_name": f"C{n}",
+            "status": "active",
+            "converted": False,
+            "has_open_ticket": False,
+            "attributes": {},
+            "created_at": now,
+            "updated_at": now,
+        }
+        for n in range(n_contacts)
+    ]
     with services.db.transaction() as tx:
         for start in range(0, len(rows), 5000):
             bulk_insert(tx.conn, contacts, rows[start : start + 5000])
@@ -132,16 +162,35 @@ def prepare(url: str, work: Path, n_contacts: int, n_deliveries: int) -> Prepare
 def stop_body(sender: str, n: int) -> bytes:
     """One WhatsApp Cloud API notification of a text "STOP" from ``sender`` (as in tests/test_hooks.py)."""
     digits = sender.lstrip("+")
-    return json.dumps({
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "WABA1", "changes": [{"field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550000000", "phone_number_id": "PN1"},
-            "contacts": [{"profile": {"name": f"C{n}"}, "wa_id": digits}],
-            "messages": [{"from": digits, "id": f"wamid.drain.{n}", "timestamp": "1767607200", "type": "text",
-                          "text": {"body": "STOP"}}],
-        }}]}],
-    }).encode()  # fmt: skip
+    return json.dumps(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": "WABA1",
+                    "changes": [
+                        {
+                            "field": "messages",
+                            "value": {
+                                "messaging_product": "whatsapp",
+                                "metadata": {"display_phone_number": "15550000000", "phone_number_id": "PN1"},
+                                "contacts": [{"profile": {"name": f"C{n}"}, "wa_id": digits}],
+                                "messages": [
+                                    {
+                                        "from": digits,
+                                        "id": f"wamid.drain.{n}",
+                                        "timestamp": "1767607200",
+                                        "type": "text",
+                                        "text": {"body": "STOP"},
+                                    }
+                                ],
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+    ).encode()
 
 
 def sign(body: bytes) -> str:
@@ -156,8 +205,23 @@ def serving(env: dict[str, str], work: Path):
     """``seqbridge serve --no-worker`` on a free loopback port; yields its base URL."""
     port = free_port()
     log = (work / "serve.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "seqbridge", "serve", "--no-worker", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "seqbridge",
+            "serve",
+            "--no-worker",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        cwd=work,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -193,8 +257,12 @@ def queue(prepared: Prepared) -> float:
             import threading
 
             session = sessions.setdefault(threading.get_ident(), requests.Session())
-            answer = session.post(f"{base}/hooks/whatsapp", data=body, timeout=60,
-                                  headers={"X-Hub-Signature-256": sign(body), "Content-Type": "application/json"})  # fmt: skip
+            answer = session.post(
+                f"{base}/hooks/whatsapp",
+                data=body,
+                timeout=60,
+                headers={"X-Hub-Signature-256": sign(body), "Content-Type": "application/json"},
+            )
             return answer.status_code, answer.json().get("data", {}).get("status", answer.text)
 
         started = time.perf_counter()
@@ -242,8 +310,10 @@ def admin_dsn(url: str) -> str:
 
 def remaining(url: str) -> tuple[int, int]:
     """(queued, queued or processing) deliveries in the database at ``url``."""
-    sql = ("SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FROM deliveries "
-           "WHERE status IN ('queued', 'processing')")  # fmt: skip
+    sql = (
+        "SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FROM deliveries "
+        "WHERE status IN ('queued', 'processing')"
+    )
     if url.startswith("sqlite"):
         conn = sqlite3.connect(url.removeprefix("sqlite:///"))
         try:
@@ -263,8 +333,16 @@ def drain(prepared: Prepared, url: str, workers: int, total: int) -> dict:
     env = environment(url, prepared.work)
     logs = [(prepared.work / f"worker-{uuid.uuid4().hex[:6]}.log").open("w") for _ in range(workers)]
     spawned = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "seqbridge", "worker"], env=env, cwd=prepared.work,
-                              stdout=log, stderr=subprocess.STDOUT) for log in logs]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "seqbridge", "worker"],
+            env=env,
+            cwd=prepared.work,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        for log in logs
+    ]
     first, cpu_at_first = None, 0.0
     cpu: dict[int, float] = {}
     try:
@@ -295,15 +373,24 @@ def drain(prepared: Prepared, url: str, workers: int, total: int) -> dict:
         for log in logs:
             log.close()
     seconds = ended - (first or spawned)
-    return {"per_s": total / seconds, "seconds": seconds, "per_s_from_spawn": total / (ended - spawned),
-            "worker_cpu_ms_per_delivery": (sum(cpu.values()) - cpu_at_first) / total * 1000}  # fmt: skip
+    return {
+        "per_s": total / seconds,
+        "seconds": seconds,
+        "per_s_from_spawn": total / (ended - spawned),
+        "worker_cpu_ms_per_delivery": (sum(cpu.values()) - cpu_at_first) / total * 1000,
+    }
 
 
 def verify(prepared: Prepared, url: str, label: str) -> None:
     """The effects are right and the audit chain verifies (``seqbridge audit verify``), or exit."""
     problems = drain_baseline.check(url, prepared.org_id, prepared.senders, prepared.contacts)
-    answer = subprocess.run([sys.executable, "-m", "seqbridge", "audit", "verify"], capture_output=True, text=True,
-                            env=environment(url, prepared.work), cwd=prepared.work)  # fmt: skip
+    answer = subprocess.run(
+        [sys.executable, "-m", "seqbridge", "audit", "verify"],
+        capture_output=True,
+        text=True,
+        env=environment(url, prepared.work),
+        cwd=prepared.work,
+    )
     if answer.returncode != 0:
         problems.append(f"seqbridge audit verify failed: {(answer.stdout + answer.stderr)[-500:]}")
     if problems:
@@ -322,8 +409,11 @@ def run_engine(engine: str, args) -> dict:
                 started = time.perf_counter()
                 prepared = prepare(url, work, size, args.deliveries)
                 rate = queue(prepared)
-                print(f"{engine}, {size:,} contacts: prepared and queued {args.deliveries:,} STOPs in "
-                      f"{time.perf_counter() - started:.0f} s (ingest {rate:,.0f}/s)", flush=True)  # fmt: skip
+                print(
+                    f"{engine}, {size:,} contacts: prepared and queued {args.deliveries:,} STOPs in "
+                    f"{time.perf_counter() - started:.0f} s (ingest {rate:,.0f}/s)",
+                    flush=True,
+                )
                 copies = Copies(prepared)
                 one = {}
                 if size == args.deliveries:
@@ -353,9 +443,12 @@ def timed_worker(prepared: Prepared, copies: Copies, workers: int, total: int) -
     url = copies.make()
     result = drain(prepared, url, workers, total)
     label = f"{workers} worker{'s' if workers > 1 else ''}"
-    print(f"  {label}: {result['per_s']:,.0f} deliveries/s ({result['seconds']:.2f} s; "
-          f"{result['per_s_from_spawn']:,.0f}/s from spawning; worker CPU "
-          f"{result['worker_cpu_ms_per_delivery']:.2f} ms/delivery)", flush=True)  # fmt: skip
+    print(
+        f"  {label}: {result['per_s']:,.0f} deliveries/s ({result['seconds']:.2f} s; "
+        f"{result['per_s_from_spawn']:,.0f}/s from spawning; worker CPU "
+        f"{result['worker_cpu_ms_per_delivery']:.2f} ms/delivery)",
+        flush=True,
+    )
     verify(prepared, url, label)
     return result
 
@@ -366,8 +459,10 @@ def report(results: dict, args) -> list[str]:
     engine, base = results["engine"], results[f"contacts_{args.deliveries}"]
     raw = (base["raw_before"]["per_s"] + base["raw_after"]["per_s"]) / 2
     one = base["worker_1"]["per_s"]
-    checks = [(f"{engine}: 1 worker deliveries/s", one, 1000 if engine == "sqlite" else 600),
-              (f"{engine}: 1 worker / raw loop", one / raw, 1.0 if engine == "sqlite" else None)]  # fmt: skip
+    checks = [
+        (f"{engine}: 1 worker deliveries/s", one, 1000 if engine == "sqlite" else 600),
+        (f"{engine}: 1 worker / raw loop", one / raw, 1.0 if engine == "sqlite" else None),
+    ]
     if f"workers_{args.workers}" in base:
         checks.append(
             (f"{engine}: {args.workers} workers / 1", base[f"workers_{args.workers}"]["per_s"] / one, 1.6)

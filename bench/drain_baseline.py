@@ -29,8 +29,13 @@ from seqbridge.audit import event_hash
 
 REASON = "unsubscribed"
 #: Audit events per delivery, by tag (what the worker writes for a STOP to a contact in two sequences).
-EXPECTED_TAGS = {"hook:delivery:received": 1, "hook:contact:updated": 1, "hook:contact:unsubscribed": 1,
-                 "hook:enrollment:exited": 2, "hook:delivery:processed": 1}  # fmt: skip
+EXPECTED_TAGS = {
+    "hook:delivery:received": 1,
+    "hook:contact:updated": 1,
+    "hook:contact:unsubscribed": 1,
+    "hook:enrollment:exited": 2,
+    "hook:delivery:processed": 1,
+}
 
 
 def connect(url: str, engine: str):
@@ -83,67 +88,180 @@ def raw_loop(url: str, engine: str, org_id: str) -> float:
         if message["text"]["body"].strip().upper() != "STOP":
             raise RuntimeError(f"delivery {delivery_id} is not a STOP")
         sender = "+" + message["from"]
-        event = {"dedupe_key": message["id"], "kind": "message",
-                 "data": {"channel": "whatsapp", "message_id": message["id"], "from": sender,
-                          "wa_id": message["from"], "type": "text", "text": message["text"]["body"],
-                          "timestamp": message["timestamp"], "message": message}}  # fmt: skip
-        cur.execute(f"SELECT id, status FROM contacts WHERE org_id = {p} AND phone = {p} ORDER BY created_at, id LIMIT 1",
-                    (org_id, sender))  # fmt: skip
+        event = {
+            "dedupe_key": message["id"],
+            "kind": "message",
+            "data": {
+                "channel": "whatsapp",
+                "message_id": message["id"],
+                "from": sender,
+                "wa_id": message["from"],
+                "type": "text",
+                "text": message["text"]["body"],
+                "timestamp": message["timestamp"],
+                "message": message,
+            },
+        }
+        cur.execute(
+            f"SELECT id, status FROM contacts WHERE org_id = {p} AND phone = {p} ORDER BY created_at, id LIMIT 1",
+            (org_id, sender),
+        )
         contact_id, status = cur.fetchone()
         cur.execute(
             f"UPDATE contacts SET status = 'unsubscribed', updated_at = {p} WHERE id = {p}", (at, contact_id)
         )
-        cur.execute(f"SELECT id, sequence_id FROM enrollments WHERE contact_id = {p} AND status IN ('active', 'paused') "
-                    "ORDER BY enrolled_at, id", (contact_id,))  # fmt: skip
+        cur.execute(
+            f"SELECT id, sequence_id FROM enrollments WHERE contact_id = {p} AND status IN ('active', 'paused') "
+            "ORDER BY enrolled_at, id",
+            (contact_id,),
+        )
         live = cur.fetchall()
         marks = ", ".join([p] * len(live))
         enrollment_ids = tuple(e for e, _ in live)
-        cur.execute(f"UPDATE enrollments SET status = 'exited', exited_at = {p}, exit_reason = 'unsubscribed', "
-                    f"current_step_id = NULL, next_send_at = NULL, updated_at = {p} WHERE id IN ({marks})",
-                    (at, at, *enrollment_ids))  # fmt: skip
-        cur.execute(f"UPDATE step_tasks SET status = 'cancelled', last_error = 'enrollment exited: unsubscribed', "
-                    f"updated_at = {p}, finished_at = {p} WHERE enrollment_id IN ({marks}) "
-                    "AND status || '' IN ('pending', 'paused') RETURNING enrollment_id", (at, at, *enrollment_ids))  # fmt: skip
+        cur.execute(
+            f"UPDATE enrollments SET status = 'exited', exited_at = {p}, exit_reason = 'unsubscribed', "
+            f"current_step_id = NULL, next_send_at = NULL, updated_at = {p} WHERE id IN ({marks})",
+            (at, at, *enrollment_ids),
+        )
+        cur.execute(
+            f"UPDATE step_tasks SET status = 'cancelled', last_error = 'enrollment exited: unsubscribed', "
+            f"updated_at = {p}, finished_at = {p} WHERE enrollment_id IN ({marks}) "
+            "AND status || '' IN ('pending', 'paused') RETURNING enrollment_id",
+            (at, at, *enrollment_ids),
+        )
         cancelled = dict.fromkeys(enrollment_ids, 0)
         for (enrollment_id,) in cur.fetchall():
             cancelled[enrollment_id] += 1
         via = {"delivery_id": delivery_id, "event": message["id"], "hook": hook, "rule": "stop"}
-        events = [("hook:delivery:received", "delivery", delivery_id,
-                   {"dedupe_keys": [message["id"]], "events": 1, "hook": hook, "via": {"hook": hook}}),
-                  ("hook:contact:updated", "contact", contact_id, {"changes": {"status": "unsubscribed"}, "via": via}),
-                  ("hook:contact:unsubscribed", "contact", contact_id, {"from": status, "to": "unsubscribed", "via": via}),
-                  *[("hook:enrollment:exited", "enrollment", e,
-                     {"contact_id": contact_id, "reason": REASON, "sequence_id": s, "tasks_cancelled": cancelled[e],
-                      "via": via}) for e, s in live],
-                  ("hook:delivery:processed", "delivery", delivery_id,
-                   {"actions": {"done": 2}, "events": 1, "hook": hook, "rules": ["stop"], "status": "processed",
-                    "unmatched": 0, "via": {"delivery_id": delivery_id, "hook": hook}})]  # fmt: skip
+        events = [
+            (
+                "hook:delivery:received",
+                "delivery",
+                delivery_id,
+                {"dedupe_keys": [message["id"]], "events": 1, "hook": hook, "via": {"hook": hook}},
+            ),
+            (
+                "hook:contact:updated",
+                "contact",
+                contact_id,
+                {"changes": {"status": "unsubscribed"}, "via": via},
+            ),
+            (
+                "hook:contact:unsubscribed",
+                "contact",
+                contact_id,
+                {"from": status, "to": "unsubscribed", "via": via},
+            ),
+            *[
+                (
+                    "hook:enrollment:exited",
+                    "enrollment",
+                    e,
+                    {
+                        "contact_id": contact_id,
+                        "reason": REASON,
+                        "sequence_id": s,
+                        "tasks_cancelled": cancelled[e],
+                        "via": via,
+                    },
+                )
+                for e, s in live
+            ],
+            (
+                "hook:delivery:processed",
+                "delivery",
+                delivery_id,
+                {
+                    "actions": {"done": 2},
+                    "events": 1,
+                    "hook": hook,
+                    "rules": ["stop"],
+                    "status": "processed",
+                    "unmatched": 0,
+                    "via": {"delivery_id": delivery_id, "hook": hook},
+                },
+            ),
+        ]
         cur.execute(f"SELECT last_hash FROM audit_heads WHERE org_id = {p}{lock}", (org_id,))
         prev_hash = cur.fetchone()[0]
         values = []
         for tag, subject_type, subject_id, data in events:
             data_json = _dumps(data)
-            row = {"org_id": org_id, "occurred_at": now, "actor_type": "hook", "actor_id": hook, "tag": tag,
-                   "subject_type": subject_type, "subject_id": subject_id, "request_id": request_id,
-                   "prev_hash": prev_hash}  # fmt: skip
+            row = {
+                "org_id": org_id,
+                "occurred_at": now,
+                "actor_type": "hook",
+                "actor_id": hook,
+                "tag": tag,
+                "subject_type": subject_type,
+                "subject_id": subject_id,
+                "request_id": request_id,
+                "prev_hash": prev_hash,
+            }
             prev_hash = event_hash(row, data_json)
-            values += [org_id, at, "hook", hook, tag, subject_type, subject_id, request_id, data_json, row["prev_hash"],
-                       prev_hash]  # fmt: skip
+            values += [
+                org_id,
+                at,
+                "hook",
+                hook,
+                tag,
+                subject_type,
+                subject_id,
+                request_id,
+                data_json,
+                row["prev_hash"],
+                prev_hash,
+            ]
         rows = ", ".join([f"({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {j}, {p}, {p})"] * len(events))
-        cur.execute("INSERT INTO audit_events (org_id, occurred_at, actor_type, actor_id, tag, subject_type, subject_id, "
-                    f"request_id, data, prev_hash, hash) VALUES {rows} RETURNING id", values)  # fmt: skip
+        cur.execute(
+            "INSERT INTO audit_events (org_id, occurred_at, actor_type, actor_id, tag, subject_type, subject_id, "
+            f"request_id, data, prev_hash, hash) VALUES {rows} RETURNING id",
+            values,
+        )
         last_id = max(r[0] for r in cur.fetchall())
-        cur.execute(f"UPDATE audit_heads SET last_event_id = {p}, last_hash = {p} WHERE org_id = {p}",
-                    (last_id, prev_hash, org_id))  # fmt: skip
-        results = [{"dedupe_key": message["id"], "kind": "message", "rules": ["stop"], "actions": [
-            {"action": "upsert_contact", "target": "local", "phone": sender, "set": {"status": "unsubscribed"},
-             "outcome": {"status": "done", "operation": "updated", "contact_id": contact_id, "fields": ["status"],
-                         "tags_added": []}},
-            {"action": "unenroll", "target": "local", "sequence": "*", "contact": {"phone": sender},
-             "reason": REASON, "outcome": {"status": "done", "reason": REASON, "enrollment_ids": list(enrollment_ids)}}]}]  # fmt: skip
-        cur.execute(f"UPDATE deliveries SET status = 'processed', attempts = attempts + 1, events = {j}, results = {j}, "
-                    f"processed_at = {p}, updated_at = {p}, receipt_audited = {true} WHERE id = {p} AND status = 'queued'",
-                    (json.dumps([event]), json.dumps(results), at, at, delivery_id))  # fmt: skip
+        cur.execute(
+            f"UPDATE audit_heads SET last_event_id = {p}, last_hash = {p} WHERE org_id = {p}",
+            (last_id, prev_hash, org_id),
+        )
+        results = [
+            {
+                "dedupe_key": message["id"],
+                "kind": "message",
+                "rules": ["stop"],
+                "actions": [
+                    {
+                        "action": "upsert_contact",
+                        "target": "local",
+                        "phone": sender,
+                        "set": {"status": "unsubscribed"},
+                        "outcome": {
+                            "status": "done",
+                            "operation": "updated",
+                            "contact_id": contact_id,
+                            "fields": ["status"],
+                            "tags_added": [],
+                        },
+                    },
+                    {
+                        "action": "unenroll",
+                        "target": "local",
+                        "sequence": "*",
+                        "contact": {"phone": sender},
+                        "reason": REASON,
+                        "outcome": {
+                            "status": "done",
+                            "reason": REASON,
+                            "enrollment_ids": list(enrollment_ids),
+                        },
+                    },
+                ],
+            }
+        ]
+        cur.execute(
+            f"UPDATE deliveries SET status = 'processed', attempts = attempts + 1, events = {j}, results = {j}, "
+            f"processed_at = {p}, updated_at = {p}, receipt_audited = {true} WHERE id = {p} AND status = 'queued'",
+            (json.dumps([event]), json.dumps(results), at, at, delivery_id),
+        )
         if cur.rowcount != 1:
             raise RuntimeError(f"delivery {delivery_id} was not queued")
         conn.commit()
@@ -179,8 +297,10 @@ def check(url: str, org_id: str, senders: list[str], contacts: int) -> list[str]
             )
         cur.execute("CREATE TEMPORARY TABLE senders (phone TEXT PRIMARY KEY)")
         cur.executemany(f"INSERT INTO senders VALUES ({p})", [(s,) for s in senders])
-        wrong = one("SELECT count(*) FROM contacts c JOIN senders s ON s.phone = c.phone "
-                    "WHERE c.status <> 'unsubscribed'")  # fmt: skip
+        wrong = one(
+            "SELECT count(*) FROM contacts c JOIN senders s ON s.phone = c.phone "
+            "WHERE c.status <> 'unsubscribed'"
+        )
         if wrong:
             problems.append(f"{wrong} senders are not unsubscribed")
         enrollments = dict(
@@ -197,19 +317,24 @@ def check(url: str, org_id: str, senders: list[str], contacts: int) -> list[str]
         attempts = dict(rows("SELECT attempts, count(*) FROM deliveries GROUP BY attempts"))
         if attempts != {1: n}:
             problems.append(f"deliveries by attempts {attempts}: expected {n} with one attempt")
-        tags = dict(rows("SELECT tag, count(*) FROM audit_events WHERE tag LIKE 'hook:%' GROUP BY tag"))
+        tags = dict(rows(f"SELECT tag, count(*) FROM audit_events WHERE tag LIKE {p} GROUP BY tag", "hook:%"))
         if tags != {tag: per * n for tag, per in EXPECTED_TAGS.items()}:
             problems.append(f"audit events {tags}: expected {EXPECTED_TAGS} per delivery")
         # One event per effect, each about its own subject (no delivery processed twice, no
         # contact or enrollment touched twice).
         for tag, per in EXPECTED_TAGS.items():
             per_subject = 1 if tag != "hook:contact:updated" else per
-            twice = one(f"SELECT count(*) FROM (SELECT subject_id FROM audit_events WHERE tag = {p} "
-                        f"GROUP BY subject_id HAVING count(*) <> {per_subject}) t", tag)  # fmt: skip
+            twice = one(
+                f"SELECT count(*) FROM (SELECT subject_id FROM audit_events WHERE tag = {p} "
+                f"GROUP BY subject_id HAVING count(*) <> {per_subject}) t",
+                tag,
+            )
             if twice:
                 problems.append(f"{twice} subjects have other than {per_subject} {tag} events")
-        unmatched = one("SELECT count(*) FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM audit_events a "
-                        "WHERE a.tag = 'hook:delivery:processed' AND a.subject_id = d.id)")  # fmt: skip
+        unmatched = one(
+            "SELECT count(*) FROM deliveries d WHERE NOT EXISTS (SELECT 1 FROM audit_events a "
+            "WHERE a.tag = 'hook:delivery:processed' AND a.subject_id = d.id)"
+        )
         if unmatched:
             problems.append(f"{unmatched} deliveries have no processed event")
     finally:
