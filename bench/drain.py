@@ -6,8 +6,8 @@ the same effects one transaction per delivery, on a copy of the same queued data
 
 1. **Prepare** a fresh database (SQLite, or a durable PostgreSQL: fsync and synchronous_commit
    on): an organization whose contacts all have phones, two active sequences of two steps
-   (first step three days out, so every enrollment has a pending task), and each STOP sender
-   enrolled in both. The hooks are the shipped ``mappings/whatsapp_stop.yaml`` (Meta's Cloud API
+   (first step three days out, so every enrollment has a pending task), and every contact
+   enrolled in both (in the big organization, the bystanders too). The hooks are the shipped ``mappings/whatsapp_stop.yaml`` (Meta's Cloud API
    and Twilio), with their secrets from the environment.
 2. **Queue**: a real ``seqbridge serve --no-worker`` (gunicorn on loopback) receives one signed
    STOP per sender (``X-Hub-Signature-256``, as Meta signs), posted by a few threads; every answer
@@ -98,7 +98,8 @@ def environment(url: str, work: Path) -> dict[str, str]:
 
 
 def prepare(url: str, work: Path, n_contacts: int, n_deliveries: int) -> Prepared:
-    """Contacts, two sequences, the senders enrolled in both (through the API), and the hooks."""
+    """Contacts, two sequences with every contact enrolled in both (through the API; so the
+    organization's live enrollments and pending tasks grow with it), and the hooks."""
     mappings = work / "mappings"
     mappings.mkdir(parents=True)
     shutil.copy(ROOT / "mappings/whatsapp_stop.yaml", mappings)
@@ -149,8 +150,8 @@ def prepare(url: str, work: Path, n_contacts: int, n_deliveries: int) -> Prepare
             client.patch(f"/api/v1/sequences/{sid}", json={"status": "active"}, headers=auth).status_code
             == 200
         )
-        for start in range(0, len(senders), 1000):
-            ids = [r["id"] for r in senders[start : start + 1000]]
+        for start in range(0, len(rows), 1000):  # everyone: the organization's tasks grow with it
+            ids = [r["id"] for r in rows[start : start + 1000]]
             answer = client.post(
                 f"/api/v1/sequences/{sid}/enroll_bulk", json={"customer_ids": ids}, headers=auth
             )

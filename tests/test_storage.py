@@ -362,3 +362,43 @@ def test_migrations_leave_the_planner_statistics_gathered(tmp_path, request):
         assert analyzed is not None
         pg.optimize()
         pg.dispose()
+
+
+def test_an_enrollments_tasks_are_found_by_its_index_without_statistics(database_url):
+    """Ending enrollments reads and cancels their tasks by enrollment id. On a database whose
+    statistics know nothing yet (a new one, or one that grew since its last ANALYZE), SQLite's
+    planner chose ix_step_tasks_due for ``status IN ('pending', 'paused')`` and walked every
+    pending task of the database for each statement; the enrollment's index must drive."""
+    from sqlalchemy import event
+
+    from seqbridge.storage.enrollments import EnrollmentStore
+
+    db = Database(database_url)
+    seen: list[tuple[str, object]] = []
+
+    def capture(_conn, _cursor, statement, parameters, _context, _many):
+        if "step_tasks" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", capture)
+    try:
+        with db.transaction() as tx:
+            store = EnrollmentStore(tx.conn)
+            now = datetime(2026, 1, 5, tzinfo=UTC)
+            store.cancellable_tasks(["e1", "e2"])
+            store.cancel_tasks_of(["e1", "e2"], now, "enrollment exited: unsubscribed")
+            store.cancel_tasks_counted(["e1", "e2"], now, "enrollment exited: unsubscribed")
+            store.cancel_open_tasks("e1", now, "enrollment exited: unsubscribed")
+            store.open_tasks("e1")
+    finally:
+        event.remove(db.engine, "before_cursor_execute", capture)
+    assert len(seen) == 5
+    with db.engine.connect() as conn:
+        cursor = conn.connection.driver_connection.cursor()
+        for statement, parameters in seen:
+            cursor.execute(("EXPLAIN QUERY PLAN " if db.is_sqlite else "EXPLAIN ") + statement, parameters)
+            plan = "\n".join(" ".join(str(part) for part in row) for row in cursor.fetchall())
+            assert "ix_step_tasks_due" not in plan, f"{statement}: {plan}"
+            if db.is_sqlite:
+                assert "uq_step_tasks_enrollment_step (enrollment_id=?)" in plan, f"{statement}: {plan}"
+    db.dispose()
