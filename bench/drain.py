@@ -7,8 +7,9 @@ the same effects one transaction per delivery, on a copy of the same queued data
 1. **Prepare** a fresh database (SQLite, or a durable PostgreSQL: fsync and synchronous_commit
    on): an organization whose contacts all have phones, two active sequences of two steps
    (first step three days out, so every enrollment has a pending task), and every contact
-   enrolled in both (in the big organization, the bystanders too). The hooks are the shipped ``mappings/whatsapp_stop.yaml`` (Meta's Cloud API
-   and Twilio), with their secrets from the environment.
+   enrolled in both (in the big organization the bystanders too, so its live enrollments and
+   pending tasks grow with it). The hooks are the shipped ``mappings/whatsapp_stop.yaml``
+   (Meta's Cloud API and Twilio), with their secrets from the environment.
 2. **Queue**: a real ``seqbridge serve --no-worker`` (gunicorn on loopback) receives one signed
    STOP per sender (``X-Hub-Signature-256``, as Meta signs), posted by a few threads; every answer
    must be 202 ``queued``. Then the server stops: what is left is a database of real receipts.
@@ -21,7 +22,8 @@ the same effects one transaction per delivery, on a copy of the same queued data
      until no delivery is queued or processing; the rate from spawning the processes is reported
      beside it.
 4. **Check** every copy, and exit non-zero if anything is wrong (:func:`bench.drain_baseline.check`):
-   every sender unsubscribed and nobody else, every enrollment exited, every task cancelled,
+   every sender unsubscribed and nobody else, every sender's enrollment exited and its task
+   cancelled (the bystanders' untouched),
    every delivery processed once with exactly one audit event per effect, and
    ``seqbridge audit verify`` passing.
 
