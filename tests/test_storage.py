@@ -362,3 +362,90 @@ def test_migrations_leave_the_planner_statistics_gathered(tmp_path, request):
         assert analyzed is not None
         pg.optimize()
         pg.dispose()
+
+
+def test_an_enrollments_tasks_are_found_by_its_index_without_statistics(database_url):
+    """Ending enrollments reads and cancels their tasks by enrollment id. On a database whose
+    statistics know nothing yet (a new one, or one that grew since its last ANALYZE), SQLite's
+    planner chose ix_step_tasks_due for ``status IN ('pending', 'paused')`` and walked every
+    pending task of the database for each statement; the enrollment's index must drive."""
+    from sqlalchemy import event
+
+    from seqbridge.storage.enrollments import EnrollmentStore
+
+    db = Database(database_url)
+    seen: list[tuple[str, object]] = []
+
+    def capture(_conn, _cursor, statement, parameters, _context, _many):
+        if "step_tasks" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", capture)
+    try:
+        with db.transaction() as tx:
+            store = EnrollmentStore(tx.conn)
+            now = datetime(2026, 1, 5, tzinfo=UTC)
+            store.cancellable_tasks(["e1", "e2"])
+            store.cancel_tasks_of(["e1", "e2"], now, "enrollment exited: unsubscribed")
+            store.cancel_tasks_counted(["e1", "e2"], now, "enrollment exited: unsubscribed")
+            store.cancel_open_tasks("e1", now, "enrollment exited: unsubscribed")
+            store.open_tasks("e1")
+    finally:
+        event.remove(db.engine, "before_cursor_execute", capture)
+    assert len(seen) == 5
+    with db.engine.connect() as conn:
+        cursor = conn.connection.driver_connection.cursor()
+        for statement, parameters in seen:
+            cursor.execute(("EXPLAIN QUERY PLAN " if db.is_sqlite else "EXPLAIN ") + statement, parameters)
+            plan = "\n".join(" ".join(str(part) for part in row) for row in cursor.fetchall())
+            assert "ix_step_tasks_due" not in plan, f"{statement}: {plan}"
+            if db.is_sqlite:
+                assert "uq_step_tasks_enrollment_step (enrollment_id=?)" in plan, f"{statement}: {plan}"
+    db.dispose()
+
+
+def test_a_batchs_phone_lookup_probes_the_phone_index_without_statistics(database_url):
+    """A batch looks its phones up in one query. On a database whose statistics know nothing of
+    its contacts yet (created by the migrations, then filled), ``ORDER BY created_at`` over several
+    phones made SQLite walk the whole organization in ix_contacts_org_created; the query must
+    probe the phone index, and the contacts still come oldest first."""
+    import uuid
+    from datetime import timedelta
+
+    from seqbridge.storage.bulk import bulk_insert
+    from seqbridge.storage.schema import contacts, organizations
+
+    db = Database(database_url)
+    now = datetime(2026, 1, 5, tzinfo=UTC)
+    org = str(uuid.uuid4())
+    rows = [
+        {
+            "id": str(uuid.uuid4()),
+            "org_id": org,
+            "phone": f"+1555{n % 50:07d}",
+            "status": "active",
+            "converted": False,
+            "has_open_ticket": False,
+            "attributes": {"crm_id": f"crm-{n}"},
+            "created_at": now - timedelta(seconds=n),
+            "updated_at": now,
+        }
+        for n in range(200)
+    ]
+    with db.transaction() as tx:
+        tx.conn.execute(organizations.insert().values(id=org, name="fresh", created_at=now))
+        bulk_insert(tx.conn, contacts, rows)
+        tx.contacts.index_attributes([(r["id"], org, r["attributes"]) for r in rows], replace=False)
+    plan = _plan_of(db, lambda tx: tx.contacts.find_contacts_by_phones(org, ["+15550000007", "+15550000008"]))
+    # PostgreSQL knows the table's real size even without statistics (200 rows: a scan is right).
+    assert "ix_contacts_org_created" not in plan, plan
+    assert "ix_contacts_org_phone_created" in plan or not db.is_sqlite, plan
+    plan = _plan_of(db, lambda tx: tx.contacts.find_contacts_by_attributes(org, "crm_id", ["crm-1", "crm-2"]))
+    assert "ix_contacts_org_created" not in plan, plan
+    assert "ix_contact_attributes_lookup" in plan or not db.is_sqlite, plan
+    with db.transaction(write=False) as tx:
+        found = tx.contacts.find_contacts_by_phones(org, ["+15550000007", "+15550000008"])
+    oldest_first = sorted((r for r in rows if r["phone"] == "+15550000007"), key=lambda r: r["created_at"])
+    assert [c["id"] for c in found["+15550000007"]] == [r["id"] for r in oldest_first]
+    assert len(found["+15550000008"]) == 4
+    db.dispose()
