@@ -33,8 +33,9 @@ def database(engine: str, *, durable: bool = False) -> Iterator[str]:
             server = pg_server.start(pg_base, durable=durable)
             import psycopg
 
-            with psycopg.connect(f"host={server.host} port={server.port} user={server.user} dbname=postgres",
-                                 autocommit=True) as conn:  # fmt: skip
+            with psycopg.connect(
+                f"host={server.host} port={server.port} user={server.user} dbname=postgres", autocommit=True
+            ) as conn:
                 conn.execute("CREATE DATABASE bench")
             url = server.url("bench")
         db = Database(url)

@@ -25,8 +25,18 @@ from seqbridge.mapping.registry import HookRegistry
 from seqbridge.mapping.testing import PlaceholderEnvironment
 
 MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
-TEXTS = ["STOP", " stop ", "Unsubscribe", "START", "unstop", "Hi, when is my appointment?", "thanks!",
-         "Can I stop by tomorrow?", "QUIT", "ok"]  # fmt: skip
+TEXTS = [
+    "STOP",
+    " stop ",
+    "Unsubscribe",
+    "START",
+    "unstop",
+    "Hi, when is my appointment?",
+    "thanks!",
+    "Can I stop by tomorrow?",
+    "QUIT",
+    "ok",
+]
 STOP = {"stop", "unsubscribe", "cancel", "end", "quit", "stopall", "revoke", "optout"}
 START = {"start", "unstop"}
 
@@ -38,8 +48,16 @@ def contexts(count: int) -> list[dict]:
         sender = f"+1555{rng.randrange(10**7):07d}"
         data = {"channel": "whatsapp", "message_id": f"wamid.{n}", "from": sender, "text": rng.choice(TEXTS)}
         event = {"dedupe_key": f"wamid.{n}", "kind": "message", "data": data}
-        out.append(event_context(hook="whatsapp", event=event, body=None, headers={}, query={},
-                                 received_at="2026-01-05T09:00:00Z"))  # fmt: skip
+        out.append(
+            event_context(
+                hook="whatsapp",
+                event=event,
+                body=None,
+                headers={},
+                query={},
+                received_at="2026-01-05T09:00:00Z",
+            )
+        )
     return out
 
 
@@ -50,9 +68,21 @@ def baseline(ctx: dict) -> list[dict]:
     word = text.strip().casefold() if isinstance(text, str) else None
     phone = event["from"]
     if word in STOP:
-        return [{"action": "upsert_contact", "target": "local", "phone": phone, "set": {"status": "unsubscribed"}},
-                {"action": "unenroll", "target": "local", "sequence": "*", "contact": {"phone": phone},
-                 "reason": "unsubscribed"}]  # fmt: skip
+        return [
+            {
+                "action": "upsert_contact",
+                "target": "local",
+                "phone": phone,
+                "set": {"status": "unsubscribed"},
+            },
+            {
+                "action": "unenroll",
+                "target": "local",
+                "sequence": "*",
+                "contact": {"phone": phone},
+                "reason": "unsubscribed",
+            },
+        ]
     if word in START:
         return [{"action": "upsert_contact", "target": "local", "phone": phone, "set": {"status": "active"}}]
     return []

@@ -37,9 +37,22 @@ def prepare(url: str, steps: int):
     auth = {"Authorization": f"Bearer {key}"}
     org_id = client.get("/api/v1/me", headers=auth).json["data"]["organization_id"]
     now = services.clock.now()
-    rows = [{"id": str(uuid.uuid4()), "org_id": org_id, "email": f"p{n}@example.com",
-             "email_normalized": f"p{n}@example.com", "first_name": f"P{n}", "status": "active", "converted": False,
-             "has_open_ticket": False, "attributes": {}, "created_at": now, "updated_at": now} for n in range(steps)]  # fmt: skip
+    rows = [
+        {
+            "id": str(uuid.uuid4()),
+            "org_id": org_id,
+            "email": f"p{n}@example.com",
+            "email_normalized": f"p{n}@example.com",
+            "first_name": f"P{n}",
+            "status": "active",
+            "converted": False,
+            "has_open_ticket": False,
+            "attributes": {},
+            "created_at": now,
+            "updated_at": now,
+        }
+        for n in range(steps)
+    ]
     with services.db.transaction() as tx:
         bulk_insert(tx.conn, contacts, rows)
     sid = client.post("/api/v1/sequences", json={"name": "bench"}, headers=auth).json["data"]["id"]
@@ -62,8 +75,12 @@ def reset(services) -> None:
     """Make every step due again, as if never run."""
     with services.db.engine.begin() as conn:
         conn.execute(text("DELETE FROM outbox"))
-        conn.execute(text("UPDATE step_tasks SET status = 'pending', attempts = 0, lease_owner = NULL, "
-                          "lease_expires_at = NULL, finished_at = NULL"))  # fmt: skip
+        conn.execute(
+            text(
+                "UPDATE step_tasks SET status = 'pending', attempts = 0, lease_owner = NULL, "
+                "lease_expires_at = NULL, finished_at = NULL"
+            )
+        )
         conn.execute(text("UPDATE enrollments SET status = 'active', completed_at = NULL"))
 
 
@@ -85,8 +102,11 @@ def bare_loop(services, engine: str, steps: int) -> float:
         cursor = connection.cursor()
         while done < steps:
             begin(cursor, engine)
-            cursor.execute(f"SELECT id FROM step_tasks WHERE status = 'pending' AND scheduled_for <= {p} "
-                           f"ORDER BY scheduled_for, id LIMIT 50{lock}", ("2100-01-01 00:00:00",))  # fmt: skip
+            cursor.execute(
+                f"SELECT id FROM step_tasks WHERE status = 'pending' AND scheduled_for <= {p} "
+                f"ORDER BY scheduled_for, id LIMIT 50{lock}",
+                ("2100-01-01 00:00:00",),
+            )
             ids = [r[0] for r in cursor.fetchall()]
             cursor.executemany(f"UPDATE step_tasks SET status = 'leased' WHERE id = {p}", [(i,) for i in ids])
             connection.commit()
@@ -102,11 +122,21 @@ def bare_loop(services, engine: str, steps: int) -> float:
 
 def drain(services, url: str, steps: int, workers: int, logs: Path) -> float:
     """Start ``workers`` worker processes; steps per second from the first completion to the last."""
-    env = {**os.environ, "SEQBRIDGE_DATABASE_URL": url, "SEQBRIDGE_PROCESSOR_POLL_SECONDS": "0.05",
-           "SEQBRIDGE_LOG_LEVEL": "WARNING"}  # fmt: skip
-    procs = [subprocess.Popen([sys.executable, "-m", "seqbridge", "worker"], env=env,
-                              stdout=open(logs / f"worker{n}.log", "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
-             for n in range(workers)]  # fmt: skip
+    env = {
+        **os.environ,
+        "SEQBRIDGE_DATABASE_URL": url,
+        "SEQBRIDGE_PROCESSOR_POLL_SECONDS": "0.05",
+        "SEQBRIDGE_LOG_LEVEL": "WARNING",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "seqbridge", "worker"],
+            env=env,
+            stdout=open(logs / f"worker{n}.log", "w"),  # noqa: SIM115 - closed with the process
+            stderr=subprocess.STDOUT,
+        )
+        for n in range(workers)
+    ]
     try:
         while (first := count_done(services)) == 0:
             time.sleep(0.01)

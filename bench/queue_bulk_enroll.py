@@ -29,25 +29,51 @@ def populate(services, org_id: str) -> None:
     rng = random.Random(7)
     now = services.clock.now()
     company_rows = [
-        {"id": str(uuid.uuid4()), "org_id": org_id, "name": f"Company {n}", "account_type": rng.choice(["a", "b", "c"]),
-         "industry": rng.choice(INDUSTRIES), "is_customer": rng.random() < 0.5, "is_supplier": rng.random() < 0.2,
-         "city": rng.choice(["Berlin", "Paris", "Oslo"]), "state": None, "country": "EU", "created_at": now,
-         "updated_at": now}
+        {
+            "id": str(uuid.uuid4()),
+            "org_id": org_id,
+            "name": f"Company {n}",
+            "account_type": rng.choice(["a", "b", "c"]),
+            "industry": rng.choice(INDUSTRIES),
+            "is_customer": rng.random() < 0.5,
+            "is_supplier": rng.random() < 0.2,
+            "city": rng.choice(["Berlin", "Paris", "Oslo"]),
+            "state": None,
+            "country": "EU",
+            "created_at": now,
+            "updated_at": now,
+        }
         for n in range(COMPANIES)
-    ]  # fmt: skip
+    ]
     with services.db.transaction() as tx:
         bulk_insert(tx.conn, companies, company_rows)
     for start in range(0, CONTACTS, 10_000):
         rows = [
-            {"id": str(uuid.uuid4()), "org_id": org_id, "email": f"c{n}@example.com",
-             "email_normalized": f"c{n}@example.com", "phone": None, "first_name": f"F{n}", "last_name": None,
-             "contact_type": rng.choice(["lead", "customer"]), "source": "import", "job_title": None,
-             "city": rng.choice(["Berlin", "Paris", "Oslo"]), "state": None, "country": "EU",
-             "status": "active" if rng.random() < 0.97 else "unsubscribed", "converted": False,
-             "has_open_ticket": False, "timezone": None, "company_id": rng.choice(company_rows)["id"],
-             "attributes": {}, "created_at": now, "updated_at": now}
+            {
+                "id": str(uuid.uuid4()),
+                "org_id": org_id,
+                "email": f"c{n}@example.com",
+                "email_normalized": f"c{n}@example.com",
+                "phone": None,
+                "first_name": f"F{n}",
+                "last_name": None,
+                "contact_type": rng.choice(["lead", "customer"]),
+                "source": "import",
+                "job_title": None,
+                "city": rng.choice(["Berlin", "Paris", "Oslo"]),
+                "state": None,
+                "country": "EU",
+                "status": "active" if rng.random() < 0.97 else "unsubscribed",
+                "converted": False,
+                "has_open_ticket": False,
+                "timezone": None,
+                "company_id": rng.choice(company_rows)["id"],
+                "attributes": {},
+                "created_at": now,
+                "updated_at": now,
+            }
             for n in range(start, start + 10_000)
-        ]  # fmt: skip
+        ]
         with services.db.transaction() as tx:
             bulk_insert(tx.conn, contacts, rows)
     with services.db.engine.connect() as conn:
@@ -69,8 +95,15 @@ def run(engine: str, rounds: int) -> dict:
 
         def new_queue() -> str:
             qid = client.post("/api/v1/event-queues", json={"name": "bench"}, headers=auth).json["data"]["id"]
-            client.post(f"/api/v1/event-queues/{qid}/steps", headers=auth,
-                        json={"action_type": "send_email", "delay_days": 1, "action_config": {"subject": "s", "body": "b"}})  # fmt: skip
+            client.post(
+                f"/api/v1/event-queues/{qid}/steps",
+                headers=auth,
+                json={
+                    "action_type": "send_email",
+                    "delay_days": 1,
+                    "action_config": {"subject": "s", "body": "b"},
+                },
+            )
             return qid
 
         p = "?" if engine == "sqlite" else "%s"
@@ -95,23 +128,38 @@ def run(engine: str, rounds: int) -> dict:
                 cursor.execute(select_sql, (org_id, org_id, FILTER["industry"], true))
                 ids = [r[0] for r in cursor.fetchall()]
                 enrollment_ids = [str(uuid.uuid4()) for _ in ids]
-                cursor.executemany(enrollment_sql, [(e, org_id, queue_id, c, "active", "bench", "{}", naive, naive,
-                                                     naive) for e, c in zip(enrollment_ids, ids, strict=True)])  # fmt: skip
-                cursor.executemany(task_sql, [(org_id, queue_id, e, c, 1, "pending", naive, 0, naive, naive)
-                                              for e, c in zip(enrollment_ids, ids, strict=True)])  # fmt: skip
+                cursor.executemany(
+                    enrollment_sql,
+                    [
+                        (e, org_id, queue_id, c, "active", "bench", "{}", naive, naive, naive)
+                        for e, c in zip(enrollment_ids, ids, strict=True)
+                    ],
+                )
+                cursor.executemany(
+                    task_sql,
+                    [
+                        (org_id, queue_id, e, c, 1, "pending", naive, 0, naive, naive)
+                        for e, c in zip(enrollment_ids, ids, strict=True)
+                    ],
+                )
             assert len(ids) == 500
 
         def api(queue_id: str) -> None:
-            response = client.post(f"/api/v1/event-queues/{queue_id}/bulk-enroll", headers=auth,
-                                   json={"customer_filter": FILTER})  # fmt: skip
+            response = client.post(
+                f"/api/v1/event-queues/{queue_id}/bulk-enroll", headers=auth, json={"customer_filter": FILTER}
+            )
             assert response.status_code == 200 and response.json["data"]["enrolled"] == 500, response.json
             assert response.json["data"]["has_more"] is True
 
         api_times, bare_times = alternate(rounds, api, bare, new_queue)
         services.db.dispose()
     ratio = paired_ratio(api_times, bare_times)
-    return {"engine": engine, "bulk_enroll": summary(api_times), "bare_sql": summary(bare_times),
-            "ratio": round(ratio, 2)}  # fmt: skip
+    return {
+        "engine": engine,
+        "bulk_enroll": summary(api_times),
+        "bare_sql": summary(bare_times),
+        "ratio": round(ratio, 2),
+    }
 
 
 def main() -> None:
@@ -122,8 +170,10 @@ def main() -> None:
     for engine in args.engines.split(","):
         result = run(engine, args.rounds)
         print(json.dumps(result))
-        print(f"  {engine}: bulk-enroll {result['bulk_enroll']}; bare SQL {result['bare_sql']}; "
-              f"ratio {result['ratio']}x (target <= 5x)")  # fmt: skip
+        print(
+            f"  {engine}: bulk-enroll {result['bulk_enroll']}; bare SQL {result['bare_sql']}; "
+            f"ratio {result['ratio']}x (target <= 5x)"
+        )
 
 
 if __name__ == "__main__":

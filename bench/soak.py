@@ -138,14 +138,41 @@ class Generator:
         n = next(self.serial)
         s = self.session()
         if kind == "POST /hooks/whatsapp":
-            body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "W", "changes": [{
-                "field": "messages", "value": {"messaging_product": "whatsapp",
-                "metadata": {"display_phone_number": "1", "phone_number_id": "P"},
-                "messages": [{"from": f"1777{n:07d}", "id": f"wamid.S{n}", "timestamp": "1767607200",
-                              "type": "text", "text": {"body": "STOP"}}]}}]}]}).encode()  # fmt: skip
+            body = json.dumps(
+                {
+                    "object": "whatsapp_business_account",
+                    "entry": [
+                        {
+                            "id": "W",
+                            "changes": [
+                                {
+                                    "field": "messages",
+                                    "value": {
+                                        "messaging_product": "whatsapp",
+                                        "metadata": {"display_phone_number": "1", "phone_number_id": "P"},
+                                        "messages": [
+                                            {
+                                                "from": f"1777{n:07d}",
+                                                "id": f"wamid.S{n}",
+                                                "timestamp": "1767607200",
+                                                "type": "text",
+                                                "text": {"body": "STOP"},
+                                            }
+                                        ],
+                                    },
+                                }
+                            ],
+                        }
+                    ],
+                }
+            ).encode()
             signature = "sha256=" + hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
-            return s.post(f"{self.base}/hooks/whatsapp", data=body, timeout=30,
-                          headers={"X-Hub-Signature-256": signature, "Content-Type": "application/json"})  # fmt: skip
+            return s.post(
+                f"{self.base}/hooks/whatsapp",
+                data=body,
+                timeout=30,
+                headers={"X-Hub-Signature-256": signature, "Content-Type": "application/json"},
+            )
         if kind == "POST /hooks/typeform":
             event = copy.deepcopy(TYPEFORM)
             event["event_id"], event["form_response"]["token"] = f"evt-{n}", f"tok-{n}"
@@ -154,8 +181,12 @@ class Generator:
             digest = base64.b64encode(
                 hmac.new(TYPEFORM_SECRET.encode(), body, hashlib.sha256).digest()
             ).decode()
-            return s.post(f"{self.base}/hooks/typeform", data=body, timeout=30,
-                          headers={"Typeform-Signature": f"sha256={digest}", "Content-Type": "application/json"})  # fmt: skip
+            return s.post(
+                f"{self.base}/hooks/typeform",
+                data=body,
+                timeout=30,
+                headers={"Typeform-Signature": f"sha256={digest}", "Content-Type": "application/json"},
+            )
         if kind == "GET /api/v1/contacts":
             return s.get(
                 f"{self.base}/api/v1/contacts?limit=20&offset={self.rng.randrange(0, 200)}", timeout=30
@@ -249,20 +280,43 @@ def main() -> None:
             client = app.test_client()
             auth = {"Authorization": f"Bearer {key}"}
             welcome = client.post("/api/v1/sequences", json={"name": "Welcome"}, headers=auth).json["data"]
-            client.post(f"/api/v1/sequences/{welcome['id']}/steps", headers=auth,
-                        json={"subject": "Welcome {{ email }}", "body": "Hello", "delay_days": 0})  # fmt: skip
+            client.post(
+                f"/api/v1/sequences/{welcome['id']}/steps",
+                headers=auth,
+                json={"subject": "Welcome {{ email }}", "body": "Hello", "delay_days": 0},
+            )
             client.patch(f"/api/v1/sequences/{welcome['id']}", json={"status": "active"}, headers=auth)
             services.db.dispose()
             port = free_port()
-            env = {**os.environ, "SEQBRIDGE_DATABASE_URL": url, "SEQBRIDGE_MAPPINGS_DIR": str(mappings),
-                   "SEQBRIDGE_BIND": f"127.0.0.1:{port}", "SEQBRIDGE_LOG_LEVEL": "WARNING",
-                   "SEQBRIDGE_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}?starttls=never",
-                   "SEQBRIDGE_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"soak-master-secret").decode()}  # fmt: skip
+            env = {
+                **os.environ,
+                "SEQBRIDGE_DATABASE_URL": url,
+                "SEQBRIDGE_MAPPINGS_DIR": str(mappings),
+                "SEQBRIDGE_BIND": f"127.0.0.1:{port}",
+                "SEQBRIDGE_LOG_LEVEL": "WARNING",
+                "SEQBRIDGE_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}?starttls=never",
+                "SEQBRIDGE_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"soak-master-secret").decode(),
+            }
             logs = (work / "web.log").open("w"), (work / "worker.log").open("w")
-            web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:seqbridge.gunicorn_conf",
-                                    "seqbridge:create_app()"], env=env, stdout=logs[0], stderr=subprocess.STDOUT)  # fmt: skip
-            worker = subprocess.Popen([sys.executable, "-m", "seqbridge", "worker"], env=env, stdout=logs[1],
-                                      stderr=subprocess.STDOUT)  # fmt: skip
+            web = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "-c",
+                    "python:seqbridge.gunicorn_conf",
+                    "seqbridge:create_app()",
+                ],
+                env=env,
+                stdout=logs[0],
+                stderr=subprocess.STDOUT,
+            )
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "seqbridge", "worker"],
+                env=env,
+                stdout=logs[1],
+                stderr=subprocess.STDOUT,
+            )
             base = f"http://127.0.0.1:{port}"
             try:
                 deadline = time.monotonic() + 60
@@ -296,8 +350,13 @@ def counts(url: str) -> dict[str, int]:
         rows = dict(conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall())
         sent = conn.execute("SELECT count(*) FROM outbox WHERE status = 'sent'").fetchone()[0]
         size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-    return {"deliveries": sum(rows.values()), "processed": rows.get("processed", 0), "emails_sent": sent,
-            "db_bytes": size, **{f"status_{k}": v for k, v in rows.items()}}  # fmt: skip
+    return {
+        "deliveries": sum(rows.values()),
+        "processed": rows.get("processed", 0),
+        "emails_sent": sent,
+        "db_bytes": size,
+        **{f"status_{k}": v for k, v in rows.items()},
+    }
 
 
 def soak(args, base, key, url, web, worker, sink, wrk_path, work) -> dict:
@@ -305,12 +364,19 @@ def soak(args, base, key, url, web, worker, sink, wrk_path, work) -> dict:
     script.write_text(WRK_SCRIPT)
     bodies = write_bodies(work / "ceiling.txt", "ceiling", args.ceiling_seconds * 3000)
     signature, body = signed_body("wamid.check")
-    requests.post(f"{base}/hooks/whatsapp", data=body, timeout=30,
-                  headers={"X-Hub-Signature-256": signature, "Content-Type": "application/json"})  # fmt: skip
+    requests.post(
+        f"{base}/hooks/whatsapp",
+        data=body,
+        timeout=30,
+        headers={"X-Hub-Signature-256": signature, "Content-Type": "application/json"},
+    )
     ceiling = wrk(wrk_path, script, f"{base}/hooks/whatsapp", bodies, args.ceiling_seconds, 32)
     ceiling_rps = ceiling["statuses"].get("202", 0) / (ceiling["duration_us"] / 1e6)
-    print(f"ingest ceiling (wrk, 32 connections, {args.ceiling_seconds} s): {ceiling_rps:,.0f} webhooks/s "
-          f"accepted; p99 {ceiling['p99_us'] / 1000:.1f} ms", flush=True)  # fmt: skip
+    print(
+        f"ingest ceiling (wrk, 32 connections, {args.ceiling_seconds} s): {ceiling_rps:,.0f} webhooks/s "
+        f"accepted; p99 {ceiling['p99_us'] / 1000:.1f} ms",
+        flush=True,
+    )
     # Let the worker drain the ceiling burst before the soak starts (those bodies match no rule).
     drain_deadline = time.monotonic() + 600
     while (c := counts(url))["processed"] + c.get("status_ignored", 0) < c["deliveries"] - 1:
@@ -318,10 +384,15 @@ def soak(args, base, key, url, web, worker, sink, wrk_path, work) -> dict:
             break
         time.sleep(2)
     hooks_rate = args.webhooks if args.webhooks is not None else ceiling_rps * args.share
-    rates = {"POST /hooks/whatsapp": hooks_rate / 2, "POST /hooks/typeform": hooks_rate / 2,
-             "GET /api/v1/contacts": args.reads / 3, "GET /api/v1/deliveries": args.reads / 3,
-             "GET /api/v1/audit-events": args.reads / 3, "POST /api/v1/contacts": args.writes / 2,
-             "PATCH /api/v1/contacts/{id}": args.writes / 2}  # fmt: skip
+    rates = {
+        "POST /hooks/whatsapp": hooks_rate / 2,
+        "POST /hooks/typeform": hooks_rate / 2,
+        "GET /api/v1/contacts": args.reads / 3,
+        "GET /api/v1/deliveries": args.reads / 3,
+        "GET /api/v1/audit-events": args.reads / 3,
+        "POST /api/v1/contacts": args.writes / 2,
+        "PATCH /api/v1/contacts/{id}": args.writes / 2,
+    }
     generator = Generator(base, key, rates, args.minutes * 60)
     before = counts(url)
     samples = []
@@ -333,19 +404,35 @@ def soak(args, base, key, url, web, worker, sink, wrk_path, work) -> dict:
             web_workers = children(web.pid)  # gunicorn recycles them (max_requests): by role, not pid
             with generator.lock:
                 done = len(generator.results)
-            rss = {"gunicorn master": rss_kb(web.pid), "gunicorn workers": sum(rss_kb(p) for p in web_workers),
-                   "seqbridge worker": rss_kb(worker.pid)}  # fmt: skip
-            samples.append({"t": round(time.monotonic() - started), "requests": done, **counts(url),
-                            "rss_kb": rss, "emails_smtp": sink.count})  # fmt: skip
+            rss = {
+                "gunicorn master": rss_kb(web.pid),
+                "gunicorn workers": sum(rss_kb(p) for p in web_workers),
+                "seqbridge worker": rss_kb(worker.pid),
+            }
+            samples.append(
+                {
+                    "t": round(time.monotonic() - started),
+                    "requests": done,
+                    **counts(url),
+                    "rss_kb": rss,
+                    "emails_smtp": sink.count,
+                }
+            )
             last = samples[-1]
-            print(f"t={last['t']:4}s requests {done:7,}  deliveries {last['deliveries'] - before['deliveries']:7,} "
-                  f"processed {last['processed'] - before['processed']:7,}  emails {last['emails_sent']:6,}  "
-                  f"rss MB {sum(last['rss_kb'].values()) / 1024:6.0f}", flush=True)  # fmt: skip
+            print(
+                f"t={last['t']:4}s requests {done:7,}  deliveries {last['deliveries'] - before['deliveries']:7,} "
+                f"processed {last['processed'] - before['processed']:7,}  emails {last['emails_sent']:6,}  "
+                f"rss MB {sum(last['rss_kb'].values()) / 1024:6.0f}",
+                flush=True,
+            )
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    print(f"soak: {args.minutes} min; webhooks {hooks_rate:,.0f}/s ({args.share:.0%} of the ceiling), "
-          f"reads {args.reads}/s, writes {args.writes}/s", flush=True)  # fmt: skip
+    print(
+        f"soak: {args.minutes} min; webhooks {hooks_rate:,.0f}/s ({args.share:.0%} of the ceiling), "
+        f"reads {args.reads}/s, writes {args.writes}/s",
+        flush=True,
+    )
     started = time.monotonic()
     generator.run()
     elapsed = time.monotonic() - started
@@ -373,18 +460,23 @@ def soak(args, base, key, url, web, worker, sink, wrk_path, work) -> dict:
     routes = {}
     for kind, latencies in sorted(by_route.items()):
         latencies.sort()
-        routes[kind] = {"requests": len(latencies), "rate_per_s": round(len(latencies) / elapsed, 1),
-                        "p50_ms": round(statistics.median(latencies) * 1000, 1),
-                        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
-                        "max_ms": round(latencies[-1] * 1000, 1)}  # fmt: skip
+        routes[kind] = {
+            "requests": len(latencies),
+            "rate_per_s": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(statistics.median(latencies) * 1000, 1),
+            "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
+            "max_ms": round(latencies[-1] * 1000, 1),
+        }
     warm = next((s for s in samples if s["t"] >= 60), samples[0] if samples else None)
     last = samples[-1] if samples else None
     memory = {}
     if warm and last:
         for role in warm["rss_kb"]:
-            memory[role] = {"after_warmup_mb": round(warm["rss_kb"][role] / 1024, 1),
-                            "end_mb": round(last["rss_kb"].get(role, 0) / 1024, 1),
-                            "max_mb": round(max(s["rss_kb"][role] for s in samples) / 1024, 1)}  # fmt: skip
+            memory[role] = {
+                "after_warmup_mb": round(warm["rss_kb"][role] / 1024, 1),
+                "end_mb": round(last["rss_kb"].get(role, 0) / 1024, 1),
+                "max_mb": round(max(s["rss_kb"][role] for s in samples) / 1024, 1),
+            }
     received = after["deliveries"] - before["deliveries"]
     return {
         "ceiling_webhooks_per_s": round(ceiling_rps),
@@ -410,24 +502,36 @@ def soak(args, base, key, url, web, worker, sink, wrk_path, work) -> dict:
 def prune(url: str, env: dict[str, str]) -> dict:
     """What the retention command leaves: prune what is over a minute old (deliveries that own
     dedupe keys stay for the 7-day dedupe window), then VACUUM FULL to measure."""
-    answer = subprocess.run([sys.executable, "-m", "seqbridge", "deliveries", "prune", "--older-than", "1m"],
-                            env={**env, "SEQBRIDGE_DATABASE_URL": url}, capture_output=True, text=True)  # fmt: skip
+    answer = subprocess.run(
+        [sys.executable, "-m", "seqbridge", "deliveries", "prune", "--older-than", "1m"],
+        env={**env, "SEQBRIDGE_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+    )
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM FULL")
         size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
         left = conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
-    return {"command_rc": answer.returncode, "output": (answer.stdout + answer.stderr)[-500:],
-            "deliveries_left": left, "db_bytes_after_vacuum_full": size}  # fmt: skip
+    return {
+        "command_rc": answer.returncode,
+        "output": (answer.stdout + answer.stderr)[-500:],
+        "deliveries_left": left,
+        "db_bytes_after_vacuum_full": size,
+    }
 
 
 def report(results: dict) -> None:
-    print(f"\nceiling {results['ceiling_webhooks_per_s']:,} webhooks/s; offered {results['offered_webhooks_per_s']:,}/s;"
-          f" held {results['held_webhooks_per_s']:,}/s over {results['minutes']} min")  # fmt: skip
-    print(f"deliveries: {results['deliveries_received']:,} received, {results['processed_during_load']:,} processed "
-          f"during the load, {results['deliveries_processed']:,} by the end; backlog {results['backlog_at_end']:,} "
-          f"{results['worker_catch_up_s']} s after the load stopped; "
-          f"emails sent {results['emails_sent']:,}")  # fmt: skip
+    print(
+        f"\nceiling {results['ceiling_webhooks_per_s']:,} webhooks/s; offered {results['offered_webhooks_per_s']:,}/s;"
+        f" held {results['held_webhooks_per_s']:,}/s over {results['minutes']} min"
+    )
+    print(
+        f"deliveries: {results['deliveries_received']:,} received, {results['processed_during_load']:,} processed "
+        f"during the load, {results['deliveries_processed']:,} by the end; backlog {results['backlog_at_end']:,} "
+        f"{results['worker_catch_up_s']} s after the load stopped; "
+        f"emails sent {results['emails_sent']:,}"
+    )
     print(f"{'route':32} {'requests':>9} {'/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for route, r in results["routes"].items():
         print(
@@ -438,8 +542,10 @@ def report(results: dict) -> None:
         print(
             f"rss {role}: {m['after_warmup_mb']} MB after 1 min -> {m['end_mb']} MB at the end (max {m['max_mb']})"
         )
-    print(f"database {results['db_bytes'] / 1e6:,.0f} MB; {results['db_bytes_per_100k_deliveries'] / 1e6:,.0f} MB "
-          f"per 100,000 deliveries (everything they caused included)")  # fmt: skip
+    print(
+        f"database {results['db_bytes'] / 1e6:,.0f} MB; {results['db_bytes_per_100k_deliveries'] / 1e6:,.0f} MB "
+        f"per 100,000 deliveries (everything they caused included)"
+    )
     print(f"prune: {results['prune']}")
 
 

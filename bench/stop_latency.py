@@ -85,11 +85,34 @@ class Scenario:
 
 
 def stop_body(phone: str, message_id: str) -> tuple[bytes, str]:
-    body = json.dumps({"object": "whatsapp_business_account", "entry": [{"id": "WABA1", "changes": [{
-        "field": "messages", "value": {"messaging_product": "whatsapp",
-        "metadata": {"display_phone_number": "15550000000", "phone_number_id": "PN1"},
-        "messages": [{"from": phone, "id": message_id, "timestamp": "1767607200", "type": "text",
-                      "text": {"body": "STOP"}}]}}]}]}).encode()  # fmt: skip
+    body = json.dumps(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": "WABA1",
+                    "changes": [
+                        {
+                            "field": "messages",
+                            "value": {
+                                "messaging_product": "whatsapp",
+                                "metadata": {"display_phone_number": "15550000000", "phone_number_id": "PN1"},
+                                "messages": [
+                                    {
+                                        "from": phone,
+                                        "id": message_id,
+                                        "timestamp": "1767607200",
+                                        "type": "text",
+                                        "text": {"body": "STOP"},
+                                    }
+                                ],
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+    ).encode()
     return body, "sha256=" + hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
 
 
@@ -107,21 +130,43 @@ class Server:
         mappings = self.work / f"mappings-{self.name}"
         mappings.mkdir()
         shutil.copy(ROOT / "mappings" / "whatsapp_stop.yaml", mappings / "whatsapp_stop.yaml")
-        env = {**os.environ, "WHATSAPP_APP_SECRET": APP_SECRET, "WHATSAPP_VERIFY_TOKEN": "t",
-               "TWILIO_AUTH_TOKEN": "bench-twilio", "SEQBRIDGE_DEMO_ORG": ORG}  # fmt: skip
-        os.environ.update({k: env[k] for k in ("WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN",
-                                                "TWILIO_AUTH_TOKEN", "SEQBRIDGE_DEMO_ORG")})  # fmt: skip
+        env = {
+            **os.environ,
+            "WHATSAPP_APP_SECRET": APP_SECRET,
+            "WHATSAPP_VERIFY_TOKEN": "t",
+            "TWILIO_AUTH_TOKEN": "bench-twilio",
+            "SEQBRIDGE_DEMO_ORG": ORG,
+        }
+        os.environ.update(
+            {
+                k: env[k]
+                for k in (
+                    "WHATSAPP_APP_SECRET",
+                    "WHATSAPP_VERIFY_TOKEN",
+                    "TWILIO_AUTH_TOKEN",
+                    "SEQBRIDGE_DEMO_ORG",
+                )
+            }
+        )
         self.enrollments = self._prepare(mappings)
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
-        env.update({"SEQBRIDGE_DATABASE_URL": self.url, "SEQBRIDGE_MAPPINGS_DIR": str(mappings),
-                    "SEQBRIDGE_LOG_LEVEL": "WARNING",
-                    "SEQBRIDGE_DELIVERY_PRIORITY": "true" if self.priority else "false"})  # fmt: skip
+        env.update(
+            {
+                "SEQBRIDGE_DATABASE_URL": self.url,
+                "SEQBRIDGE_MAPPINGS_DIR": str(mappings),
+                "SEQBRIDGE_LOG_LEVEL": "WARNING",
+                "SEQBRIDGE_DELIVERY_PRIORITY": "true" if self.priority else "false",
+            }
+        )
         self.log = (self.work / f"serve-{self.name}.log").open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "seqbridge", "serve", "--port", str(port)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -144,15 +189,19 @@ class Server:
         client = app.test_client()
         auth = {"Authorization": f"Bearer {key}"}
         welcome = client.post("/api/v1/sequences", json={"name": "Welcome"}, headers=auth).json["data"]
-        client.post(f"/api/v1/sequences/{welcome['id']}/steps", headers=auth,
-                    json={"subject": "Hi", "body": "Hello", "delay_days": 3})  # fmt: skip
+        client.post(
+            f"/api/v1/sequences/{welcome['id']}/steps",
+            headers=auth,
+            json={"subject": "Hi", "body": "Hello", "delay_days": 3},
+        )
         client.patch(f"/api/v1/sequences/{welcome['id']}", json={"status": "active"}, headers=auth)
         out = []
         for n in range(CONTACTS):
             phone = f"+1777000{n:04d}"
             contact = client.post("/api/v1/contacts", json={"phone": phone}, headers=auth).json["data"]
-            enrolled = client.post(f"/api/v1/sequences/{welcome['id']}/enroll", headers=auth,
-                                   json={"customer_id": contact["id"]})  # fmt: skip
+            enrolled = client.post(
+                f"/api/v1/sequences/{welcome['id']}/enroll", headers=auth, json={"customer_id": contact["id"]}
+            )
             out.append((phone.removeprefix("+"), enrolled.json["data"]["id"]))
         services.db.dispose()
         return out
@@ -185,8 +234,12 @@ def send_stop(server: Server, index: int, tag: str) -> Stop:
     body, signature = stop_body(phone, f"wamid.stop.{tag}.{index}")
     probe = sqlite3.connect(f"file:{server.path}?mode=ro", uri=True, timeout=30)
     stop = Stop(sent=time.time())
-    answer = requests.post(f"{server.base}/hooks/whatsapp", data=body, timeout=30,
-                           headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature})  # fmt: skip
+    answer = requests.post(
+        f"{server.base}/hooks/whatsapp",
+        data=body,
+        timeout=30,
+        headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature},
+    )
     stop.answered = time.time()
     if answer.status_code != 202:
         raise RuntimeError(f"a STOP was answered {answer.status_code}: {answer.text}")
@@ -359,9 +412,23 @@ def report(results: dict) -> None:
             f" its backlog drained {results['ceiling_drained_after_s']} s after"
         )
     print(f"ordinary load: {results['rate']}/s open loop")
-    columns = ("scenario", "stops", "lost", "p50_ms", "p99_ms", "max_ms", "answer_p50_ms",
-               "queued_to_settled_p50_ms", "queued_to_settled_p99_ms", "settled_to_seen_p50_ms",
-               "load_rate_sent", "load_non_2xx", "backlog_at_stop", "backlog_empty_after_s", "loadavg")  # fmt: skip
+    columns = (
+        "scenario",
+        "stops",
+        "lost",
+        "p50_ms",
+        "p99_ms",
+        "max_ms",
+        "answer_p50_ms",
+        "queued_to_settled_p50_ms",
+        "queued_to_settled_p99_ms",
+        "settled_to_seen_p50_ms",
+        "load_rate_sent",
+        "load_non_2xx",
+        "backlog_at_stop",
+        "backlog_empty_after_s",
+        "loadavg",
+    )
     for row in results["scenarios"]:
         print("  " + ", ".join(f"{c}={row[c]}" for c in columns))
 

@@ -16,9 +16,20 @@ from connectors.whatsapp_cloud import WhatsAppCloud
 #: Inbound source connectors by the name a hook's ``source.connector`` uses.
 SOURCES = {
     connector.name: connector
-    for connector in (WhatsAppCloud, Twilio, Typeform, HubSpot, StandardWebhooks, ActiveCampaign, CrmForm,
-                      Zapier, N8n, Generic, Form)
-}  # fmt: skip
+    for connector in (
+        WhatsAppCloud,
+        Twilio,
+        Typeform,
+        HubSpot,
+        StandardWebhooks,
+        ActiveCampaign,
+        CrmForm,
+        Zapier,
+        N8n,
+        Generic,
+        Form,
+    )
+}
 
 from connectors.bot_sequences_api import BotSequencesApi  # noqa: E402
 from connectors.event_queues_api import EventQueuesApi  # noqa: E402

@@ -60,6 +60,11 @@ class HubSpot:
             raise MalformedPayload("HubSpot sends a JSON array of events")
         # HubSpot's eventId is not unique, and attemptNumber grows on each retry: the key is a
         # hash of everything else, so a retried event is recognised.
-        return [InboundEvent(dedupe_key=canonical_hash({k: v for k, v in event.items() if k != "attemptNumber"}),
-                             kind=str(event.get("subscriptionType") or "event"), data=event)
-                for event in body]  # fmt: skip
+        return [
+            InboundEvent(
+                dedupe_key=canonical_hash({k: v for k, v in event.items() if k != "attemptNumber"}),
+                kind=str(event.get("subscriptionType") or "event"),
+                data=event,
+            )
+            for event in body
+        ]

@@ -82,8 +82,15 @@ class RemoteTarget:
             raise ValueError("base_url must be an http(s) URL")
         if not settings.get("api_key"):
             raise ValueError("api_key is required (give it as ${ENV_VAR})")
-        unknown = set(settings) - {"base_url", "api_key", "timeout_seconds", "connect_timeout_seconds",
-                                   "max_concurrency", "max_attempts", "allow_private"}  # fmt: skip
+        unknown = set(settings) - {
+            "base_url",
+            "api_key",
+            "timeout_seconds",
+            "connect_timeout_seconds",
+            "max_concurrency",
+            "max_attempts",
+            "allow_private",
+        }
         if unknown:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         self.name = name
@@ -106,8 +113,13 @@ class RemoteTarget:
     def session(self) -> requests.Session:
         if self._session is None:
             session = requests.Session()
-            session.headers.update({"Authorization": f"Bearer {self._api_key}", "User-Agent": "Seqbridge/0.1 (+target)",
-                                    "Accept": "application/json"})  # fmt: skip
+            session.headers.update(
+                {
+                    "Authorization": f"Bearer {self._api_key}",
+                    "User-Agent": "Seqbridge/0.1 (+target)",
+                    "Accept": "application/json",
+                }
+            )
             self._session = session
         return self._session
 
@@ -134,15 +146,23 @@ class RemoteTarget:
         headers = {"Idempotency-Key": key} if key else {}
         with self._slots:
             try:
-                response = self.session.request(method, self.base_url + path, headers=headers, timeout=self.timeout,
-                                                allow_redirects=False, **kwargs)  # fmt: skip
+                response = self.session.request(
+                    method,
+                    self.base_url + path,
+                    headers=headers,
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                    **kwargs,
+                )
             except requests.Timeout:
                 raise Transient(f"{self.name}: {method} {path} timed out") from None
             except requests.ConnectionError as error:
                 raise Transient(f"{self.name}: cannot connect ({type(error).__name__})") from None
         if response.status_code == 429 or response.status_code >= 500:
-            raise Transient(f"{self.name}: {method} {path} answered {response.status_code}",
-                            _retry_after(response.headers.get("Retry-After")))  # fmt: skip
+            raise Transient(
+                f"{self.name}: {method} {path} answered {response.status_code}",
+                _retry_after(response.headers.get("Retry-After")),
+            )
         return response
 
     def outcome(self, response: requests.Response, what: str, **ids: Any) -> dict[str, Any]:
@@ -155,8 +175,12 @@ class RemoteTarget:
             return skipped("already_enrolled", error.get("message") or "already enrolled", **ids)
         if status == 422:
             reason = (error.get("details") or {}).get("reason") or error.get("code")
-            return skipped(error.get("code") or "unprocessable", error.get("message") or "not eligible", reason=reason,
-                           **ids)  # fmt: skip
+            return skipped(
+                error.get("code") or "unprocessable",
+                error.get("message") or "not eligible",
+                reason=reason,
+                **ids,
+            )
         if status == 404:
             return failed(
                 "not_found",
@@ -168,12 +192,18 @@ class RemoteTarget:
                 "unauthorized", f"{self.name} refused the API key: check the target's api_key", **ids
             )
         if status == 403:
-            return failed("forbidden", f"{self.name}: the API key lacks a scope ({error.get('code') or 'HTTP 403'})",
-                          **ids)  # fmt: skip
+            return failed(
+                "forbidden",
+                f"{self.name}: the API key lacks a scope ({error.get('code') or 'HTTP 403'})",
+                **ids,
+            )
         if 300 <= status < 400:
             return failed("redirected", f"{self.name} answered a redirect, which is not followed", **ids)
-        return failed(error.get("code") or f"http_{status}", f"{self.name}: {error.get('message') or f'HTTP {status}'}",
-                      **ids)  # fmt: skip
+        return failed(
+            error.get("code") or f"http_{status}",
+            f"{self.name}: {error.get('message') or f'HTTP {status}'}",
+            **ids,
+        )
 
     def resolve_sequence(self, action: dict[str, Any]) -> str:
         ref = action.get("queue") if "queue" in action else action.get("sequence")

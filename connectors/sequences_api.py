@@ -22,8 +22,13 @@ class SequencesApi(RemoteTarget):
 
     def _enroll(self, action: dict[str, Any], key: str) -> dict[str, Any]:
         contact = contact_of(action)
-        body = {"customer_id": contact["id"]} if "id" in contact else {"email": contact["email"]} if "email" in \
-            contact else None  # fmt: skip
+        body = (
+            {"customer_id": contact["id"]}
+            if "id" in contact
+            else {"email": contact["email"]}
+            if "email" in contact
+            else None
+        )
         if body is None:
             return failed(
                 "missing_contact", f"{self.name}: the sequences dialect enrolls by email or customer_id"
@@ -86,6 +91,7 @@ class SequencesApi(RemoteTarget):
                 return skipped("not_enrolled", f"the contact is not actively enrolled in {self.name}")
             offset += PAGE
         reason = str(action.get("reason") or "unenrolled")
-        response = self.call("DELETE", f"{base}/enrollments/{quote(match['id'], safe='')}", key=key,
-                             params={"reason": reason})  # fmt: skip
+        response = self.call(
+            "DELETE", f"{base}/enrollments/{quote(match['id'], safe='')}", key=key, params={"reason": reason}
+        )
         return self.outcome(response, "the enrollment", enrollment_id=match["id"], reason=reason)

@@ -86,21 +86,23 @@ class Twilio:
             raise MalformedPayload("no MessageSid")
         sender = fields.get("From", "")
         whatsapp = sender.startswith("whatsapp:")
-        return [InboundEvent(
-            dedupe_key=sid,
-            kind="message",
-            data={
-                "channel": "whatsapp" if whatsapp else "sms",
-                "message_id": sid,
-                "from": sender.removeprefix("whatsapp:"),
-                "to": fields.get("To", "").removeprefix("whatsapp:"),
-                "text": fields.get("Body"),
-                "profile_name": fields.get("ProfileName"),
-                "wa_id": fields.get("WaId"),
-                "account_sid": fields.get("AccountSid"),
-                "fields": fields,
-            },
-        )]  # fmt: skip
+        return [
+            InboundEvent(
+                dedupe_key=sid,
+                kind="message",
+                data={
+                    "channel": "whatsapp" if whatsapp else "sms",
+                    "message_id": sid,
+                    "from": sender.removeprefix("whatsapp:"),
+                    "to": fields.get("To", "").removeprefix("whatsapp:"),
+                    "text": fields.get("Body"),
+                    "profile_name": fields.get("ProfileName"),
+                    "wa_id": fields.get("WaId"),
+                    "account_sid": fields.get("AccountSid"),
+                    "fields": fields,
+                },
+            )
+        ]
 
 
 __all__ = ["Twilio", "parse_qs"]

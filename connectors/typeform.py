@@ -77,15 +77,17 @@ class Typeform:
             for v in dicts_at(response.get("variables"), "form_response.variables")
             if isinstance(v.get("key"), str)
         }
-        return [InboundEvent(
-            dedupe_key=str(body["event_id"]),
-            kind=str(body.get("event_type") or "form_response"),
-            data={
-                "form_id": response.get("form_id"),
-                "token": response.get("token"),
-                "submitted_at": response.get("submitted_at"),
-                "answers": answers,
-                "hidden": response.get("hidden") or {},
-                "variables": variables,
-            },
-        )]  # fmt: skip
+        return [
+            InboundEvent(
+                dedupe_key=str(body["event_id"]),
+                kind=str(body.get("event_type") or "form_response"),
+                data={
+                    "form_id": response.get("form_id"),
+                    "token": response.get("token"),
+                    "submitted_at": response.get("submitted_at"),
+                    "answers": answers,
+                    "hidden": response.get("hidden") or {},
+                    "variables": variables,
+                },
+            )
+        ]

@@ -67,21 +67,23 @@ class WhatsAppCloud:
                     if not message_id or not isinstance(message_id, str):
                         raise MalformedPayload("a message without an id")
                     text = dict_at(message.get("text"), "messages[].text").get("body")
-                    events.append(InboundEvent(
-                        dedupe_key=str(message_id),
-                        kind="message",
-                        data={
-                            "channel": "whatsapp",
-                            "message_id": message_id,
-                            "from": f"+{sender}" if sender and not sender.startswith("+") else sender,
-                            "wa_id": sender,
-                            "profile_name": names.get(sender),
-                            "type": message.get("type"),
-                            "text": text,
-                            "timestamp": message.get("timestamp"),
-                            "phone_number_id": metadata.get("phone_number_id"),
-                            "business_account_id": entry.get("id"),
-                            "message": message,
-                        },
-                    ))  # fmt: skip
+                    events.append(
+                        InboundEvent(
+                            dedupe_key=str(message_id),
+                            kind="message",
+                            data={
+                                "channel": "whatsapp",
+                                "message_id": message_id,
+                                "from": f"+{sender}" if sender and not sender.startswith("+") else sender,
+                                "wa_id": sender,
+                                "profile_name": names.get(sender),
+                                "type": message.get("type"),
+                                "text": text,
+                                "timestamp": message.get("timestamp"),
+                                "phone_number_id": metadata.get("phone_number_id"),
+                                "business_account_id": entry.get("id"),
+                                "message": message,
+                            },
+                        )
+                    )
         return events

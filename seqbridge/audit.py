@@ -126,18 +126,28 @@ def _canonical(row: dict[str, Any], data_json: str | None = None) -> bytes:
     occurred_at = row["occurred_at"].astimezone(UTC).isoformat(timespec="microseconds")
     request_id = row["request_id"]
     return (
-        '{"data":' + data_json
-        + ',"actor_id":' + _string(row["actor_id"])
-        + ',"actor_type":' + _string(row["actor_type"])
-        + ',"occurred_at":' + _string(occurred_at)
-        + ',"org_id":' + _string(row["org_id"])
-        + ',"prev_hash":' + _string(row["prev_hash"])
-        + ',"request_id":' + ("null" if request_id is None else _string(request_id))
-        + ',"subject_id":' + _string(row["subject_id"])
-        + ',"subject_type":' + _string(row["subject_type"])
-        + ',"tag":' + _string(row["tag"])
+        '{"data":'
+        + data_json
+        + ',"actor_id":'
+        + _string(row["actor_id"])
+        + ',"actor_type":'
+        + _string(row["actor_type"])
+        + ',"occurred_at":'
+        + _string(occurred_at)
+        + ',"org_id":'
+        + _string(row["org_id"])
+        + ',"prev_hash":'
+        + _string(row["prev_hash"])
+        + ',"request_id":'
+        + ("null" if request_id is None else _string(request_id))
+        + ',"subject_id":'
+        + _string(row["subject_id"])
+        + ',"subject_type":'
+        + _string(row["subject_type"])
+        + ',"tag":'
+        + _string(row["tag"])
         + "}"
-    ).encode()  # fmt: skip
+    ).encode()
 
 
 _string = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses for str

@@ -204,9 +204,12 @@ def deliveries_replay(
         org_id = org["id"]
     queued = services.deliveries.replay_many(
         lambda org: Caller(org, Actor(ActorType.CLI, "cli")),
-        statuses=list(statuses), since=since.replace(tzinfo=UTC) if since else None, hook=hook, org_id=org_id,
+        statuses=list(statuses),
+        since=since.replace(tzinfo=UTC) if since else None,
+        hook=hook,
+        org_id=org_id,
         limit=limit,
-    )  # fmt: skip
+    )
     click.echo(f"queued {len(queued)} deliveries again")
 
 
@@ -233,8 +236,13 @@ class OlderThan(click.ParamType):
     type=OlderThan(),
     help="Delete what is older than this: 30d, 12h, 90m, 2w, or a date such as 2026-01-01 (UTC).",
 )
-@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 10_000),
-              help="Rows per transaction; each batch holds the write lock only briefly.")  # fmt: skip
+@click.option(
+    "--batch-size",
+    default=500,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Rows per transaction; each batch holds the write lock only briefly.",
+)
 def deliveries_prune(older_than, batch_size: int) -> None:
     """Delete finished webhook deliveries (processed, failed, dead, rejected, ignored) older than
     DURATION, with their dedupe keys; expired idempotency keys; old outbox rows and sent REST hook notifications. Queued and
@@ -249,16 +257,21 @@ def deliveries_prune(older_than, batch_size: int) -> None:
     now = services.clock.now()
     cutoff = now - older_than if isinstance(older_than, timedelta) else older_than
     try:
-        pruned = services.retention.prune(cutoff, lambda org: Caller(org, Actor(ActorType.CLI, "cli")),
-                                          batch_size=batch_size)  # fmt: skip
+        pruned = services.retention.prune(
+            cutoff, lambda org: Caller(org, Actor(ActorType.CLI, "cli")), batch_size=batch_size
+        )
     except SeqbridgeError as error:
         raise click.BadParameter(error.message, param_hint="--older-than") from None
     totals = pruned.totals
-    click.echo(f"older than {cutoff.isoformat()} (deliveries with dedupe keys: older than "
-               f"{pruned.keyed_cutoff.isoformat()}, the {DEDUPE_WINDOW.days}-day dedupe window)")  # fmt: skip
-    click.echo(f"deleted {totals['deliveries']} deliveries, {totals['delivery_keys']} dedupe keys, "
-               f"{totals['idempotency_keys']} idempotency keys, {totals['outbox']} outbox rows, "
-               f"{totals['rest_hook_notifications']} REST hook notifications")  # fmt: skip
+    click.echo(
+        f"older than {cutoff.isoformat()} (deliveries with dedupe keys: older than "
+        f"{pruned.keyed_cutoff.isoformat()}, the {DEDUPE_WINDOW.days}-day dedupe window)"
+    )
+    click.echo(
+        f"deleted {totals['deliveries']} deliveries, {totals['delivery_keys']} dedupe keys, "
+        f"{totals['idempotency_keys']} idempotency keys, {totals['outbox']} outbox rows, "
+        f"{totals['rest_hook_notifications']} REST hook notifications"
+    )
 
 
 @main.group()
@@ -313,8 +326,10 @@ def mappings_test(paths: tuple[str, ...], record_id: str | None, name: str | Non
             for failure in outcome.failures:
                 click.echo("  " + failure.replace("\n", "\n  "))
     failed = sum(1 for o in outcomes if not o.passed)
-    click.echo(f"{len(outcomes) - failed} passed, {failed} failed, {len(problems)} problem(s)",
-               err=bool(failed or problems))  # fmt: skip
+    click.echo(
+        f"{len(outcomes) - failed} passed, {failed} failed, {len(problems)} problem(s)",
+        err=bool(failed or problems),
+    )
     if failed or problems:
         sys.exit(1)
 
@@ -420,12 +435,17 @@ def serve(host: str, port: int, web_workers: int, no_worker: bool) -> None:
     Path(metrics_dir).mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # the children inherit it
     gunicorn_cmd = [
-        sys.executable, "-m", "gunicorn",
-        "-c", "python:seqbridge.gunicorn_conf",
-        "--bind", f"{host}:{port}",
-        "--workers", str(web_workers),
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "python:seqbridge.gunicorn_conf",
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(web_workers),
         "seqbridge:create_app()",
-    ]  # fmt: skip
+    ]
     worker_cmd = [sys.executable, "-m", "seqbridge", "worker"]
     sys.exit(_supervise(gunicorn_cmd, None if no_worker else worker_cmd))
 

@@ -54,8 +54,11 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        context = " ".join(f"{name}={getattr(record, name)}" for name in CONTEXT[1:]
-                           if getattr(record, name, None) is not None)  # fmt: skip
+        context = " ".join(
+            f"{name}={getattr(record, name)}"
+            for name in CONTEXT[1:]
+            if getattr(record, name, None) is not None
+        )
         record.context = f" {context}" if context else ""
         record.request_id_text = getattr(record, "request_id", None) or "-"
         return super().format(record)
@@ -72,7 +75,10 @@ def configure_logging(level: str, fmt: str = "auto") -> None:
     handler._seqbridge = True  # type: ignore[attr-defined]
     handler.addFilter(ContextFilter())
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    handler.setFormatter(JsonFormatter() if as_json else TextFormatter(
-        "%(asctime)s %(levelname)s %(name)s [%(request_id_text)s] %(message)s%(context)s"))  # fmt: skip
+    handler.setFormatter(
+        JsonFormatter()
+        if as_json
+        else TextFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id_text)s] %(message)s%(context)s")
+    )
     logger.addHandler(handler)
     logger.propagate = False

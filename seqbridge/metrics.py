@@ -17,8 +17,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 REQUESTS = Counter(
     "seqbridge_http_requests", "HTTP requests answered, by route and status", ["route", "method", "status"]
 )
-DELIVERIES = Counter("seqbridge_webhook_deliveries", "Webhook deliveries received, by hook and outcome",
-                     ["hook", "outcome"])  # fmt: skip
+DELIVERIES = Counter(
+    "seqbridge_webhook_deliveries", "Webhook deliveries received, by hook and outcome", ["hook", "outcome"]
+)
 REJECTIONS = Counter(
     "seqbridge_webhook_rejections", "Webhook requests refused, by hook and reason", ["hook", "reason"]
 )

@@ -150,8 +150,13 @@ def app_config(database_url, tmp_path, clock) -> dict[str, Any]:
     mappings = tmp_path / "mappings"
     mappings.mkdir(exist_ok=True)
     # Mapping files written during a test are seen at the next request (the server checks every 2 s).
-    return {"DATABASE_URL": database_url, "MAPPINGS_DIR": str(mappings), "MAPPINGS_WATCH_SECONDS": 0.001,
-            "CLOCK": clock, "TESTING": True}  # fmt: skip
+    return {
+        "DATABASE_URL": database_url,
+        "MAPPINGS_DIR": str(mappings),
+        "MAPPINGS_WATCH_SECONDS": 0.001,
+        "CLOCK": clock,
+        "TESTING": True,
+    }
 
 
 @pytest.fixture

@@ -40,13 +40,32 @@ def bulk_contacts(services, org_id: str, count: int, now, prefix="bulk", **overr
     rows = []
     for n in range(count):
         email = f"{prefix}{n}@example.com"
-        rows.append({
-            "id": str(uuid.uuid4()), "org_id": org_id, "email": email, "email_normalized": email, "phone": None,
-            "first_name": f"F{n}", "last_name": None, "contact_type": None, "source": None, "job_title": None,
-            "city": None, "state": None, "country": None, "status": "active", "converted": False,
-            "has_open_ticket": False, "timezone": None, "company_id": None, "attributes": {},
-            "created_at": now, "updated_at": now, **overrides,
-        })  # fmt: skip
+        rows.append(
+            {
+                "id": str(uuid.uuid4()),
+                "org_id": org_id,
+                "email": email,
+                "email_normalized": email,
+                "phone": None,
+                "first_name": f"F{n}",
+                "last_name": None,
+                "contact_type": None,
+                "source": None,
+                "job_title": None,
+                "city": None,
+                "state": None,
+                "country": None,
+                "status": "active",
+                "converted": False,
+                "has_open_ticket": False,
+                "timezone": None,
+                "company_id": None,
+                "attributes": {},
+                "created_at": now,
+                "updated_at": now,
+                **overrides,
+            }
+        )
     with services.db.transaction() as tx:
         tx.conn.execute(insert(contacts), rows)
     return rows
@@ -56,18 +75,44 @@ def org_id(api) -> str:
     return api.get("/api/v1/me").json["data"]["organization_id"]
 
 
-def delivery(services, org_id: str, *, status: str = "processed", hook: str = "fixture", received_at=None,
-             keys: tuple[str, ...] = (), took=None) -> str:  # fmt: skip
+def delivery(
+    services,
+    org_id: str,
+    *,
+    status: str = "processed",
+    hook: str = "fixture",
+    received_at=None,
+    keys: tuple[str, ...] = (),
+    took=None,
+) -> str:
     """A stored webhook delivery (as the inbox would have stored it), owning the dedupe ``keys``,
     processed ``took`` (a timedelta) after its receipt; returns its id."""
     now = received_at or services.clock.now()
     row = {
-        "id": str(uuid.uuid4()), "org_id": org_id, "hook": hook, "status": status, "received_at": now,
-        "request_id": None, "method": "POST", "content_type": "application/json", "headers": {}, "query": {},
-        "body": b"{}", "body_size": 2, "events": [{"dedupe_key": "k", "kind": "event", "data": {}}],
-        "reject_reason": None, "attempts": 1, "next_attempt_at": None, "lease_owner": None,
-        "lease_expires_at": None, "results": [], "errors": [], "replays": 0, "processed_at": now + (took or timedelta(0)), "updated_at": now,
-    }  # fmt: skip
+        "id": str(uuid.uuid4()),
+        "org_id": org_id,
+        "hook": hook,
+        "status": status,
+        "received_at": now,
+        "request_id": None,
+        "method": "POST",
+        "content_type": "application/json",
+        "headers": {},
+        "query": {},
+        "body": b"{}",
+        "body_size": 2,
+        "events": [{"dedupe_key": "k", "kind": "event", "data": {}}],
+        "reject_reason": None,
+        "attempts": 1,
+        "next_attempt_at": None,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "results": [],
+        "errors": [],
+        "replays": 0,
+        "processed_at": now + (took or timedelta(0)),
+        "updated_at": now,
+    }
     with services.db.transaction() as tx:
         tx.deliveries.insert_delivery(row)
         if keys:

@@ -42,8 +42,24 @@ class PgServer:
     def start_again(self) -> None:
         """Start a cluster this module started (and :meth:`stop` stopped) on the same port."""
         assert self.data_dir and self._pg_ctl, "only a cluster started by start() can be restarted"
-        subprocess.run([*self._prefix, self._pg_ctl, "-D", str(self.data_dir), "-o", self._options, "-l",
-                        str(self._log), "-w", "-t", "60", "start"], capture_output=True, check=True)  # fmt: skip
+        subprocess.run(
+            [
+                *self._prefix,
+                self._pg_ctl,
+                "-D",
+                str(self.data_dir),
+                "-o",
+                self._options,
+                "-l",
+                str(self._log),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            capture_output=True,
+            check=True,
+        )
 
 
 def _find_bin(name: str) -> str:

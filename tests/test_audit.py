@@ -250,11 +250,17 @@ def test_the_hashed_form_is_canonical_json(request_id):
     from seqbridge.audit import _canonical
 
     row = {
-        "org_id": "o-1", "occurred_at": datetime(2026, 1, 5, 9, 0, 0, 5, tzinfo=UTC), "actor_type": "api_key",
-        "actor_id": 'k "quoted" \\ ünïcödé 🚀', "tag": "api:contact:created", "subject_type": "contact",
-        "subject_id": "c\n1\t\u0001", "request_id": request_id, "prev_hash": "ab" * 32,
+        "org_id": "o-1",
+        "occurred_at": datetime(2026, 1, 5, 9, 0, 0, 5, tzinfo=UTC),
+        "actor_type": "api_key",
+        "actor_id": 'k "quoted" \\ ünïcödé 🚀',
+        "tag": "api:contact:created",
+        "subject_type": "contact",
+        "subject_id": "c\n1\t\u0001",
+        "request_id": request_id,
+        "prev_hash": "ab" * 32,
         "data": {"z": [1, 2.5, None, True], "a": {"ü": "\u2028"}},
-    }  # fmt: skip
+    }
     generic = {k: v for k, v in row.items() if k != "data"}
     generic["occurred_at"] = "2026-01-05T09:00:00.000005+00:00"
     rest = json.dumps(generic, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -20,8 +20,10 @@ def test_thousand_contacts_with_a_mix_of_outcomes(api, services, clock):
         + bulk_contacts(services, org, 30, clock.now(), prefix="conv", converted=True)
         + bulk_contacts(services, org, 30, clock.now(), prefix="ticket", has_open_ticket=True)
     )
-    first = api.post(f"/api/v1/sequences/{sequence['id']}/enroll_bulk",
-                     json={"customer_ids": [c["id"] for c in enrolled_before]})  # fmt: skip
+    first = api.post(
+        f"/api/v1/sequences/{sequence['id']}/enroll_bulk",
+        json={"customer_ids": [c["id"] for c in enrolled_before]},
+    )
     assert first.json["data"]["enrolled"] == 100
 
     customer_ids = (
@@ -35,8 +37,10 @@ def test_thousand_contacts_with_a_mix_of_outcomes(api, services, clock):
         + [f"ghost{n}@example.com" for n in range(50)]
     )
     assert len(customer_ids) + len(emails) == 1000
-    response = api.post(f"/api/v1/sequences/{sequence['id']}/enroll_bulk",
-                        json={"customer_ids": customer_ids, "emails": emails, "enrollment_source": "import"})  # fmt: skip
+    response = api.post(
+        f"/api/v1/sequences/{sequence['id']}/enroll_bulk",
+        json={"customer_ids": customer_ids, "emails": emails, "enrollment_source": "import"},
+    )
     assert response.status_code == 200
     data = response.json["data"]
     assert (data["enrolled"], data["skipped"]) == (700, 300)
@@ -46,8 +50,11 @@ def test_thousand_contacts_with_a_mix_of_outcomes(api, services, clock):
     reasons = Counter(r["reason"] for r in data["results"] if r.get("code") == "ineligible")
     assert reasons == {"contact_status:unsubscribed": 40, "converted_customer": 30, "active_ticket:open": 30}
     # Results come back in request order, ids first, then emails.
-    assert data["results"][0] == {"customerId": fresh[0]["id"], "status": "enrolled",
-                                  "enrollmentId": data["results"][0]["enrollmentId"]}  # fmt: skip
+    assert data["results"][0] == {
+        "customerId": fresh[0]["id"],
+        "status": "enrolled",
+        "enrollmentId": data["results"][0]["enrollmentId"],
+    }
     assert data["results"][550]["email"] == fresh[400]["email"].upper()
     assert data["results"][550]["customerId"] == fresh[400]["id"]
     listed = api.get(f"/api/v1/sequences/{sequence['id']}/enrollments?limit=1&status=active").json
@@ -59,8 +66,10 @@ def test_thousand_contacts_with_a_mix_of_outcomes(api, services, clock):
 
 def test_more_than_1000_is_400_and_none_is_missing_field(api):
     sequence = active_sequence(api)
-    too_many = api.post(f"/api/v1/sequences/{sequence['id']}/enroll_bulk",
-                        json={"customer_ids": ["x"] * 600, "emails": ["y@example.com"] * 401})  # fmt: skip
+    too_many = api.post(
+        f"/api/v1/sequences/{sequence['id']}/enroll_bulk",
+        json={"customer_ids": ["x"] * 600, "emails": ["y@example.com"] * 401},
+    )
     assert too_many.status_code == 400 and too_many.json["error"]["code"] == "too_many_contacts"
     schema_cap = api.post(
         f"/api/v1/sequences/{sequence['id']}/enroll_bulk", json={"emails": ["y@x.com"] * 1001}
@@ -73,8 +82,10 @@ def test_more_than_1000_is_400_and_none_is_missing_field(api):
 def test_duplicates_in_one_request_are_enrolled_once(api):
     sequence = active_sequence(api)
     person = contact(api, email="dup@example.com")
-    response = api.post(f"/api/v1/sequences/{sequence['id']}/enroll_bulk",
-                        json={"customer_ids": [person["id"]], "emails": ["DUP@example.com"]})  # fmt: skip
+    response = api.post(
+        f"/api/v1/sequences/{sequence['id']}/enroll_bulk",
+        json={"customer_ids": [person["id"]], "emails": ["DUP@example.com"]},
+    )
     data = response.json["data"]
     assert (data["enrolled"], data["skipped"]) == (1, 1)
     assert data["results"][1]["code"] == "duplicate"
@@ -94,8 +105,10 @@ def test_bulk_enroll_runs_a_bounded_number_of_statements(api, services, clock):
 
         event.listen(services.db.engine, "before_cursor_execute", count)
         try:
-            response = api.post(f"/api/v1/sequences/{sequence['id']}/enroll_bulk",
-                                json={"emails": [p["email"] for p in people]})  # fmt: skip
+            response = api.post(
+                f"/api/v1/sequences/{sequence['id']}/enroll_bulk",
+                json={"emails": [p["email"] for p in people]},
+            )
         finally:
             event.remove(services.db.engine, "before_cursor_execute", count)
         assert response.json["data"]["enrolled"] == size

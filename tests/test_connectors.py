@@ -29,8 +29,13 @@ def fixture(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
-def request(body: bytes, headers: dict[str, str] | None = None, url: str = "https://bridge.example.com/hooks/h",
-            method: str = "POST", content_type: str = "application/json") -> InboundRequest:  # fmt: skip
+def request(
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    url: str = "https://bridge.example.com/hooks/h",
+    method: str = "POST",
+    content_type: str = "application/json",
+) -> InboundRequest:
     query = parse_qs(url.partition("?")[2], keep_blank_values=True)
     return InboundRequest(
         method, url, {k.lower(): v for k, v in (headers or {}).items()}, query, body, content_type
@@ -65,7 +70,9 @@ def test_whatsapp_cloud_verifies_and_parses_one_event_per_message():
     connector.verify(req, NOW)
     events = connector.parse(req)
     assert [(e.dedupe_key, e.data["from"], e.data["text"], e.data["profile_name"]) for e in events] == [
-        ("wamid.A1", "+16505550001", "hello", "Ann"), ("wamid.B2", "+447700900123", "STOP", "Bob")]  # fmt: skip
+        ("wamid.A1", "+16505550001", "hello", "Ann"),
+        ("wamid.B2", "+447700900123", "STOP", "Bob"),
+    ]
     single = fixture("whatsapp_text.json")
     [event] = connector.parse(request(single, meta_signed(single)))
     assert (
@@ -93,8 +100,11 @@ def test_whatsapp_cloud_tamper_wrong_secret_and_missing_signature():
 
 def test_whatsapp_cloud_handshake():
     connector = SOURCES["whatsapp_cloud"]({"app_secret": APP_SECRET, "verify_token": "my-token"})
-    ok = request(b"", url="https://b.example.com/hooks/h?hub.mode=subscribe&hub.verify_token=my-token&hub.challenge=1158201444",
-                 method="GET")  # fmt: skip
+    ok = request(
+        b"",
+        url="https://b.example.com/hooks/h?hub.mode=subscribe&hub.verify_token=my-token&hub.challenge=1158201444",
+        method="GET",
+    )
     assert connector.handshake(ok) == "1158201444"
     bad = request(
         b"",
@@ -124,7 +134,11 @@ def test_twilio_form_signed_with_twilios_own_validator():
     [event] = connector.parse(req)
     assert event.dedupe_key == "SM1f0e8ae6ade43cb3c0ce4525424e404f"
     assert (event.data["channel"], event.data["from"], event.data["text"], event.data["wa_id"]) == (
-        "whatsapp", "+14155238886", "STOP", "14155238886")  # fmt: skip
+        "whatsapp",
+        "+14155238886",
+        "STOP",
+        "14155238886",
+    )
     # Twilio may sign the URL with the default port: both forms verify.
     with_port = RequestValidator(AUTH_TOKEN).compute_signature(
         "https://bridge.example.com:443/hooks/wa?source=twilio", params
@@ -153,8 +167,11 @@ def test_twilio_tamper_wrong_token_and_wrong_url():
     url = "https://bridge.example.com/hooks/wa"
     params = {k: v[0] for k, v in parse_qs(body.decode()).items()}
     good = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
-    rejected(connector, request(body.replace(b"Body=STOP", b"Body=STAY"), {"X-Twilio-Signature": good}, url=url),
-             "signature_mismatch")  # fmt: skip
+    rejected(
+        connector,
+        request(body.replace(b"Body=STOP", b"Body=STAY"), {"X-Twilio-Signature": good}, url=url),
+        "signature_mismatch",
+    )
     wrong = RequestValidator("0" * 32).compute_signature(url, params)
     rejected(connector, request(body, {"X-Twilio-Signature": wrong}, url=url), "signature_mismatch")
     # Behind a proxy Flask sees another URL: the configured public URL is what must be checked.
@@ -181,8 +198,14 @@ def test_typeform_answers_are_flattened_by_ref_with_hidden_fields():
     connector.verify(req, NOW)
     [event] = connector.parse(req)
     assert event.dedupe_key == "01HX1Q2W3E4R5T6Y7U8I9O0P1A" and event.kind == "form_response"
-    assert event.data["answers"] == {"email": "laura@example.com", "first_name": "Laura", "plan": "Pro",
-                                     "interests": ["Email", "SMS"], "consent": True, "seats": 12}  # fmt: skip
+    assert event.data["answers"] == {
+        "email": "laura@example.com",
+        "first_name": "Laura",
+        "plan": "Pro",
+        "interests": ["Email", "SMS"],
+        "consent": True,
+        "seats": 12,
+    }
     assert event.data["hidden"] == {"utm_source": "newsletter"}
     rejected(connector, request(tampered(body), typeform_signed(body)), "signature_mismatch")
     rejected(connector, request(body, typeform_signed(body, "wrong")), "signature_mismatch")
@@ -195,8 +218,12 @@ def test_typeform_answers_are_flattened_by_ref_with_hidden_fields():
 def hubspot_signed(body: bytes, url: str, at: datetime, secret: str = "hs-secret") -> dict[str, str]:
     stamp = str(int(at.timestamp() * 1000))
     signed = b"POST" + url.encode() + body + stamp.encode()
-    return {"X-HubSpot-Signature-v3": base64.b64encode(hmac.new(secret.encode(), signed, hashlib.sha256).digest()).decode(),
-            "X-HubSpot-Request-Timestamp": stamp}  # fmt: skip
+    return {
+        "X-HubSpot-Signature-v3": base64.b64encode(
+            hmac.new(secret.encode(), signed, hashlib.sha256).digest()
+        ).decode(),
+        "X-HubSpot-Request-Timestamp": stamp,
+    }
 
 
 def test_hubspot_events_each_become_an_event_keyed_by_their_content():
@@ -239,8 +266,11 @@ SECRET_B = "whsec_" + base64.b64encode(b"rotated-secret-32-bytes-length!!").deco
 
 
 def standard_signed(body: bytes, msg_id: str, at: datetime, secret: str = SECRET_A) -> dict[str, str]:
-    return {"webhook-id": msg_id, "webhook-timestamp": str(int(at.timestamp())),
-            "webhook-signature": Webhook(secret).sign(msg_id, at, body.decode())}  # fmt: skip
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": Webhook(secret).sign(msg_id, at, body.decode()),
+    }
 
 
 def test_standard_webhooks_verified_by_the_package_with_rotation():
@@ -304,9 +334,11 @@ def test_standard_webhooks_accepts_svix_headers_signed_by_the_svix_package():
 def test_zapier_token_in_header_query_or_bearer_and_idempotency_key():
     connector = SOURCES["zapier"]({"token": "zap-token"})
     body = b'{"action": "enroll", "email": "ada@example.com"}'
-    for headers, url in (({"X-Seqbridge-Token": "zap-token"}, "https://b.example.com/hooks/z"),
-                         ({}, "https://b.example.com/hooks/z?token=zap-token"),
-                         ({"Authorization": "Bearer zap-token"}, "https://b.example.com/hooks/z")):  # fmt: skip
+    for headers, url in (
+        ({"X-Seqbridge-Token": "zap-token"}, "https://b.example.com/hooks/z"),
+        ({}, "https://b.example.com/hooks/z?token=zap-token"),
+        ({"Authorization": "Bearer zap-token"}, "https://b.example.com/hooks/z"),
+    ):
         connector.verify(request(body, headers, url=url), NOW)
     rejected(connector, request(body, {"X-Seqbridge-Token": "nope"}), "token_mismatch")
     rejected(connector, request(body, {}), "missing_token")
@@ -344,18 +376,32 @@ def test_activecampaign_bracketed_keys_become_nested():
     connector.verify(req, NOW)
     [event] = connector.parse(req)
     assert event.kind == "contact_tag_added" and event.data["tag"] == "vip"
-    assert event.data["contact"] == {"id": "42", "email": "ada@example.com", "first_name": "Ada", "last_name": "Lovelace",
-                                     "tags": "vip, beta", "fields": {"plan": "pro"}}  # fmt: skip
+    assert event.data["contact"] == {
+        "id": "42",
+        "email": "ada@example.com",
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "tags": "vip, beta",
+        "fields": {"plan": "pro"},
+    }
     rejected(connector, request(body, url="https://b.example.com/hooks/ac?token=guess"), "token_mismatch")
 
 
 def test_nesting_keeps_repeated_keys_as_lists():
     assert nest({"a[]": ["1", "2"], "b[c][d]": ["x"], "e": ["1", "2"]}) == {
-        "a": {"_list": ["1", "2"]}, "b": {"c": {"d": "x"}}, "e": ["1", "2"]}  # fmt: skip
+        "a": {"_list": ["1", "2"]},
+        "b": {"c": {"d": "x"}},
+        "e": ["1", "2"],
+    }
 
 
 def test_connectors_refuse_incomplete_configuration():
-    for name, config in (("whatsapp_cloud", {"app_secret": "x"}), ("twilio", {}), ("typeform", {}),
-                         ("hubspot", {}), ("standard_webhooks", {})):  # fmt: skip
+    for name, config in (
+        ("whatsapp_cloud", {"app_secret": "x"}),
+        ("twilio", {}),
+        ("typeform", {}),
+        ("hubspot", {}),
+        ("standard_webhooks", {}),
+    ):
         with pytest.raises(ValueError, match="missing setting"):
             SOURCES[name](config)

@@ -32,8 +32,10 @@ def test_seed_enroll_by_email_curl(api, clock, services):
     """-d '{ "email": "reporter@example.com", "enrollment_source": "press_list" }' → 201 enrollment."""
     sequence = active_sequence(api, name="Press Outreach", steps=({"delay_days": 3}, {"delay_days": 2}))
     reporter = contact(api, email="reporter@example.com", first_name="Rita")
-    response = api.post(f"/api/v1/sequences/{sequence['id']}/enroll",
-                        json={"email": "reporter@example.com", "enrollment_source": "press_list"})  # fmt: skip
+    response = api.post(
+        f"/api/v1/sequences/{sequence['id']}/enroll",
+        json={"email": "reporter@example.com", "enrollment_source": "press_list"},
+    )
     assert response.status_code == 201
     data = response.json["data"]
     assert data["sequence_id"] == sequence["id"]
@@ -56,16 +58,19 @@ def test_seed_enroll_bulk_curl(api):
     """-d '{ "emails": ["a@example.com", "b@example.com"] }' → enrolled 1, skipped 1, as in the seed."""
     sequence = active_sequence(api)
     a = contact(api, email="a@example.com")
-    response = api.post(f"/api/v1/sequences/{sequence['id']}/enroll_bulk",
-                        json={"emails": ["a@example.com", "b@example.com"]})  # fmt: skip
+    response = api.post(
+        f"/api/v1/sequences/{sequence['id']}/enroll_bulk", json={"emails": ["a@example.com", "b@example.com"]}
+    )
     assert response.status_code == 200
     data = response.json["data"]
     assert data["enrolled"] == 1 and data["skipped"] == 1
     assert data["results"][0]["customerId"] == a["id"] and data["results"][0]["status"] == "enrolled"
     assert data["results"][1] == {
-        "email": "b@example.com", "status": "skipped", "code": "customer_not_found",
+        "email": "b@example.com",
+        "status": "skipped",
+        "code": "customer_not_found",
         "reason": "No contact found with this email",
-    }  # fmt: skip
+    }
     listed = api.get(f"/api/v1/sequences/{sequence['id']}/enrollments").json["data"]
     assert [e["enrollment_source"] for e in listed] == ["api_bulk"]
 
@@ -105,8 +110,14 @@ def test_seed_bot_enroll_and_unenroll(api, clock):
     assert enrolled.json["data"]["next_send_at"] == _z(clock.now())
     response = api.post(f"/api/v1/sequences/{sequence['id']}/unenroll", json={"contact_id": person["id"]})
     assert response.status_code == 200
-    assert response.json == {"data": {"id": enrolled.json["data"]["id"], "status": "completed",
-                                      "sequence_id": sequence["id"], "contact_id": person["id"]}}  # fmt: skip
+    assert response.json == {
+        "data": {
+            "id": enrolled.json["data"]["id"],
+            "status": "completed",
+            "sequence_id": sequence["id"],
+            "contact_id": person["id"],
+        }
+    }
     again = api.post(f"/api/v1/sequences/{sequence['id']}/unenroll", json={"contact_id": person["id"]})
     assert again.status_code == 404 and again.json["error"]["code"] == "not_enrolled"
 
@@ -116,12 +127,16 @@ def test_bot_accepts_camel_case_and_first_identifier_wins(api):
     first, second = contact(api), contact(api)
     camel = api.post(f"/api/v1/sequences/{sequence['id']}/enroll", json={"contactId": first["id"]})
     assert camel.status_code == 201 and camel.json["data"]["contact_id"] == first["id"]
-    both = api.post(f"/api/v1/sequences/{sequence['id']}/enroll",
-                    json={"contact_id": second["id"], "contactId": first["id"]})  # fmt: skip
+    both = api.post(
+        f"/api/v1/sequences/{sequence['id']}/enroll",
+        json={"contact_id": second["id"], "contactId": first["id"]},
+    )
     assert both.status_code == 201 and both.json["data"]["contact_id"] == second["id"]
     third = contact(api, email="third@example.com")
-    ordered = api.post(f"/api/v1/sequences/{sequence['id']}/enroll",
-                       json={"customer_id": third["id"], "email": "nobody@example.com", "contact_id": "zzz"})  # fmt: skip
+    ordered = api.post(
+        f"/api/v1/sequences/{sequence['id']}/enroll",
+        json={"customer_id": third["id"], "email": "nobody@example.com", "contact_id": "zzz"},
+    )
     assert ordered.status_code == 201 and ordered.json["data"]["contact_id"] == third["id"]
     unenrolled = api.post(f"/api/v1/sequences/{sequence['id']}/unenroll", json={"contactId": first["id"]})
     assert unenrolled.status_code == 200 and unenrolled.json["data"]["contact_id"] == first["id"]
@@ -149,10 +164,14 @@ def test_enroll_errors(api):
 
 @pytest.mark.parametrize(
     ("fields", "reason"),
-    [({"status": "unsubscribed"}, "contact_status:unsubscribed"), ({"status": "bounced"}, "contact_status:bounced"),
-     ({"status": "do_not_contact"}, "contact_status:do_not_contact"), ({"converted": True}, "converted_customer"),
-     ({"has_open_ticket": True}, "active_ticket:open")],
-)  # fmt: skip
+    [
+        ({"status": "unsubscribed"}, "contact_status:unsubscribed"),
+        ({"status": "bounced"}, "contact_status:bounced"),
+        ({"status": "do_not_contact"}, "contact_status:do_not_contact"),
+        ({"converted": True}, "converted_customer"),
+        ({"has_open_ticket": True}, "active_ticket:open"),
+    ],
+)
 def test_ineligible_contacts_get_422_with_the_reason_and_the_skip_is_audited(api, fields, reason):
     sequence = active_sequence(api)
     person = contact(api, **fields)
@@ -203,8 +222,11 @@ def test_writes_without_sequences_write_are_403_sequences_write_denied(api, clie
     sequence = active_sequence(api)
     person = contact(api)
     reader = Api(client, make_key("acme", ["sequences:read", "contacts:write"], "reader"))
-    for path, body in (("enroll", {"contact_id": person["id"]}), ("unenroll", {"contact_id": person["id"]}),
-                       ("enroll_bulk", {"customer_ids": [person["id"]]})):  # fmt: skip
+    for path, body in (
+        ("enroll", {"contact_id": person["id"]}),
+        ("unenroll", {"contact_id": person["id"]}),
+        ("enroll_bulk", {"customer_ids": [person["id"]]}),
+    ):
         response = reader.post(f"/api/v1/sequences/{sequence['id']}/{path}", json=body)
         assert response.status_code == 403
         assert response.json["error"]["code"] == "sequences_write_denied"
@@ -257,9 +279,13 @@ def test_list_enrollments_filters_paginates_and_embeds_the_customer(api, clock):
     listed = api.get(f"/api/v1/sequences/{sequence['id']}/enrollments?limit=2").json
     assert listed["meta"] == {"total": 3, "limit": 2, "offset": 0, "next_offset": 2}
     assert listed["data"][0]["customer"] == {
-        "id": people[0]["id"], "email": "p0@example.com", "first_name": "P0", "last_name": None, "phone": None,
+        "id": people[0]["id"],
+        "email": "p0@example.com",
+        "first_name": "P0",
+        "last_name": None,
+        "phone": None,
         "status": "active",
-    }  # fmt: skip
+    }
     first_id = listed["data"][0]["id"]
     api.patch(f"/api/v1/sequences/{sequence['id']}/enrollments/{first_id}", json={"status": "paused"})
     paused = api.get(f"/api/v1/sequences/{sequence['id']}/enrollments?status=paused").json
@@ -272,8 +298,12 @@ def test_list_enrollments_filters_paginates_and_embeds_the_customer(api, clock):
 def test_counters_follow_the_enrollments(api):
     sequence = active_sequence(api)
     people = [contact(api) for _ in range(4)]
-    ids = [api.post(f"/api/v1/sequences/{sequence['id']}/enroll", json={"contact_id": p["id"]}).json["data"]["id"]
-           for p in people]  # fmt: skip
+    ids = [
+        api.post(f"/api/v1/sequences/{sequence['id']}/enroll", json={"contact_id": p["id"]}).json["data"][
+            "id"
+        ]
+        for p in people
+    ]
     api.delete(f"/api/v1/sequences/{sequence['id']}/enrollments/{ids[0]}?reason=unsubscribed")
     api.delete(f"/api/v1/sequences/{sequence['id']}/enrollments/{ids[1]}?reason=replied")
     api.post(f"/api/v1/sequences/{sequence['id']}/unenroll", json={"contact_id": people[2]["id"]})
@@ -310,8 +340,10 @@ def test_every_enrollment_change_is_audited_with_actor_and_reason(api):
     sequence = active_sequence(api)
     person = contact(api)
     key_id = api.get("/api/v1/me").json["data"]["key_id"]
-    enrollment = api.post(f"/api/v1/sequences/{sequence['id']}/enroll", json={"contact_id": person["id"],
-                          "enrollment_source": "zapier"}).json["data"]  # fmt: skip
+    enrollment = api.post(
+        f"/api/v1/sequences/{sequence['id']}/enroll",
+        json={"contact_id": person["id"], "enrollment_source": "zapier"},
+    ).json["data"]
     api.delete(f"/api/v1/sequences/{sequence['id']}/enrollments/{enrollment['id']}?reason=converted")
     events = api.get("/api/v1/audit-events?subject_type=enrollment&order=asc").json["data"]
     assert [e["tag"] for e in events] == ["api:enrollment:created", "api:enrollment:exited"]

@@ -16,8 +16,9 @@ def _queue(api, *steps, name="Onboarding"):
     queue = api.post("/api/v1/event-queues", json={"name": name})
     assert queue.status_code == 201, queue.json
     qid = queue.json["data"]["id"]
-    for step in steps or ({"action_type": "send_email", "delay_days": 1,
-                           "action_config": {"subject": "Day 1", "body": "Hi"}},):  # fmt: skip
+    for step in steps or (
+        {"action_type": "send_email", "delay_days": 1, "action_config": {"subject": "Day 1", "body": "Hi"}},
+    ):
         response = api.post(f"/api/v1/event-queues/{qid}/steps", json=step)
         assert response.status_code == 201, response.json
     return api.get(f"/api/v1/event-queues/{qid}").json["data"]
@@ -34,16 +35,26 @@ def _tasks(api, queue, query=""):
 
 
 def test_queue_crud_and_steps(api, clock):
-    queue = _queue(api,
-                   {"action_type": "send_email", "delay_days": 1, "action_config": {"subject": "A", "body": "a"}},
-                   {"action_type": "send_webhook", "delay_minutes": 90, "delay_from": "enrollment",
-                    "action_config": {"url": "https://hooks.example.com/x"}})  # fmt: skip
+    queue = _queue(
+        api,
+        {"action_type": "send_email", "delay_days": 1, "action_config": {"subject": "A", "body": "a"}},
+        {
+            "action_type": "send_webhook",
+            "delay_minutes": 90,
+            "delay_from": "enrollment",
+            "action_config": {"url": "https://hooks.example.com/x"},
+        },
+    )
     assert queue["status"] == "active" and queue["name"] == "Onboarding"
     assert [(s["position"], s["action_type"], s["delay_from"]) for s in queue["steps"]] == [
-        (1, "send_email", "previous_step"), (2, "send_webhook", "enrollment")]  # fmt: skip
+        (1, "send_email", "previous_step"),
+        (2, "send_webhook", "enrollment"),
+    ]
     assert queue["steps"][1]["action_config"] == {"url": "https://hooks.example.com/x"}
-    tag_step = api.post(f"/api/v1/event-queues/{queue['id']}/steps",
-                        json={"action_type": "add_tag", "position": 1, "action_config": {"tag": "onboarded"}})  # fmt: skip
+    tag_step = api.post(
+        f"/api/v1/event-queues/{queue['id']}/steps",
+        json={"action_type": "add_tag", "position": 1, "action_config": {"tag": "onboarded"}},
+    )
     assert tag_step.status_code == 201 and tag_step.json["data"]["action_config"] == {"tag": "onboarded"}
     steps = api.get(f"/api/v1/event-queues/{queue['id']}").json["data"]["steps"]
     assert [s["action_type"] for s in steps] == ["add_tag", "send_email", "send_webhook"]
@@ -76,16 +87,24 @@ def test_queue_list_pages_with_a_cursor(api, clock):
 
 
 def test_tasks_one_per_step_with_anchor_and_linked_ids(api, clock):
-    queue = _queue(api,
-                   {"action_type": "send_email", "delay_days": 1, "action_config": {"subject": "A", "body": "a"}},
-                   {"action_type": "send_email", "delay_days": 2, "action_config": {"subject": "B", "body": "b"}},
-                   {"action_type": "send_webhook", "delay_minutes": 30, "delay_from": "enrollment",
-                    "action_config": {"url": "https://hooks.example.com/x"}})  # fmt: skip
+    queue = _queue(
+        api,
+        {"action_type": "send_email", "delay_days": 1, "action_config": {"subject": "A", "body": "a"}},
+        {"action_type": "send_email", "delay_days": 2, "action_config": {"subject": "B", "body": "b"}},
+        {
+            "action_type": "send_webhook",
+            "delay_minutes": 30,
+            "delay_from": "enrollment",
+            "action_config": {"url": "https://hooks.example.com/x"},
+        },
+    )
     company = api.post("/api/v1/companies", json={"name": "Initech"}).json["data"]
     person = contact(api, company_id=company["id"])
     anchor = datetime(2026, 2, 1, 8, 0, tzinfo=UTC)
-    response = api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll",
-                        json={"contact_ids": [person["id"]], "enrollment_time": _z(anchor), "deal_id": "deal-42"})  # fmt: skip
+    response = api.post(
+        f"/api/v1/event-queues/{queue['id']}/bulk-enroll",
+        json={"contact_ids": [person["id"]], "enrollment_time": _z(anchor), "deal_id": "deal-42"},
+    )
     assert response.json["data"]["enrolled"] == 1
     tasks = _tasks(api, queue)
     assert [(t["step_position"], t["scheduled_for"]) for t in tasks] == [
@@ -93,8 +112,9 @@ def test_tasks_one_per_step_with_anchor_and_linked_ids(api, clock):
         (2, _z(anchor + timedelta(days=3))),  # previous step + 2 days
         (3, _z(anchor + timedelta(minutes=30))),  # counted from the anchor
     ]
-    assert {(t["enrollment_time"], t["contact_id"], t["customer_id"], t["deal_id"], t["status"]) for t in tasks} == {
-        (_z(anchor), person["id"], company["id"], "deal-42", "pending")}  # fmt: skip
+    assert {
+        (t["enrollment_time"], t["contact_id"], t["customer_id"], t["deal_id"], t["status"]) for t in tasks
+    } == {(_z(anchor), person["id"], company["id"], "deal-42", "pending")}
     default_anchor = contact(api)
     api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll", json={"contact_ids": [default_anchor["id"]]})
     assert _tasks(api, queue)[3]["enrollment_time"] == _z(clock.now())
@@ -117,8 +137,10 @@ def test_task_pages_stay_correct_while_tasks_are_added(api, services, clock):
         page = api.get(url).json
         seen.extend(t["id"] for t in page["data"])
         if added < 30:  # new tasks arrive between pages
-            api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll",
-                     json={"contact_ids": [p["id"] for p in people[added:added + 5]]})  # fmt: skip
+            api.post(
+                f"/api/v1/event-queues/{queue['id']}/bulk-enroll",
+                json={"contact_ids": [p["id"] for p in people[added : added + 5]]},
+            )
             added += 5
         cursor = page["meta"]["next_cursor"]
         if cursor is None:
@@ -135,10 +157,13 @@ def test_task_pages_stay_correct_while_tasks_are_added(api, services, clock):
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"contact_ids": ["a"], "contact_filter": {"city": "Berlin"}},
-     {"contact_filter": {"city": "x"}, "customer_filter": {"industry": "y"}},
-     {"contact_ids": ["a"], "contact_filter": {"city": "x"}, "customer_filter": {"industry": "y"}}],
-)  # fmt: skip
+    [
+        {},
+        {"contact_ids": ["a"], "contact_filter": {"city": "Berlin"}},
+        {"contact_filter": {"city": "x"}, "customer_filter": {"industry": "y"}},
+        {"contact_ids": ["a"], "contact_filter": {"city": "x"}, "customer_filter": {"industry": "y"}},
+    ],
+)
 def test_exactly_one_targeting_mode(api, body):
     queue = _queue(api)
     response = api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll", json=body)
@@ -153,13 +178,19 @@ def test_exactly_one_targeting_mode(api, body):
 
 @pytest.mark.parametrize(
     ("body", "path", "hint"),
-    [({"contact_filter": {"account_type": "partner"}}, "$.contact_filter.account_type", "customer_filter"),
-     ({"contact_filter": {"industry": "x"}}, "$.contact_filter.industry", "customer_filter"),
-     ({"customer_filter": {"contact_type": "lead"}}, "$.customer_filter.contact_type", "contact_filter"),
-     ({"customer_filter": {"job_title": "CTO"}}, "$.customer_filter.job_title", "contact_filter"),
-     ({"contact_filter": {"opportunity_type": "new"}}, "$.contact_filter.opportunity_type", "deal"),
-     ({"customer_filter": {"favourite_colour": "red"}}, "$.customer_filter.favourite_colour", "account_type")],
-)  # fmt: skip
+    [
+        ({"contact_filter": {"account_type": "partner"}}, "$.contact_filter.account_type", "customer_filter"),
+        ({"contact_filter": {"industry": "x"}}, "$.contact_filter.industry", "customer_filter"),
+        ({"customer_filter": {"contact_type": "lead"}}, "$.customer_filter.contact_type", "contact_filter"),
+        ({"customer_filter": {"job_title": "CTO"}}, "$.customer_filter.job_title", "contact_filter"),
+        ({"contact_filter": {"opportunity_type": "new"}}, "$.contact_filter.opportunity_type", "deal"),
+        (
+            {"customer_filter": {"favourite_colour": "red"}},
+            "$.customer_filter.favourite_colour",
+            "account_type",
+        ),
+    ],
+)
 def test_filter_fields_on_the_wrong_axis_name_the_right_filter(api, body, path, hint):
     queue = _queue(api)
     response = api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll", json=body)
@@ -177,8 +208,10 @@ def test_contact_ids_cap_is_500(api, services, clock):
     )
     assert over.status_code == 400 and over.json["error"]["code"] == "too_many_contacts"
     assert over.json["error"]["details"]["limit"] == 500
-    exact = api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll",
-                     json={"contact_ids": [p["id"] for p in people[:500]]})  # fmt: skip
+    exact = api.post(
+        f"/api/v1/event-queues/{queue['id']}/bulk-enroll",
+        json={"contact_ids": [p["id"] for p in people[:500]]},
+    )
     assert exact.status_code == 200 and exact.json["data"]["enrolled"] == 500
 
 
@@ -189,14 +222,19 @@ def test_contact_ids_report_each_skip_and_reruns_are_idempotent(api):
     first = api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll", json=body).json["data"]
     assert (first["enrolled"], first["skipped"]) == (1, 3)
     assert [(r["contact_id"], r["status"], r.get("code")) for r in first["results"]] == [
-        (good["id"], "enrolled", None), (blocked["id"], "skipped", "ineligible"),
-        ("missing", "skipped", "customer_not_found"), (good["id"], "skipped", "duplicate")]  # fmt: skip
+        (good["id"], "enrolled", None),
+        (blocked["id"], "skipped", "ineligible"),
+        ("missing", "skipped", "customer_not_found"),
+        (good["id"], "skipped", "duplicate"),
+    ]
     assert first["results"][1]["reason"] == "contact_status:bounced"
     again = api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll", json=body).json["data"]
     assert again["enrolled"] == 0 and again["results"][0]["code"] == "already_enrolled"
     assert len(_tasks(api, queue)) == 1
-    override = api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll",
-                        json={"contact_ids": [good["id"]], "skip_if_already_enrolled": False}).json["data"]  # fmt: skip
+    override = api.post(
+        f"/api/v1/event-queues/{queue['id']}/bulk-enroll",
+        json={"contact_ids": [good["id"]], "skip_if_already_enrolled": False},
+    ).json["data"]
     assert override["enrolled"] == 1
     assert len(_tasks(api, queue, "&status=pending")) == 2  # a second run beside the first
 
@@ -221,8 +259,9 @@ def test_filters_select_by_contact_fields_and_by_company(api):
         return sorted(r["contact_id"] for r in response.json["data"]["results"] if r["status"] == "enrolled")
 
     assert enrolled({"customer_filter": {"industry": "software"}}, "q1") == sorted([a["id"], b["id"]])
-    assert enrolled({"customer_filter": {"is_customer": True, "industry": ["retail", "software"]}}, "q2") == sorted(
-        [a["id"], b["id"], c["id"]])  # fmt: skip
+    assert enrolled(
+        {"customer_filter": {"is_customer": True, "industry": ["retail", "software"]}}, "q2"
+    ) == sorted([a["id"], b["id"], c["id"]])
     assert enrolled({"contact_filter": {"city": "Berlin", "contact_type": "lead"}}, "q3") == sorted(
         [a["id"], c["id"]]
     )
@@ -308,11 +347,13 @@ def test_the_same_body_continues_where_the_last_call_stopped(api, services, cloc
     ids = [r["contact_id"] for r in first["results"] + second["results"]]
     assert sorted(ids) == sorted(p["id"] for p in people)
     # Another body is another pass, and a pass left alone for a day starts over.
-    other = api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll",
-                     json={**body, "deal_id": "d-1"}).json["data"]  # fmt: skip
+    other = api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll", json={**body, "deal_id": "d-1"}).json[
+        "data"
+    ]
     assert (other["enrolled"], other["already_enrolled"]) == (1, 599)
-    assert other["results"] == [{"contact_id": left, "status": "enrolled",
-                                 "enrollment_id": other["results"][0]["enrollment_id"]}]  # fmt: skip
+    assert other["results"] == [
+        {"contact_id": left, "status": "enrolled", "enrollment_id": other["results"][0]["enrollment_id"]}
+    ]
 
 
 def test_a_pass_idle_for_a_day_starts_over(api, services, clock):
@@ -341,8 +382,9 @@ def test_paging_without_skip_uses_the_cursor(api, services, clock):
     body = {"contact_filter": {"city": "Oslo"}, "skip_if_already_enrolled": False}
     first = api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll", json=body).json["data"]
     assert first["enrolled"] == 500 and first["has_more"] and first["next_cursor"]
-    second = api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll",
-                      json={**body, "cursor": first["next_cursor"]}).json["data"]  # fmt: skip
+    second = api.post(
+        f"/api/v1/event-queues/{queue['id']}/bulk-enroll", json={**body, "cursor": first["next_cursor"]}
+    ).json["data"]
     assert second["enrolled"] == 200 and not second["has_more"]
     ids = [r["contact_id"] for r in first["results"] + second["results"] if r["status"] == "enrolled"]
     assert sorted(ids) == sorted(p["id"] for p in people)
@@ -352,8 +394,11 @@ def test_paging_without_skip_uses_the_cursor(api, services, clock):
 
 
 def test_unenroll_cancels_pending_tasks(api):
-    queue = _queue(api, {"action_type": "send_email", "delay_days": 1, "action_config": {"subject": "A", "body": "a"}},
-                   {"action_type": "send_email", "delay_days": 1, "action_config": {"subject": "B", "body": "b"}})  # fmt: skip
+    queue = _queue(
+        api,
+        {"action_type": "send_email", "delay_days": 1, "action_config": {"subject": "A", "body": "a"}},
+        {"action_type": "send_email", "delay_days": 1, "action_config": {"subject": "B", "body": "b"}},
+    )
     person = contact(api)
     api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll", json={"contact_ids": [person["id"]]})
     response = api.post(f"/api/v1/event-queues/{queue['id']}/unenroll", json={"contact_id": person["id"]})
@@ -369,8 +414,11 @@ def test_unenroll_cancels_pending_tasks(api):
 
 
 def test_deleting_a_step_cancels_its_tasks_and_a_queue_keeps_its_history(api, services):
-    queue = _queue(api, {"action_type": "send_email", "delay_days": 1, "action_config": {"subject": "A", "body": "a"}},
-                   {"action_type": "send_email", "delay_days": 1, "action_config": {"subject": "B", "body": "b"}})  # fmt: skip
+    queue = _queue(
+        api,
+        {"action_type": "send_email", "delay_days": 1, "action_config": {"subject": "A", "body": "a"}},
+        {"action_type": "send_email", "delay_days": 1, "action_config": {"subject": "B", "body": "b"}},
+    )
     person = contact(api)
     api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll", json={"contact_ids": [person["id"]]})
     api.delete(f"/api/v1/event-queues/{queue['id']}/steps/{queue['steps'][0]['id']}")
@@ -412,12 +460,18 @@ def test_automation_scopes(api, client, make_key):
 def test_other_organizations_cannot_touch_a_queue(api, other_api):
     queue = _queue(api)
     theirs = contact(other_api)
-    for method, path, body in (("get", "", None), ("patch", "", {"name": "x"}), ("delete", "", None),
-                               ("get", "/enrollments", None), ("post", "/bulk-enroll", {"contact_ids": [theirs["id"]]}),
-                               ("post", "/unenroll", {"contact_id": theirs["id"]}),
-                               ("post", "/steps", {"action_type": "add_tag", "action_config": {"tag": "t"}})):  # fmt: skip
-        response = getattr(other_api, method)(f"/api/v1/event-queues/{queue['id']}{path}",
-                                              **({"json": body} if body else {}))  # fmt: skip
+    for method, path, body in (
+        ("get", "", None),
+        ("patch", "", {"name": "x"}),
+        ("delete", "", None),
+        ("get", "/enrollments", None),
+        ("post", "/bulk-enroll", {"contact_ids": [theirs["id"]]}),
+        ("post", "/unenroll", {"contact_id": theirs["id"]}),
+        ("post", "/steps", {"action_type": "add_tag", "action_config": {"tag": "t"}}),
+    ):
+        response = getattr(other_api, method)(
+            f"/api/v1/event-queues/{queue['id']}{path}", **({"json": body} if body else {})
+        )
         assert response.status_code == 404, (method, path)
         assert response.json["error"]["code"] == "not_found"
     assert api.get(f"/api/v1/event-queues/{queue['id']}").json["data"]["name"] == "Onboarding"

@@ -62,8 +62,12 @@ def _queue(api, name="Webinar follow-up"):
 def _send(client, payload: dict, msg_id: str):
     body = json.dumps({"type": "segment.changed", **payload})
     now = datetime.now(UTC)
-    headers = {"webhook-id": msg_id, "webhook-timestamp": str(int(now.timestamp())),
-               "webhook-signature": Webhook(SECRET).sign(msg_id, now, body), "Content-Type": "application/json"}  # fmt: skip
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(SECRET).sign(msg_id, now, body),
+        "Content-Type": "application/json",
+    }
     return client.post("/hooks/crm", data=body, headers=headers)
 
 
@@ -74,8 +78,12 @@ def test_validate_reports_a_wrong_axis_filter_at_its_line(tmp_path):
     assert problem.message == (
         "bulk_enroll filter: industry is a company/customer field: filter on it with customer_filter, not filter"
     )
-    result = subprocess.run([sys.executable, "-m", "seqbridge", "mappings", "validate", path],
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "seqbridge", "mappings", "validate", path],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert f"{path}:9:38: bulk_enroll filter: industry is a company/customer field" in result.stdout
 

@@ -35,10 +35,25 @@ def generated(tmp_path_factory) -> Iterator[ModuleType]:
     config.write_text(f"package_name_override: {PACKAGE}\npost_hooks: []\n")
     target = root / PACKAGE
     result = subprocess.run(
-        [sys.executable, "-m", "openapi_python_client", "generate", "--path", OPENAPI, "--meta", "none",
-         "--output-path", str(target), "--config", str(config)],
-        capture_output=True, text=True, cwd=root, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "openapi_python_client",
+            "generate",
+            "--path",
+            OPENAPI,
+            "--meta",
+            "none",
+            "--output-path",
+            str(target),
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        check=False,
+    )
     output = (result.stdout + result.stderr).strip()
     assert result.returncode == 0, output
     assert output.splitlines() == [f"Generating {target}"], f"the generator complained:\n{output}"
@@ -84,8 +99,9 @@ def test_the_generated_client_runs_the_whole_flow(generated, server, make_key):
     def api(module: str) -> ModuleType:
         return importlib.import_module(f"{PACKAGE}.api.{module}")
 
-    client = generated.AuthenticatedClient(base_url=server, token=make_key("acme", ["*"]),
-                                           raise_on_unexpected_status=True)  # fmt: skip
+    client = generated.AuthenticatedClient(
+        base_url=server, token=make_key("acme", ["*"]), raise_on_unexpected_status=True
+    )
     me = api("audit.get_current_key").sync(client=client).data
     assert me.scopes == ["*"]
 
@@ -97,7 +113,12 @@ def test_the_generated_client_runs_the_whole_flow(generated, server, make_key):
     contact = created.parsed.data
     assert isinstance(contact, models.Contact)
     assert (contact.email, contact.phone, contact.first_name, contact.tags, contact.status) == (
-        "Ada@Example.com", "+16505551234", "Ada", ["vip"], models.ContactStatus.ACTIVE)  # fmt: skip
+        "Ada@Example.com",
+        "+16505551234",
+        "Ada",
+        ["vip"],
+        models.ContactStatus.ACTIVE,
+    )
 
     welcome = models.SequenceCreate(
         name="Welcome", trigger_type=models.TriggerType.MANUAL, from_email="hi@example.com"
@@ -111,7 +132,11 @@ def test_the_generated_client_runs_the_whole_flow(generated, server, make_key):
     )
     step = api("sequences.add_sequence_step").sync(sequence.id, client=client, body=email).data
     assert (step.sequence_id, step.position, step.delay_days, step.subject) == (
-        sequence.id, 1, 1, "Hi {{ first_name }}")  # fmt: skip
+        sequence.id,
+        1,
+        1,
+        "Hi {{ first_name }}",
+    )
 
     activate = models.SequenceUpdate(status=models.SequenceStatus.ACTIVE)
     active = api("sequences.update_sequence").sync(sequence.id, client=client, body=activate).data
@@ -124,19 +149,30 @@ def test_the_generated_client_runs_the_whole_flow(generated, server, make_key):
     assert first.status_code == 201
     enrollment = first.parsed.data
     assert (enrollment.sequence_id, enrollment.contact_id, enrollment.customer_id) == (
-        sequence.id, contact.id, contact.id)  # fmt: skip
+        sequence.id,
+        contact.id,
+        contact.id,
+    )
     assert (enrollment.status, enrollment.current_step_id, enrollment.enrollment_source) == (
-        models.EnrollmentStatus.ACTIVE, step.id, "client")  # fmt: skip
+        models.EnrollmentStatus.ACTIVE,
+        step.id,
+        "client",
+    )
     # The declared Idempotency-Key header: a retry gets the same answer and enrolls no one twice.
     retry = enroll.sync_detailed(sequence.id, client=client, body=request, idempotency_key="enroll-ada")
     assert (retry.status_code, retry.headers["Idempotent-Replayed"], retry.parsed.data.id) == (
-        201, "true", enrollment.id)  # fmt: skip
+        201,
+        "true",
+        enrollment.id,
+    )
     # A documented error comes back as the shared Error model.
     again = enroll.sync_detailed(sequence.id, client=client, body=models.EnrollRequest(contact_id=contact.id))
     assert again.status_code == 409
     assert isinstance(again.parsed, models.Error)
     assert (again.parsed.error.code, again.parsed.error.details["contact_id"]) == (
-        "already_enrolled", contact.id)  # fmt: skip
+        "already_enrolled",
+        contact.id,
+    )
 
     listing = api("sequences.list_sequence_enrollments")
     page = listing.sync(sequence.id, client=client, status=models.EnrollmentStatus.ACTIVE)
@@ -147,13 +183,22 @@ def test_the_generated_client_runs_the_whole_flow(generated, server, make_key):
     bot = models.UnenrollRequest(contact_id=contact.id)
     unenrolled = api("sequences.unenroll_contact").sync(sequence.id, client=client, body=bot).data
     assert (unenrolled.id, unenrolled.status, unenrolled.contact_id) == (
-        enrollment.id, "completed", contact.id)  # fmt: skip
+        enrollment.id,
+        "completed",
+        contact.id,
+    )
     assert listing.sync(sequence.id, client=client, status=models.EnrollmentStatus.ACTIVE).data == []
     completed = listing.sync(sequence.id, client=client, status=models.EnrollmentStatus.COMPLETED).data
     assert [e.id for e in completed] == [enrollment.id]
 
-    tags = ["api:contact:created", "api:sequence:created", "api:step:created", "api:sequence:updated",
-            "api:enrollment:created", "api:enrollment:completed"]  # fmt: skip
+    tags = [
+        "api:contact:created",
+        "api:sequence:created",
+        "api:step:created",
+        "api:sequence:updated",
+        "api:enrollment:created",
+        "api:enrollment:completed",
+    ]
     audit = api("audit.list_audit_events")
     events = audit.sync(client=client, tag=tags, order=models.ListAuditEventsOrder.ASC, limit=200).data
     assert [(e.tag, e.subject.type_, e.subject.id) for e in events] == [

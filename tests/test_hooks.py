@@ -53,16 +53,35 @@ def write_mapping(app_config, text: str, name: str = "hooks.yaml") -> Path:
 
 
 def meta_body(text: str, *, message_id: str = "wamid.TEST1", sender: str = "15551234567") -> bytes:
-    return json.dumps({
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "WABA1", "changes": [{"field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550000000", "phone_number_id": "PN1"},
-            "contacts": [{"profile": {"name": "Kim"}, "wa_id": sender}],
-            "messages": [{"from": sender, "id": message_id, "timestamp": "1767607200", "type": "text",
-                          "text": {"body": text}}],
-        }}]}],
-    }).encode()  # fmt: skip
+    return json.dumps(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": "WABA1",
+                    "changes": [
+                        {
+                            "field": "messages",
+                            "value": {
+                                "messaging_product": "whatsapp",
+                                "metadata": {"display_phone_number": "15550000000", "phone_number_id": "PN1"},
+                                "contacts": [{"profile": {"name": "Kim"}, "wa_id": sender}],
+                                "messages": [
+                                    {
+                                        "from": sender,
+                                        "id": message_id,
+                                        "timestamp": "1767607200",
+                                        "type": "text",
+                                        "text": {"body": text},
+                                    }
+                                ],
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+    ).encode()
 
 
 def meta_headers(body: bytes, secret: str = APP_SECRET) -> dict[str, str]:
@@ -93,8 +112,12 @@ def test_stop_on_whatsapp_unsubscribes_and_unenrolls_everywhere(stop_hook, clien
     person = factories.contact(api, phone="+15551234567", first_name="Kim")
     sequences = [factories.active_sequence(api, name=f"Seq {n}") for n in range(2)]
     for sequence in sequences:
-        assert api.post(f"/api/v1/sequences/{sequence['id']}/enroll",
-                        json={"customer_id": person["id"]}).status_code == 201  # fmt: skip
+        assert (
+            api.post(
+                f"/api/v1/sequences/{sequence['id']}/enroll", json={"customer_id": person["id"]}
+            ).status_code
+            == 201
+        )
 
     answer = post_meta(client, meta_body("  stop \n"))
     assert answer.status_code == 202, answer.json
@@ -113,7 +136,9 @@ def test_stop_on_whatsapp_unsubscribes_and_unenrolls_everywhere(stop_hook, clien
     [event] = detail["results"]
     assert event["rules"] == ["stop"]
     assert [(a["action"], a["outcome"]["status"]) for a in event["actions"]] == [
-        ("upsert_contact", "done"), ("unenroll", "done")]  # fmt: skip
+        ("upsert_contact", "done"),
+        ("unenroll", "done"),
+    ]
     assert detail["request"]["headers"]["x-hub-signature-256"] == "[REDACTED]"
 
     # The audit log says who (the hook), what, when and why (delivery, rule).
@@ -121,8 +146,12 @@ def test_stop_on_whatsapp_unsubscribes_and_unenrolls_everywhere(stop_hook, clien
     unsubscribed = [e for e in events if e["tag"] == "hook:contact:unsubscribed"]
     assert len(unsubscribed) == 1
     assert unsubscribed[0]["actor"] == {"type": "hook", "id": "whatsapp"}
-    assert unsubscribed[0]["data"]["via"] == {"hook": "whatsapp", "delivery_id": delivery_id, "rule": "stop",
-                                              "event": "wamid.TEST1"}  # fmt: skip
+    assert unsubscribed[0]["data"]["via"] == {
+        "hook": "whatsapp",
+        "delivery_id": delivery_id,
+        "rule": "stop",
+        "event": "wamid.TEST1",
+    }
     tags = [
         e["tag"]
         for e in api.get("/api/v1/audit-events", query_string={"subject_type": "delivery"}).json["data"]
@@ -278,8 +307,11 @@ def test_typeform_upserts_the_lead_then_enrolls_it_in_one_rule(senders, client, 
     welcome = factories.active_sequence(api, name="Welcome")
     body = (FIXTURES / "typeform_response.json").read_bytes()
     signature = base64.b64encode(hmac.new(b"tf-secret", body, hashlib.sha256).digest()).decode()
-    answer = client.post("/hooks/typeform", data=body,
-                         headers={"Typeform-Signature": f"sha256={signature}", "Content-Type": "application/json"})  # fmt: skip
+    answer = client.post(
+        "/hooks/typeform",
+        data=body,
+        headers={"Typeform-Signature": f"sha256={signature}", "Content-Type": "application/json"},
+    )
     assert answer.status_code == 202, answer.json
     drain(services)
     [contact] = api.get("/api/v1/contacts", query_string={"email": "laura@example.com"}).json["data"]
@@ -310,8 +342,11 @@ def test_respond_after_actions_answers_with_the_outcomes(senders, client, api):
     factories.active_sequence(api, name="Nurture")
     factories.contact(api, email="zed@example.com")
     headers = {"X-Seqbridge-Token": "zap-token", "Idempotency-Key": "zap-1"}
-    answer = client.post("/hooks/zapier", json={"action": "enroll", "sequence": "Nurture", "email": "zed@example.com"},
-                         headers=headers)  # fmt: skip
+    answer = client.post(
+        "/hooks/zapier",
+        json={"action": "enroll", "sequence": "Nurture", "email": "zed@example.com"},
+        headers=headers,
+    )
     assert answer.status_code == 200, answer.json
     data = answer.json["data"]
     assert data["status"] == "processed"
@@ -319,8 +354,11 @@ def test_respond_after_actions_answers_with_the_outcomes(senders, client, api):
     assert event["rules"] == ["enroll"]
     assert event["actions"][0]["outcome"]["status"] == "done"
     # The same Idempotency-Key again: the original delivery, nothing acts.
-    again = client.post("/hooks/zapier", json={"action": "enroll", "sequence": "Nurture", "email": "zed@example.com"},
-                        headers=headers)  # fmt: skip
+    again = client.post(
+        "/hooks/zapier",
+        json={"action": "enroll", "sequence": "Nurture", "email": "zed@example.com"},
+        headers=headers,
+    )
     assert (
         again.json["data"]["delivery_id"] == data["delivery_id"]
         and again.json["data"]["status"] == "duplicate"
@@ -349,8 +387,9 @@ def test_html_form_with_honeypot_origin_redirect_limits(senders, client, service
         "/hooks/signup-form", data={"email": "bot@example.com", "website": "spam.biz"}, headers=origin
     )
     assert bot.status_code == 303  # the bot learns nothing
-    elsewhere = client.post("/hooks/signup-form", data={"email": "x@example.com"},
-                            headers={"Origin": "https://evil.example"})  # fmt: skip
+    elsewhere = client.post(
+        "/hooks/signup-form", data={"email": "x@example.com"}, headers={"Origin": "https://evil.example"}
+    )
     assert elsewhere.status_code == 401 and elsewhere.json["error"]["code"] == "origin_not_allowed"
     # burst of 3 used up: the rate limit answers 429 with Retry-After
     limited = client.post("/hooks/signup-form", data={"email": "y@example.com"}, headers=origin)
@@ -377,9 +416,12 @@ def test_size_and_content_type_limits(senders, client):
 
 
 def test_multipart_form_is_read(senders, client, services, api):
-    posted = client.post("/hooks/signup-form", headers={"Origin": "https://example.com"},
-                         data={"email": "mp@example.com", "name": "Multi", "cv": (io.BytesIO(b"pdf"), "cv.pdf")},
-                         content_type="multipart/form-data")  # fmt: skip
+    posted = client.post(
+        "/hooks/signup-form",
+        headers={"Origin": "https://example.com"},
+        data={"email": "mp@example.com", "name": "Multi", "cv": (io.BytesIO(b"pdf"), "cv.pdf")},
+        content_type="multipart/form-data",
+    )
     assert posted.status_code == 303
     drain(services)
     [contact] = api.get("/api/v1/contacts", query_string={"email": "mp@example.com"}).json["data"]
@@ -388,29 +430,36 @@ def test_multipart_form_is_read(senders, client, services, api):
 
 def test_a_multipart_part_without_a_readable_name_is_left_out(senders, client, services, api):
     """Found by schemathesis: werkzeug names such a part None, and nesting the fields crashed (500)."""
-    nameless = (b'--b\r\nContent-Disposition: form-data\r\n\r\nno name\r\n'
-                b'--b\r\nContent-Disposition: form-data; name="bad\\"\r\n\r\nbroken quote\r\n'
-                b'--b\r\nContent-Disposition: form-data; filename="x.txt"\r\n\r\nfile\r\n')  # fmt: skip
+    nameless = (
+        b"--b\r\nContent-Disposition: form-data\r\n\r\nno name\r\n"
+        b'--b\r\nContent-Disposition: form-data; name="bad\\"\r\n\r\nbroken quote\r\n'
+        b'--b\r\nContent-Disposition: form-data; filename="x.txt"\r\n\r\nfile\r\n'
+    )
     email = b'--b\r\nContent-Disposition: form-data; name="email"\r\n\r\nparts@example.com\r\n'
     headers = {"Origin": "https://example.com"}
     form = "multipart/form-data; boundary=b"
 
-    posted = client.post("/hooks/signup-form", data=nameless + email + b"--b--\r\n", content_type=form,
-                         headers=headers)  # fmt: skip
+    posted = client.post(
+        "/hooks/signup-form", data=nameless + email + b"--b--\r\n", content_type=form, headers=headers
+    )
     assert posted.status_code == 303, posted.get_data()
     [delivery] = api.get("/api/v1/deliveries").json["data"]
     [event] = api.get(f"/api/v1/deliveries/{delivery['id']}").json["data"]["events"]
     assert event["data"] == {"email": "parts@example.com"}
 
-    only_nameless = client.post("/hooks/signup-form", data=nameless + b"--b--\r\n", content_type=form,
-                                headers=headers)  # fmt: skip
+    only_nameless = client.post(
+        "/hooks/signup-form", data=nameless + b"--b--\r\n", content_type=form, headers=headers
+    )
     assert only_nameless.status_code == 400
     assert only_nameless.json["error"]["code"] == "malformed_payload"
 
 
 def test_unmatched_event_fails_when_the_hook_says_so(senders, client, services, api):
-    answer = client.post("/hooks/signup-form", data={"email": "someone@elsewhere.org"},
-                         headers={"Origin": "https://example.com"})  # fmt: skip
+    answer = client.post(
+        "/hooks/signup-form",
+        data={"email": "someone@elsewhere.org"},
+        headers={"Origin": "https://example.com"},
+    )
     assert answer.status_code == 303
     drain(services)
     [delivery] = api.get("/api/v1/deliveries").json["data"]
@@ -455,8 +504,9 @@ def test_status_only_delivery_is_acknowledged_and_ignored(stop_hook, client, ser
 # Retries, dead, replay, leases ------------------------------------------------------------------
 
 
-def test_transient_failures_back_off_then_die_then_replay_after_the_fix(stop_hook, client, services, api, clock,
-                                                                        app_config):  # fmt: skip
+def test_transient_failures_back_off_then_die_then_replay_after_the_fix(
+    stop_hook, client, services, api, clock, app_config
+):
     person = factories.contact(api, phone="+15551234567")
     answer = post_meta(client, meta_body("STOP"))
     delivery_id = answer.json["data"]["delivery_id"]
@@ -507,8 +557,9 @@ def test_transient_failures_back_off_then_die_then_replay_after_the_fix(stop_hoo
     assert "hook:delivery:dead" in tags and tags.count("api:delivery:replayed") == 3
 
 
-def test_a_worker_that_died_holding_a_delivery_loses_it_to_the_next_after_the_lease(stop_hook, client, services,
-                                                                                     api, clock):  # fmt: skip
+def test_a_worker_that_died_holding_a_delivery_loses_it_to_the_next_after_the_lease(
+    stop_hook, client, services, api, clock
+):
     person = factories.contact(api, phone="+15551234567")
     delivery_id = post_meta(client, meta_body("STOP")).json["data"]["delivery_id"]
     assert services.deliveries.claim("crashed-worker", 10) == [delivery_id]  # ...and then it died
@@ -580,8 +631,12 @@ def test_standard_webhooks_replay_outside_the_window_and_another_hooks_secret_ar
     body = json.dumps({"type": "contact.updated", "data": {"email": "a@example.com"}})
 
     def signed(secret: str, msg_id: str, at: datetime) -> dict[str, str]:
-        return {"webhook-id": msg_id, "webhook-timestamp": str(int(at.timestamp())),
-                "webhook-signature": Webhook(secret).sign(msg_id, at, body), "Content-Type": "application/json"}  # fmt: skip
+        return {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(at.timestamp())),
+            "webhook-signature": Webhook(secret).sign(msg_id, at, body),
+            "Content-Type": "application/json",
+        }
 
     now = datetime.now(UTC)
     fresh = client.post("/hooks/crm-a", data=body, headers=signed(secret_a, "msg_1", now))
@@ -640,10 +695,27 @@ def test_the_cli_replays_dead_deliveries_in_bulk(app_config, api, services):
     org = factories.org_id(api)
     dead = [factories.delivery(services, org, status="dead") for _ in range(2)]
     processed = factories.delivery(services, org, status="processed")
-    env = {**os.environ, "SEQBRIDGE_DATABASE_URL": app_config["DATABASE_URL"],
-           "SEQBRIDGE_MAPPINGS_DIR": app_config["MAPPINGS_DIR"]}  # fmt: skip
-    result = subprocess.run([sys.executable, "-m", "seqbridge", "deliveries", "replay", "--status", "dead",
-                             "--since", "2026-01-01"], capture_output=True, text=True, env=env)  # fmt: skip
+    env = {
+        **os.environ,
+        "SEQBRIDGE_DATABASE_URL": app_config["DATABASE_URL"],
+        "SEQBRIDGE_MAPPINGS_DIR": app_config["MAPPINGS_DIR"],
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seqbridge",
+            "deliveries",
+            "replay",
+            "--status",
+            "dead",
+            "--since",
+            "2026-01-01",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     assert "queued 2 deliveries again" in result.stdout
     statuses = {d["id"]: d["status"] for d in api.get("/api/v1/deliveries").json["data"]}

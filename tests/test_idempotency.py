@@ -68,10 +68,16 @@ def test_a_key_held_by_a_request_that_died_is_free_after_its_lock(api, services,
     caller = type("C", (), {"org_id": factories.org_id(api)})()
     fingerprint = request_hash("POST", "/api/v1/contacts", b"", b'{"email": "z@example.com"}')
     assert services.idempotency.begin(caller, "k-dead", "POST", "/api/v1/contacts", fingerprint) is None
-    busy = api.post("/api/v1/contacts", data='{"email": "z@example.com"}', headers={"Idempotency-Key": "k-dead",
-                    "Content-Type": "application/json"})  # fmt: skip
+    busy = api.post(
+        "/api/v1/contacts",
+        data='{"email": "z@example.com"}',
+        headers={"Idempotency-Key": "k-dead", "Content-Type": "application/json"},
+    )
     assert busy.status_code == 409 and busy.json["error"]["code"] == "idempotency_key_in_use"
     clock.advance(timedelta(seconds=61))
-    retried = api.post("/api/v1/contacts", data='{"email": "z@example.com"}', headers={"Idempotency-Key": "k-dead",
-                       "Content-Type": "application/json"})  # fmt: skip
+    retried = api.post(
+        "/api/v1/contacts",
+        data='{"email": "z@example.com"}',
+        headers={"Idempotency-Key": "k-dead", "Content-Type": "application/json"},
+    )
     assert retried.status_code == 201

@@ -35,8 +35,11 @@ def test_request_and_delivery_lines_carry_their_context_and_no_secret(app_config
     )
     handler, stream = capture()
     try:
-        hook = client.post("/hooks/zap?token=zap-secret-token", json={"email": "log@example.com"},
-                           headers={"X-Request-Id": "req-hook-1"})  # fmt: skip
+        hook = client.post(
+            "/hooks/zap?token=zap-secret-token",
+            json={"email": "log@example.com"},
+            headers={"X-Request-Id": "req-hook-1"},
+        )
         listed = api.get("/api/v1/contacts", headers={"X-Request-Id": "req-api-1"})
         drain(services)
     finally:

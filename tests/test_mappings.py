@@ -45,8 +45,9 @@ def hook_with(tmp_path, rules: str, environ=None):
 
 
 def plan(hook, payload):
-    request = InboundRequest("POST", "https://x/hooks/h", {}, {}, __import__("json").dumps(payload).encode(),
-                             "application/json")  # fmt: skip
+    request = InboundRequest(
+        "POST", "https://x/hooks/h", {}, {}, __import__("json").dumps(payload).encode(), "application/json"
+    )
     [event] = simulate(hook, request)
     return event
 
@@ -58,31 +59,68 @@ def plan(hook, payload):
     ("text", "expected"),
     [
         ("hooks:\n  h: {organization: acme\n", "YAML syntax"),
-        ("hooks:\n  h:\n    organisation: acme\n    source: {connector: generic, public: true}\n",
-         "3:5: unknown key 'organisation' (did you mean 'organization'?)"),
-        ("hooks:\n  h:\n    organization: acme\n    source: {connector: whatsap_cloud}\n",
-         "4:14: 'whatsap_cloud' is not one of"),
+        (
+            "hooks:\n  h:\n    organisation: acme\n    source: {connector: generic, public: true}\n",
+            "3:5: unknown key 'organisation' (did you mean 'organization'?)",
+        ),
+        (
+            "hooks:\n  h:\n    organization: acme\n    source: {connector: whatsap_cloud}\n",
+            "4:14: 'whatsap_cloud' is not one of",
+        ),
         (BASE + "      - when: {field: 'event.[', equals: 1}\n        actions: []\n", "6:16: bad JMESPath"),
-        (BASE + "      - when: {field: event.a, matches: '(unclosed'}\n        actions: []\n", "6:32: bad regex"),
-        (BASE + "      - actions:\n          - enroll: {sequence: 'S', contact: {email: '{{ event.email '}}\n",
-         "7:47: bad template"),
-        (BASE + "      - actions:\n          - {target: crm, enroll: {sequence: S, contact: {id: x}}}\n",
-         "7:14: unknown target 'crm'"),
+        (
+            BASE + "      - when: {field: event.a, matches: '(unclosed'}\n        actions: []\n",
+            "6:32: bad regex",
+        ),
+        (
+            BASE
+            + "      - actions:\n          - enroll: {sequence: 'S', contact: {email: '{{ event.email '}}\n",
+            "7:47: bad template",
+        ),
+        (
+            BASE + "      - actions:\n          - {target: crm, enroll: {sequence: S, contact: {id: x}}}\n",
+            "7:14: unknown target 'crm'",
+        ),
         (BASE + "      - when: {field: event.a}\n        actions: []\n", "a field test needs an operator"),
-        (BASE + "      - actions:\n          - enroll: {contact: {id: x}}\n", "enroll needs exactly one of sequence or queue"),
-        (BASE + "      - actions:\n          - upsert_contact: {email: a@b.c, set: {frist_name: A}}\n",
-         "did you mean 'first_name'"),
-        ("hooks:\n  h:\n    organization: acme\n    organization: other\n    source: {connector: generic, public: true}\n",
-         "4:5: duplicate key 'organization'"),
-        ("hooks:\n  h:\n    organization: acme\n    source: {connector: whatsapp_cloud, app_secret: \"${NOPE}\"}\n",
-         "environment variable NOPE is not set and has no default"),
-        ("hooks:\n  h:\n    organization: acme\n    source: {connector: whatsapp_cloud, app_secret: s}\n",
-         "whatsapp_cloud: missing setting(s): verify_token"),
+        (
+            BASE + "      - actions:\n          - enroll: {contact: {id: x}}\n",
+            "enroll needs exactly one of sequence or queue",
+        ),
+        (
+            BASE + "      - actions:\n          - upsert_contact: {email: a@b.c, set: {frist_name: A}}\n",
+            "did you mean 'first_name'",
+        ),
+        (
+            "hooks:\n  h:\n    organization: acme\n    organization: other\n    source: {connector: generic, public: true}\n",
+            "4:5: duplicate key 'organization'",
+        ),
+        (
+            'hooks:\n  h:\n    organization: acme\n    source: {connector: whatsapp_cloud, app_secret: "${NOPE}"}\n',
+            "environment variable NOPE is not set and has no default",
+        ),
+        (
+            "hooks:\n  h:\n    organization: acme\n    source: {connector: whatsapp_cloud, app_secret: s}\n",
+            "whatsapp_cloud: missing setting(s): verify_token",
+        ),
         ("x: !!python/object/apply:os.system ['true']\n", "1:4: the tag"),
     ],
-    ids=["syntax", "unknown-key", "connector", "jmespath", "regex", "template", "target", "operator",
-         "enroll-needs-sequence", "contact-field", "duplicate-key", "env", "connector-settings", "python-tag"],
-)  # fmt: skip
+    ids=[
+        "syntax",
+        "unknown-key",
+        "connector",
+        "jmespath",
+        "regex",
+        "template",
+        "target",
+        "operator",
+        "enroll-needs-sequence",
+        "contact-field",
+        "duplicate-key",
+        "env",
+        "connector-settings",
+        "python-tag",
+    ],
+)
 def test_each_problem_is_reported_at_its_line(tmp_path, text, expected):
     found = problems_of(tmp_path, text)
     assert any(expected in p for p in found), found
@@ -121,14 +159,29 @@ def test_env_interpolation_and_secrets_never_in_messages(tmp_path):
 
 def test_the_validate_command_prints_file_line_col_and_exits_non_zero(tmp_path):
     path = write(tmp_path, "hooks:\n  h:\n    organisation: acme\n")
-    result = subprocess.run([sys.executable, "-m", "seqbridge", "mappings", "validate", path],
-                            capture_output=True, text=True, env={**os.environ})  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "seqbridge", "mappings", "validate", path],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+    )
     assert result.returncode == 1
     assert f"{path}:3:5: unknown key 'organisation' (did you mean 'organization'?)" in result.stdout
-    ok = subprocess.run([sys.executable, "-m", "seqbridge", "mappings", "validate", str(ROOT / "mappings")],
-                        capture_output=True, text=True, env={**os.environ, "WHATSAPP_APP_SECRET": "s",
-                        "WHATSAPP_VERIFY_TOKEN": "t", "TWILIO_AUTH_TOKEN": "t", "TYPEFORM_SECRET": "t", "HUBSPOT_CLIENT_SECRET": "t",
-                        "ACTIVECAMPAIGN_HOOK_TOKEN": "t", "ZAPIER_HOOK_TOKEN": "t"})  # fmt: skip
+    ok = subprocess.run(
+        [sys.executable, "-m", "seqbridge", "mappings", "validate", str(ROOT / "mappings")],
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "WHATSAPP_APP_SECRET": "s",
+            "WHATSAPP_VERIFY_TOKEN": "t",
+            "TWILIO_AUTH_TOKEN": "t",
+            "TYPEFORM_SECRET": "t",
+            "HUBSPOT_CLIENT_SECRET": "t",
+            "ACTIVECAMPAIGN_HOOK_TOKEN": "t",
+            "ZAPIER_HOOK_TOKEN": "t",
+        },
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
 
 
@@ -201,8 +254,15 @@ def test_operators_and_composition(tmp_path):
     assert event["rules"] == ["big", "always"]
     assert [a["action"] for a in event["actions"]] == ["enroll", "unenroll"]
     assert event["actions"][0]["contact"] == {"id": "c1"}
-    for change in ({"amount": 99}, {"amount": "lots"}, {"country": "us"}, {"blocked": True}, {"tags": []},
-                   {"note": "x"}, {"id": None}):  # fmt: skip
+    for change in (
+        {"amount": 99},
+        {"amount": "lots"},
+        {"country": "us"},
+        {"blocked": True},
+        {"tags": []},
+        {"note": "x"},
+        {"id": None},
+    ):
         assert plan(hook, {**good, **change})["rules"] == ["always"], change
     assert plan(hook, {**good, "country": "us", "email": "Kim@VIP.example"})["rules"] == ["big", "always"]
 
@@ -278,8 +338,12 @@ def test_mapping_tests_report_expected_and_received_with_the_line(tmp_path):
             "    ",
         ),
     )
-    write(tmp_path, "tests:\n  h:\n    - name: beside\n      body: {email: b@example.com}\n"
-                    "      expect: {rules: [nope]}\n", "m_test.yaml")  # fmt: skip
+    write(
+        tmp_path,
+        "tests:\n  h:\n    - name: beside\n      body: {email: b@example.com}\n"
+        "      expect: {rules: [nope]}\n",
+        "m_test.yaml",
+    )
     outcomes, problems = run_tests([str(tmp_path)])
     assert problems == []
     by_name = {o.name: o for o in outcomes}
@@ -287,8 +351,9 @@ def test_mapping_tests_report_expected_and_received_with_the_line(tmp_path):
     assert not by_name["wrong"].passed and by_name["wrong"].line == 14
     assert "expected" in by_name["wrong"].failures[0] and "received" in by_name["wrong"].failures[0]
     assert not by_name["beside"].passed and by_name["beside"].file.endswith("m_test.yaml")
-    result = subprocess.run([sys.executable, "-m", "seqbridge", "mappings", "test", str(tmp_path)],
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "seqbridge", "mappings", "test", str(tmp_path)], capture_output=True, text=True
+    )
     assert result.returncode == 1 and f"FAIL {tmp_path}/m.yaml:14: h: wrong" in result.stdout
 
 
@@ -302,14 +367,18 @@ def test_every_shipped_mapping_passes_its_tests():
 
 
 def test_dry_run_plans_without_acting_and_mappings_are_per_organization(app_config, api, other_api):
-    write(Path(app_config["MAPPINGS_DIR"]), BASE + "      - {name: go, actions: [{enroll: {sequence: S, "
-          "contact: {email: {path: event.payload.email}}}}]}\n")  # fmt: skip
+    write(
+        Path(app_config["MAPPINGS_DIR"]),
+        BASE + "      - {name: go, actions: [{enroll: {sequence: S, "
+        "contact: {email: {path: event.payload.email}}}}]}\n",
+    )
     answer = api.post("/api/v1/mappings/dry-run", json={"hook": "h", "body": {"email": "a@example.com"}})
     assert answer.status_code == 200, answer.json
     [event] = answer.json["data"]["events"]
     assert event["rules"] == ["go"]
-    assert event["actions"] == [{"action": "enroll", "target": "local", "sequence": "S",
-                                 "contact": {"email": "a@example.com"}}]  # fmt: skip
+    assert event["actions"] == [
+        {"action": "enroll", "target": "local", "sequence": "S", "contact": {"email": "a@example.com"}}
+    ]
     assert api.get("/api/v1/deliveries").json["data"] == []  # nothing stored
     assert [m["name"] for m in api.get("/api/v1/mappings").json["data"]] == ["h"]
     assert other_api.get("/api/v1/mappings").json["data"] == []
@@ -326,21 +395,34 @@ def test_shipped_examples_end_to_end(app_config, api, client, services, monkeypa
 
     target = Path(app_config["MAPPINGS_DIR"])
     shutil.copytree(ROOT / "mappings", target, dirs_exist_ok=True)
-    for name in ("WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN", "TWILIO_AUTH_TOKEN", "TYPEFORM_SECRET",
-                 "ACTIVECAMPAIGN_HOOK_TOKEN", "ZAPIER_HOOK_TOKEN", "HUBSPOT_CLIENT_SECRET"):  # fmt: skip
+    for name in (
+        "WHATSAPP_APP_SECRET",
+        "WHATSAPP_VERIFY_TOKEN",
+        "TWILIO_AUTH_TOKEN",
+        "TYPEFORM_SECRET",
+        "ACTIVECAMPAIGN_HOOK_TOKEN",
+        "ZAPIER_HOOK_TOKEN",
+        "HUBSPOT_CLIENT_SECRET",
+    ):
         monkeypatch.setenv(name, "s3cret")
     monkeypatch.setenv("SEQBRIDGE_DEMO_ORG", "acme")
     welcome = factories.active_sequence(api, name="Welcome")
-    posted = client.post("/hooks/signup-form", data={"email": " Ada@Example.com ", "first_name": "Ada"},
-                         headers={"Origin": "http://localhost:8000"})  # fmt: skip
+    posted = client.post(
+        "/hooks/signup-form",
+        data={"email": " Ada@Example.com ", "first_name": "Ada"},
+        headers={"Origin": "http://localhost:8000"},
+    )
     assert posted.status_code == 303
     drain(services)
     [contact] = api.get("/api/v1/contacts", query_string={"email": "ada@example.com"}).json["data"]
     assert contact["first_name"] == "Ada" and contact["tags"] == ["lead"]
     enrolled = api.get(f"/api/v1/sequences/{welcome['id']}/enrollments").json["data"]
     assert [e["contact_id"] for e in enrolled] == [contact["id"]]
-    zap = client.post("/hooks/zapier", json={"action": "unenroll", "email": "ada@example.com", "reason": "converted"},
-                      headers={"X-Seqbridge-Token": "s3cret"})  # fmt: skip
+    zap = client.post(
+        "/hooks/zapier",
+        json={"action": "unenroll", "email": "ada@example.com", "reason": "converted"},
+        headers={"X-Seqbridge-Token": "s3cret"},
+    )
     assert zap.status_code == 200 and zap.json["data"]["status"] == "processed"
     assert zap.json["data"]["results"][0]["actions"][0]["outcome"]["status"] == "done"
     enrolled = api.get(f"/api/v1/sequences/{welcome['id']}/enrollments").json["data"]
@@ -356,13 +438,19 @@ def test_shipped_examples_end_to_end(app_config, api, client, services, monkeypa
     # ActiveCampaign "tag added" (vip) through the shipped hook: upsert, then enroll into VIP onboarding.
     vip = factories.active_sequence(api, name="VIP onboarding")
     form = (ROOT / "mappings" / "fixtures" / "activecampaign_tag_added.form").read_bytes()
-    tagged = client.post("/hooks/activecampaign?token=s3cret", data=form,
-                         headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    tagged = client.post(
+        "/hooks/activecampaign?token=s3cret",
+        data=form,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert tagged.status_code == 202, tagged.json
     drain(services)
     assert api.get(f"/api/v1/contacts/{kim['id']}").json["data"]["status"] == "unsubscribed"
-    kim_enrollments = [e for e in api.get(f"/api/v1/sequences/{welcome['id']}/enrollments").json["data"]
-                       if e["contact_id"] == kim["id"]]  # fmt: skip
+    kim_enrollments = [
+        e
+        for e in api.get(f"/api/v1/sequences/{welcome['id']}/enrollments").json["data"]
+        if e["contact_id"] == kim["id"]
+    ]
     assert [(e["status"], e["exit_reason"]) for e in kim_enrollments] == [("exited", "unsubscribed")]
     [ada] = api.get("/api/v1/contacts", query_string={"email": "ada@example.com"}).json["data"]
     assert "vip" in ada["tags"]

@@ -135,14 +135,22 @@ def test_sigterm_at_any_moment_of_the_idle_poll_stops_the_worker(tmp_path):
     """The stop flag is safe to set from a signal handler: SIGTERM arriving in the middle of the
     idle wait (polled every millisecond here, so the signal lands inside it) always stops the
     worker. threading.Event.set() from the handler could deadlock in exactly this spot."""
-    env = {**os.environ, "SEQBRIDGE_DATABASE_URL": f"sqlite:///{tmp_path}/w.db",
-           "SEQBRIDGE_PROCESSOR_POLL_SECONDS": "0.001"}  # fmt: skip
+    env = {
+        **os.environ,
+        "SEQBRIDGE_DATABASE_URL": f"sqlite:///{tmp_path}/w.db",
+        "SEQBRIDGE_PROCESSOR_POLL_SECONDS": "0.001",
+    }
     subprocess.run(
         [sys.executable, "-m", "seqbridge", "init"], env=env, check=True, capture_output=True, timeout=60
     )
     for attempt in range(6):
-        proc = subprocess.Popen([sys.executable, "-m", "seqbridge", "worker"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "seqbridge", "worker"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         deadline = time.monotonic() + 30
         line = ""
         while "started" not in line and time.monotonic() < deadline:

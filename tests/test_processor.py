@@ -56,9 +56,16 @@ def _tasks(services, enrollment_id):
 
 
 def test_steps_are_sent_on_schedule_into_the_outbox_and_the_enrollment_completes(api, services, clock):
-    sequence = active_sequence(api, steps=({"delay_days": 0, "subject": "Hi {{ first_name }}", "body": "Welcome, {{ first_name }}!"},
-                                           {"delay_days": 2, "subject": "Day 2", "body": "Still there?"}),
-                               from_email="team@example.com", from_name="Team", reply_to_email="reply@example.com")  # fmt: skip
+    sequence = active_sequence(
+        api,
+        steps=(
+            {"delay_days": 0, "subject": "Hi {{ first_name }}", "body": "Welcome, {{ first_name }}!"},
+            {"delay_days": 2, "subject": "Day 2", "body": "Still there?"},
+        ),
+        from_email="team@example.com",
+        from_name="Team",
+        reply_to_email="reply@example.com",
+    )
     person = contact(api, email="ada@example.com", first_name="Ada")
     enrollment = api.post(
         f"/api/v1/sequences/{sequence['id']}/enroll", json={"contact_id": person["id"]}
@@ -134,8 +141,14 @@ def test_a_paused_enrollment_is_held(api, services, clock):
     assert _run(processor) == 1
 
 
-@pytest.mark.parametrize(("fields", "reason"), [({"status": "unsubscribed"}, "unsubscribed"),
-                                                ({"status": "bounced"}, "bounced"), ({"converted": True}, "converted")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"status": "unsubscribed"}, "unsubscribed"),
+        ({"status": "bounced"}, "bounced"),
+        ({"converted": True}, "converted"),
+    ],
+)
 def test_a_contact_who_unsubscribes_between_steps_exits_instead_of_being_sent_to(
     api, services, clock, fields, reason
 ):
@@ -157,9 +170,15 @@ def test_a_contact_who_unsubscribes_between_steps_exits_instead_of_being_sent_to
 
 def test_queue_steps_run_their_actions(api, services, clock):
     queue = api.post("/api/v1/event-queues", json={"name": "Q"}).json["data"]
-    for step in ({"action_type": "add_tag", "action_config": {"tag": "onboarded"}},
-                 {"action_type": "update_contact", "delay_minutes": 5, "delay_from": "enrollment",
-                  "action_config": {"fields": {"city": "Lisbon", "id": "nope"}}}):  # fmt: skip
+    for step in (
+        {"action_type": "add_tag", "action_config": {"tag": "onboarded"}},
+        {
+            "action_type": "update_contact",
+            "delay_minutes": 5,
+            "delay_from": "enrollment",
+            "action_config": {"fields": {"city": "Lisbon", "id": "nope"}},
+        },
+    ):
         api.post(f"/api/v1/event-queues/{queue['id']}/steps", json=step)
     person = contact(api)
     api.post(f"/api/v1/event-queues/{queue['id']}/bulk-enroll", json={"contact_ids": [person["id"]]})
@@ -210,8 +229,12 @@ def smtp_server():
 
 def test_email_over_a_real_smtp_server(api, services, clock, smtp_server):
     inbox, url = smtp_server()
-    sequence = active_sequence(api, steps=({"delay_days": 0, "subject": "Hello {{ first_name }}", "body": "Body for {{ email }}"},),
-                               from_email="sales@example.com", from_name="Sales")  # fmt: skip
+    sequence = active_sequence(
+        api,
+        steps=({"delay_days": 0, "subject": "Hello {{ first_name }}", "body": "Body for {{ email }}"},),
+        from_email="sales@example.com",
+        from_name="Sales",
+    )
     person = contact(api, email="grace@example.com", first_name="Grace")
     api.post(f"/api/v1/sequences/{sequence['id']}/enroll", json={"contact_id": person["id"]})
     _run(_processor(services, SMTP_URL=url))
@@ -298,8 +321,10 @@ def test_webhook_steps_are_signed_with_standard_webhooks(api, services, clock, r
         api, steps=({"channel": "webhook", "webhook_url": receiver["url"], "delay_days": 0},)
     )
     person = contact(api, email="hook@example.com", first_name="Hook")
-    enrollment = api.post(f"/api/v1/sequences/{sequence['id']}/enroll",
-                          json={"contact_id": person["id"], "enrollment_data": {"plan": "pro"}}).json["data"]  # fmt: skip
+    enrollment = api.post(
+        f"/api/v1/sequences/{sequence['id']}/enroll",
+        json={"contact_id": person["id"], "enrollment_data": {"plan": "pro"}},
+    ).json["data"]
     _run(_processor(services))
     [(headers, body)] = receiver["received"]
     [event] = receiver["verified"]  # verify() raised nothing: the signature holds
@@ -413,7 +438,13 @@ def test_smtp_urls_are_parsed_with_credentials_and_tls_modes():
 
     plain = SmtpSettings.parse("smtp://user%40x.com:p%40ss@mail.example.com:2525?starttls=require")
     assert (plain.host, plain.port, plain.user, plain.password, plain.implicit_tls, plain.starttls) == (
-        "mail.example.com", 2525, "user@x.com", "p@ss", False, "require")  # fmt: skip
+        "mail.example.com",
+        2525,
+        "user@x.com",
+        "p@ss",
+        False,
+        "require",
+    )
     implicit = SmtpSettings.parse("smtps://mail.example.com")
     assert (implicit.port, implicit.implicit_tls) == (465, True)
     assert SmtpSettings.parse("smtp://mail.example.com").port == 587
@@ -424,9 +455,12 @@ def test_smtp_urls_are_parsed_with_credentials_and_tls_modes():
 
 @pytest.mark.parametrize(
     ("window", "path"),
-    [({"start": "17:00", "end": "09:00"}, "$.send_window.end"),
-     ({"timezone": "Mars/Base"}, "$.send_window.timezone"), ({"days": ["funday"]}, "$.send_window.days[0]")],
-)  # fmt: skip
+    [
+        ({"start": "17:00", "end": "09:00"}, "$.send_window.end"),
+        ({"timezone": "Mars/Base"}, "$.send_window.timezone"),
+        ({"days": ["funday"]}, "$.send_window.days[0]"),
+    ],
+)
 def test_send_windows_are_validated(api, window, path):
     response = api.post("/api/v1/sequences", json={"name": "W", "send_window": window})
     assert response.status_code == 400

@@ -155,8 +155,10 @@ def test_enrollment_created_and_completed_carry_the_sequence_and_contact(api, cl
     receiver.subscribe(api, "enrollment.completed", "/completed")
     sequence = factories.active_sequence(api, name="Welcome", steps=({"delay_days": 0},))
     person = factories.contact(api, email="ada@example.com", first_name="Ada")
-    enrollment = api.post(f"/api/v1/sequences/{sequence['id']}/enroll",
-                          json={"contact_id": person["id"], "enrollment_source": "zap"}).json["data"]  # fmt: skip
+    enrollment = api.post(
+        f"/api/v1/sequences/{sequence['id']}/enroll",
+        json={"contact_id": person["id"], "enrollment_source": "zap"},
+    ).json["data"]
     StepProcessor(services).run_once("test-worker")  # the one step is sent: the enrollment completes
     notify(services)
     created, completed = sorted(receiver.verified, key=lambda e: e["type"] != "enrollment.created")
@@ -184,8 +186,9 @@ def test_only_new_events_of_the_own_organization_are_sent(api, other_api, servic
     api.post(f"/api/v1/sequences/{sequence['id']}/enroll", json={"contact_id": before["id"]})
     receiver.subscribe(api, "enrollment.created")
     theirs = factories.active_sequence(other_api)
-    other_api.post(f"/api/v1/sequences/{theirs['id']}/enroll",
-                   json={"contact_id": factories.contact(other_api)["id"]})  # fmt: skip
+    other_api.post(
+        f"/api/v1/sequences/{theirs['id']}/enroll", json={"contact_id": factories.contact(other_api)["id"]}
+    )
     after = factories.contact(api, email="after@example.com")
     api.post(f"/api/v1/sequences/{sequence['id']}/enroll", json={"contact_id": after["id"]})
     notify(services)
@@ -206,8 +209,10 @@ def test_failures_retry_with_backoff_then_the_subscription_is_disabled(api, serv
     subscription = receiver.subscribe(api, "enrollment.created")
     sequence = factories.active_sequence(api)
     for n in range(2):
-        api.post(f"/api/v1/sequences/{sequence['id']}/enroll",
-                 json={"contact_id": factories.contact(api, email=f"p{n}@example.com")["id"]})  # fmt: skip
+        api.post(
+            f"/api/v1/sequences/{sequence['id']}/enroll",
+            json={"contact_id": factories.contact(api, email=f"p{n}@example.com")["id"]},
+        )
     notify(services)
     state = api.get(f"/api/v1/hooks/subscriptions/{subscription['id']}").json["data"]
     assert state["status"] == "active" and state["failing_since"] and state["last_error"] == "HTTP 500"
@@ -230,8 +235,10 @@ def test_failures_retry_with_backoff_then_the_subscription_is_disabled(api, serv
     assert statuses <= {"dropped", "failed"} and "dropped" in statuses
     sent = len(receiver.received)
     clock.advance(timedelta(days=1))
-    api.post(f"/api/v1/sequences/{sequence['id']}/enroll",
-             json={"contact_id": factories.contact(api, email="late@example.com")["id"]})  # fmt: skip
+    api.post(
+        f"/api/v1/sequences/{sequence['id']}/enroll",
+        json={"contact_id": factories.contact(api, email="late@example.com")["id"]},
+    )
     notify(services)
     assert len(receiver.received) == sent  # a disabled subscription gets nothing
 
@@ -287,8 +294,10 @@ def test_samples_show_real_events_shaped_like_notifications(api, services, recei
 
 def test_subscribe_refuses_bad_events_urls_and_secrets(api, services, make_key):
     def subscribe(**body):
-        return api.post("/api/v1/hooks/subscriptions", json={"target_url": "http://127.0.0.1:9/x",
-                                                             "event": "delivery.dead", **body})  # fmt: skip
+        return api.post(
+            "/api/v1/hooks/subscriptions",
+            json={"target_url": "http://127.0.0.1:9/x", "event": "delivery.dead", **body},
+        )
 
     unknown = subscribe(event="contact.created")
     assert unknown.status_code == 400 and "contact.created" in unknown.json["error"]["message"]
@@ -321,8 +330,10 @@ def test_prune_removes_old_finished_notifications_and_keeps_pending_ones(api, se
     subscription = receiver.subscribe(api, "enrollment.created")
     sequence = factories.active_sequence(api)
     for n in range(2):
-        api.post(f"/api/v1/sequences/{sequence['id']}/enroll",
-                 json={"contact_id": factories.contact(api, email=f"r{n}@example.com")["id"]})  # fmt: skip
+        api.post(
+            f"/api/v1/sequences/{sequence['id']}/enroll",
+            json={"contact_id": factories.contact(api, email=f"r{n}@example.com")["id"]},
+        )
     notify(services)  # one sent, one waiting to retry
     clock.advance(timedelta(days=2))
     pruned = services.retention.prune(clock.now() - timedelta(days=1), lambda org: _cli(org))

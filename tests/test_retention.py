@@ -36,13 +36,27 @@ def delivery_ids(api) -> set[str]:
 def test_finished_deliveries_past_the_cutoff_go_with_their_keys_and_nothing_else_does(api, services, clock):
     org = factories.org_id(api)
     start = clock.now()
-    old = {status: factories.delivery(services, org, status=status, received_at=start,
-                                      keys=(f"old-{status}",) if status in (*KEYED, "queued", "processing") else ())
-           for status in (*FINISHED, "queued", "processing")}  # fmt: skip
+    old = {
+        status: factories.delivery(
+            services,
+            org,
+            status=status,
+            received_at=start,
+            keys=(f"old-{status}",) if status in (*KEYED, "queued", "processing") else (),
+        )
+        for status in (*FINISHED, "queued", "processing")
+    }
     clock.advance(days=10)
-    recent = {status: factories.delivery(services, org, status=status, received_at=clock.now() - timedelta(days=1),
-                                         keys=(f"new-{status}",) if status in KEYED else ())
-              for status in ("processed", "rejected")}  # fmt: skip
+    recent = {
+        status: factories.delivery(
+            services,
+            org,
+            status=status,
+            received_at=clock.now() - timedelta(days=1),
+            keys=(f"new-{status}",) if status in KEYED else (),
+        )
+        for status in ("processed", "rejected")
+    }
 
     pruned = services.retention.prune(clock.now() - timedelta(days=3), cli)
 
@@ -84,8 +98,12 @@ def test_deliveries_that_own_dedupe_keys_outlive_a_short_cutoff_and_retries_stay
 
     clock.advance(DEDUPE_WINDOW)  # past the window, the delivery and its key go
     assert services.retention.prune(clock.now() - timedelta(hours=12), cli).totals == {
-        "deliveries": 1, "delivery_keys": 1, "idempotency_keys": 0, "outbox": 0,
-        "rest_hook_notifications": 0}  # fmt: skip
+        "deliveries": 1,
+        "delivery_keys": 1,
+        "idempotency_keys": 0,
+        "outbox": 0,
+        "rest_hook_notifications": 0,
+    }
     assert delivery_ids(api) == set()
     assert post_meta(client, body).status_code == 202  # beyond the window a repeat is new
 
@@ -132,9 +150,17 @@ def test_old_outbox_rows_go_unless_their_task_may_still_run(api, services, clock
     assert _run(_processor(services)) == 1  # step 1 sent (captured); step 2 waits 30 days
     [open_task] = [t for t in _tasks(services, enrollment["data"]["id"]) if t["status"] == "pending"]
     with services.db.transaction() as tx:  # a send recorded by a worker that died before finishing step 2
-        tx.conn.execute(insert(outbox).values(
-            org_id=factories.org_id(api), idempotency_key=f"{enrollment['data']['id']}:{open_task['step_id']}",
-            task_id=open_task["id"], channel="email", status="captured", headers={}, created_at=clock.now()))  # fmt: skip
+        tx.conn.execute(
+            insert(outbox).values(
+                org_id=factories.org_id(api),
+                idempotency_key=f"{enrollment['data']['id']}:{open_task['step_id']}",
+                task_id=open_task["id"],
+                channel="email",
+                status="captured",
+                headers={},
+                created_at=clock.now(),
+            )
+        )
     clock.advance(days=10)
     pruned = services.retention.prune(clock.now() - timedelta(days=3), cli)
     assert pruned.totals["outbox"] == 1
@@ -169,9 +195,15 @@ def test_each_organization_gets_one_audit_event_and_the_chain_holds(api, other_a
     [event] = api.get("/api/v1/audit-events?tag=cli:retention:pruned").get_json()["data"]
     assert event["actor"] == {"type": "cli", "id": "cli"}
     assert event["subject"] == {"type": "retention", "id": "2026-01-12T09:00:00Z"}
-    assert event["data"] == {"older_than": "2026-01-12T09:00:00Z", "keyed_older_than": "2026-01-06T09:00:00Z",
-                             "deliveries": 2, "delivery_keys": 1, "idempotency_keys": 0, "outbox": 0,
-        "rest_hook_notifications": 0}  # fmt: skip
+    assert event["data"] == {
+        "older_than": "2026-01-12T09:00:00Z",
+        "keyed_older_than": "2026-01-06T09:00:00Z",
+        "deliveries": 2,
+        "delivery_keys": 1,
+        "idempotency_keys": 0,
+        "outbox": 0,
+        "rest_hook_notifications": 0,
+    }
     assert other_api.get("/api/v1/audit-events?tag=cli:retention:pruned").get_json()["data"] == []
     assert globex not in pruned.by_org
     checked, problems = verify_chain(services.db)

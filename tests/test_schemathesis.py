@@ -79,9 +79,22 @@ hooks:
 """
 HOOK_NAMES = ["open", "zapier", "guarded", "signup", "whatsapp", "throttled"]
 #: The path parameters and body fields that can name a real object.
-REAL_NAMES = {"company_id", "contact_id", "customer_id", "contactId", "tag", "sequence_id", "step_id",
-              "enrollment_id", "queue_id", "delivery_id", "subscription_id", "hook_name", "hook",
-              "filename"}  # fmt: skip
+REAL_NAMES = {
+    "company_id",
+    "contact_id",
+    "customer_id",
+    "contactId",
+    "tag",
+    "sequence_id",
+    "step_id",
+    "enrollment_id",
+    "queue_id",
+    "delivery_id",
+    "subscription_id",
+    "hook_name",
+    "hook",
+    "filename",
+}
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -110,9 +123,18 @@ def build_world(api: Api, services, n: int) -> dict[str, str]:
     """Real objects for one operation's cases, each field filled in so the bodies are complete."""
     initech = {"name": f"Initech {n}", "account_type": "partner", "industry": "software", "is_customer": True}
     company = api.post("/api/v1/companies", json=initech).json["data"]
-    person = factories.contact(api, email=f"ada{n}@example.com", phone=f"+1650555{n:04d}", first_name="Ada",
-                               last_name="Lovelace", tags=["vip"], company_id=company["id"], city="London",
-                               timezone="Europe/London", attributes={"plan": "pro"})  # fmt: skip
+    person = factories.contact(
+        api,
+        email=f"ada{n}@example.com",
+        phone=f"+1650555{n:04d}",
+        first_name="Ada",
+        last_name="Lovelace",
+        tags=["vip"],
+        company_id=company["id"],
+        city="London",
+        timezone="Europe/London",
+        attributes={"plan": "pro"},
+    )
     window = {"days": ["mon", "tue"], "start": "09:00", "end": "17:00", "timezone": "Europe/Berlin"}
     sequence = factories.active_sequence(
         api, name=f"Welcome {n}", from_email="hi@example.com", send_window=window
@@ -156,9 +178,16 @@ def live(request, tmp_path_factory) -> Iterator[Live]:
     (mappings / "hooks.yaml").write_text(textwrap.dedent(HOOKS))
     # Thousands of requests: log only what goes wrong, and let SQLite sync less (no power cuts here).
     # Private targets allowed: a fuzzed REST hook target_url is then not looked up in the DNS.
-    app = create_app({"DATABASE_URL": next(database), "MAPPINGS_DIR": str(mappings), "TESTING": True,
-                      "LOG_LEVEL": "WARNING", "SQLITE_SYNCHRONOUS": "NORMAL",
-                      "ALLOW_PRIVATE_TARGETS": True})  # fmt: skip
+    app = create_app(
+        {
+            "DATABASE_URL": next(database),
+            "MAPPINGS_DIR": str(mappings),
+            "TESTING": True,
+            "LOG_LEVEL": "WARNING",
+            "SQLITE_SYNCHRONOUS": "NORMAL",
+            "ALLOW_PRIVATE_TARGETS": True,
+        }
+    )
     services = app.extensions["seqbridge"]
     key = services.keys.create_key("acme", ["*"], "schemathesis").raw_key
     api = Api(app.test_client(), key)
@@ -199,5 +228,6 @@ def aim_at_real_objects(case, live: Live) -> None:
 def test_every_operation_answers_as_the_contract_says(case, live):
     aim_at_real_objects(case, live)
     # A 303 is checked as answered (its Location is a page elsewhere, not followed).
-    case.call_and_validate(base_url=live.url, headers=live.headers, session=live.session, checks=CHECKS,
-                           allow_redirects=False)  # fmt: skip
+    case.call_and_validate(
+        base_url=live.url, headers=live.headers, session=live.session, checks=CHECKS, allow_redirects=False
+    )

@@ -184,18 +184,29 @@ def _fresh_path_params(api: Api, path: str = "") -> dict[str, str]:
         params["spare_contact_id"] = spare["id"]
     if "/sequences" in path:
         sequence = api.post("/api/v1/sequences", json={"name": f"Fixture sequence {n}"}).get_json()["data"]
-        steps = [api.post(f"/api/v1/sequences/{sequence['id']}/steps", json={"subject": f"s{i}", "body": "b"})
-                 .get_json()["data"] for i in range(2)]  # fmt: skip
+        steps = [
+            api.post(
+                f"/api/v1/sequences/{sequence['id']}/steps", json={"subject": f"s{i}", "body": "b"}
+            ).get_json()["data"]
+            for i in range(2)
+        ]
         assert api.patch(f"/api/v1/sequences/{sequence['id']}", json={"status": "active"}).status_code == 200
         enrolled = api.post(f"/api/v1/sequences/{sequence['id']}/enroll", json={"contact_id": contact_id})
         assert enrolled.status_code == 201, enrolled.get_json()
-        params.update(sequence_id=sequence["id"], step_id=steps[0]["id"],
-                      enrollment_id=enrolled.get_json()["data"]["id"])  # fmt: skip
+        params.update(
+            sequence_id=sequence["id"],
+            step_id=steps[0]["id"],
+            enrollment_id=enrolled.get_json()["data"]["id"],
+        )
     if "/event-queues" in path:
         queue = api.post("/api/v1/event-queues", json={"name": f"Fixture queue {n}"}).get_json()["data"]
-        steps = [api.post(f"/api/v1/event-queues/{queue['id']}/steps",
-                          json={"action_type": "add_tag", "action_config": {"tag": f"q{i}"}}).get_json()["data"]
-                 for i in range(2)]  # fmt: skip
+        steps = [
+            api.post(
+                f"/api/v1/event-queues/{queue['id']}/steps",
+                json={"action_type": "add_tag", "action_config": {"tag": f"q{i}"}},
+            ).get_json()["data"]
+            for i in range(2)
+        ]
         enrolled = api.post(
             f"/api/v1/event-queues/{queue['id']}/bulk-enroll", json={"contact_ids": [contact_id]}
         )

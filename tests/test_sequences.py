@@ -77,11 +77,20 @@ def test_create_validates_fields(api):
         later_bad.status_code == 400
         and later_bad.json["error"]["details"]["errors"][0]["path"] == "$.trigger_config.tag"
     )
-    full = api.post("/api/v1/sequences", json={
-        "name": "Full", "description": "d", "trigger_type": "tag_added", "trigger_config": {"tag": "vip"},
-        "exit_conditions": {"replied": True, "unsubscribed": True}, "from_email": "me@x.com", "from_name": "Me",
-        "reply_to_email": "reply@x.com", "status": "active",
-    })  # fmt: skip
+    full = api.post(
+        "/api/v1/sequences",
+        json={
+            "name": "Full",
+            "description": "d",
+            "trigger_type": "tag_added",
+            "trigger_config": {"tag": "vip"},
+            "exit_conditions": {"replied": True, "unsubscribed": True},
+            "from_email": "me@x.com",
+            "from_name": "Me",
+            "reply_to_email": "reply@x.com",
+            "status": "active",
+        },
+    )
     assert full.status_code == 201
     data = full.json["data"]
     assert data["status"] == "draft"  # always created as a draft, whatever the body says
@@ -138,11 +147,16 @@ def test_steps_insert_move_delete_renumber(api):
 
 @pytest.mark.parametrize(
     ("body", "path"),
-    [({"channel": "email", "body": "b"}, "$.subject"), ({"channel": "email", "subject": "{{ oops", "body": "b"},
-     "$.subject"), ({"channel": "webhook"}, "$.webhook_url"), ({"channel": "webhook", "webhook_url": "ftp://x"},
-     "$.webhook_url"), ({"channel": "sms", "body": "b"}, "$.channel"), ({"delay_days": -1, "subject": "s",
-     "body": "b"}, "$.delay_days"), ({"action": "add_tag"}, "$.action")],
-)  # fmt: skip
+    [
+        ({"channel": "email", "body": "b"}, "$.subject"),
+        ({"channel": "email", "subject": "{{ oops", "body": "b"}, "$.subject"),
+        ({"channel": "webhook"}, "$.webhook_url"),
+        ({"channel": "webhook", "webhook_url": "ftp://x"}, "$.webhook_url"),
+        ({"channel": "sms", "body": "b"}, "$.channel"),
+        ({"delay_days": -1, "subject": "s", "body": "b"}, "$.delay_days"),
+        ({"action": "add_tag"}, "$.action"),
+    ],
+)
 def test_step_validation_names_the_field(api, body, path):
     sequence = api.post("/api/v1/sequences", json={"name": "S"}).json["data"]
     response = api.post(f"/api/v1/sequences/{sequence['id']}/steps", json=body)
@@ -152,8 +166,10 @@ def test_step_validation_names_the_field(api, body, path):
 
 def test_template_errors_carry_the_line(api):
     sequence = api.post("/api/v1/sequences", json={"name": "S"}).json["data"]
-    response = api.post(f"/api/v1/sequences/{sequence['id']}/steps",
-                        json={"subject": "ok", "body": "line one\n{% if x %}\nno endif"})  # fmt: skip
+    response = api.post(
+        f"/api/v1/sequences/{sequence['id']}/steps",
+        json={"subject": "ok", "body": "line one\n{% if x %}\nno endif"},
+    )
     assert response.status_code == 400
     assert response.json["error"]["code"] == "invalid_template"
     assert "line 3" in response.json["error"]["message"] or "line 2" in response.json["error"]["message"]
@@ -200,8 +216,10 @@ def test_other_organizations_see_nothing(api, other_api):
 
 def test_patching_a_step_keeps_what_is_not_given(api):
     sequence = api.post("/api/v1/sequences", json={"name": "S"}).json["data"]
-    hook = api.post(f"/api/v1/sequences/{sequence['id']}/steps",
-                    json={"channel": "webhook", "webhook_url": "https://hooks.example.com/a"}).json["data"]  # fmt: skip
+    hook = api.post(
+        f"/api/v1/sequences/{sequence['id']}/steps",
+        json={"channel": "webhook", "webhook_url": "https://hooks.example.com/a"},
+    ).json["data"]
     patched = api.patch(f"/api/v1/sequences/{sequence['id']}/steps/{hook['id']}", json={"delay_minutes": 15})
     assert patched.status_code == 200
     assert patched.json["data"]["channel"] == "webhook"

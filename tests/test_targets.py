@@ -91,9 +91,13 @@ def test_the_sequences_dialect_remote_matches_local(
           - {target: TARGET, bulk_enroll: {sequence: "SEQ", contacts: {path: event.payload.more}}}
           - {target: TARGET, unenroll: {sequence: "SEQ", contact: {email: {path: event.payload.leaver}}, reason: converted}}"""
     remote_key = make_key("remote", ["sequences:write", "contacts:read"])  # the least the dialect needs
-    write_mapping(app_config, targets_block(base_url, remote_key) + "hooks:"
-                  + mapping("local-h", "local", actions.replace("SEQ", local_seq["id"]))
-                  + mapping("remote-h", "sequences_api", actions.replace("SEQ", remote_seq["id"])))  # fmt: skip
+    write_mapping(
+        app_config,
+        targets_block(base_url, remote_key)
+        + "hooks:"
+        + mapping("local-h", "local", actions.replace("SEQ", local_seq["id"]))
+        + mapping("remote-h", "sequences_api", actions.replace("SEQ", remote_seq["id"])),
+    )
     payload = {
         "email": "a@example.com",
         "more": ["b@example.com", "c@example.com"],
@@ -105,8 +109,11 @@ def test_the_sequences_dialect_remote_matches_local(
     statuses = {d["hook"]: d["status"] for d in api.get("/api/v1/deliveries").json["data"]}
     assert statuses == {"local-h": "processed", "remote-h": "processed"}
     local = emails_enrolled(api, f"/api/v1/sequences/{local_seq['id']}/enrollments")
-    assert local == {("a@example.com", "active", None), ("b@example.com", "exited", "converted"),
-                     ("c@example.com", "active", None)}  # fmt: skip
+    assert local == {
+        ("a@example.com", "active", None),
+        ("b@example.com", "exited", "converted"),
+        ("c@example.com", "active", None),
+    }
     assert emails_enrolled(remote, f"/api/v1/sequences/{remote_seq['id']}/enrollments") == local
     remote_delivery = next(d for d in api.get("/api/v1/deliveries").json["data"] if d["hook"] == "remote-h")
     detail = api.get(f"/api/v1/deliveries/{remote_delivery['id']}").json["data"]
@@ -123,8 +130,10 @@ def test_the_bot_and_event_queue_dialects_remote_match_local(
     local_queue = api.post("/api/v1/event-queues", json={"name": "Q"}).json["data"]
     remote_queue = remote.post("/api/v1/event-queues", json={"name": "Q"}).json["data"]
     for who, queue in ((api, local_queue), (remote, remote_queue)):
-        who.post(f"/api/v1/event-queues/{queue['id']}/steps", json={"action_type": "add_tag",
-                 "action_config": {"tag": "q"}, "delay_days": 2})  # fmt: skip
+        who.post(
+            f"/api/v1/event-queues/{queue['id']}/steps",
+            json={"action_type": "add_tag", "action_config": {"tag": "q"}, "delay_days": 2},
+        )
     local_people = {e: factories.contact(api, email=e)["id"] for e in ("x@example.com", "y@example.com")}
     remote_people = {e: factories.contact(remote, email=e)["id"] for e in ("x@example.com", "y@example.com")}
     bot = (
@@ -132,11 +141,15 @@ def test_the_bot_and_event_queue_dialects_remote_match_local(
     )
     queue = """          - {target: TARGET, bulk_enroll: {queue: "QUEUE", contacts: {path: event.payload.emails}}}"""
     key = remote.key
-    write_mapping(app_config, targets_block(base_url, key) + "hooks:"
-                  + mapping("local-bot", "local", bot.replace("SEQ", local_seq["id"]))
-                  + mapping("remote-bot", "bot_sequences_api", bot.replace("SEQ", remote_seq["id"]))
-                  + mapping("local-q", "local", queue.replace("QUEUE", local_queue["id"]))
-                  + mapping("remote-q", "event_queues_api", queue.replace("QUEUE", remote_queue["id"])))  # fmt: skip
+    write_mapping(
+        app_config,
+        targets_block(base_url, key)
+        + "hooks:"
+        + mapping("local-bot", "local", bot.replace("SEQ", local_seq["id"]))
+        + mapping("remote-bot", "bot_sequences_api", bot.replace("SEQ", remote_seq["id"]))
+        + mapping("local-q", "local", queue.replace("QUEUE", local_queue["id"]))
+        + mapping("remote-q", "event_queues_api", queue.replace("QUEUE", remote_queue["id"])),
+    )
     client.post("/hooks/local-bot", json={"id": local_people["x@example.com"]})
     client.post("/hooks/remote-bot", json={"id": remote_people["x@example.com"]})
     for hook in ("local-q", "remote-q"):
@@ -155,9 +168,16 @@ def test_the_validator_refuses_what_a_dialect_cannot_do(tmp_path):
     from seqbridge.mapping.registry import validate_paths
 
     path = tmp_path / "m.yaml"
-    path.write_text(targets_block("https://crm.example.com", "k") + "hooks:"
-                    + mapping("h", "event_queues_api", "          - {target: TARGET, unenroll: {queue: Q, contact: {id: c}}}")
-                    + mapping("g", "sequences_api", '          - {target: TARGET, unenroll: {sequence: "*", contact: {id: c}}}'))  # fmt: skip
+    path.write_text(
+        targets_block("https://crm.example.com", "k")
+        + "hooks:"
+        + mapping(
+            "h", "event_queues_api", "          - {target: TARGET, unenroll: {queue: Q, contact: {id: c}}}"
+        )
+        + mapping(
+            "g", "sequences_api", '          - {target: TARGET, unenroll: {sequence: "*", contact: {id: c}}}'
+        )
+    )
     problems = [str(p) for p in validate_paths([str(path)], {})]
     assert any(
         "(event_queues_api) cannot unenroll: the event-queue dialect has no unenroll" in p for p in problems
@@ -284,17 +304,40 @@ def test_a_timeout_is_retried(app_config, api, client, services, clock, scripted
 @pytest.mark.parametrize(
     ("answer", "status", "outcome"),
     [
-        ((409, {}, {"error": {"code": "already_enrolled", "message": "Already enrolled"}}, 0), "processed",
-         {"status": "skipped", "code": "already_enrolled"}),
-        ((422, {}, {"error": {"code": "ineligible", "message": "no", "details": {"reason": "contact_status:unsubscribed"}}}, 0),
-         "processed", {"status": "skipped", "reason": "contact_status:unsubscribed"}),
-        ((401, {}, {"error": {"code": "invalid_api_key", "message": "bad"}}, 0), "failed",
-         {"status": "failed", "code": "unauthorized"}),
-        ((404, {}, {"error": {"code": "not_found", "message": "No sequence seq_1"}}, 0), "failed",
-         {"status": "failed", "code": "not_found"}),
+        (
+            (409, {}, {"error": {"code": "already_enrolled", "message": "Already enrolled"}}, 0),
+            "processed",
+            {"status": "skipped", "code": "already_enrolled"},
+        ),
+        (
+            (
+                422,
+                {},
+                {
+                    "error": {
+                        "code": "ineligible",
+                        "message": "no",
+                        "details": {"reason": "contact_status:unsubscribed"},
+                    }
+                },
+                0,
+            ),
+            "processed",
+            {"status": "skipped", "reason": "contact_status:unsubscribed"},
+        ),
+        (
+            (401, {}, {"error": {"code": "invalid_api_key", "message": "bad"}}, 0),
+            "failed",
+            {"status": "failed", "code": "unauthorized"},
+        ),
+        (
+            (404, {}, {"error": {"code": "not_found", "message": "No sequence seq_1"}}, 0),
+            "failed",
+            {"status": "failed", "code": "not_found"},
+        ),
     ],
     ids=["409", "422", "401", "404"],
-)  # fmt: skip
+)
 def test_remote_answers_become_outcomes(app_config, api, client, services, scripted, answer, status, outcome):
     base_url, script = scripted
     fault_mapping(app_config, base_url)
@@ -321,8 +364,10 @@ def test_2500_emails_are_3_enroll_bulk_calls_and_5_bulk_enroll_calls_and_a_retri
     emails = [p["email"] for p in people]
     sequence = factories.active_sequence(remote, name="Big")
     queue = remote.post("/api/v1/event-queues", json={"name": "BigQ"}).json["data"]
-    remote.post(f"/api/v1/event-queues/{queue['id']}/steps", json={"action_type": "add_tag",
-                "action_config": {"tag": "q"}, "delay_days": 2})  # fmt: skip
+    remote.post(
+        f"/api/v1/event-queues/{queue['id']}/steps",
+        json={"action_type": "add_tag", "action_config": {"tag": "q"}, "delay_days": 2},
+    )
     write_mapping(
         app_config,
         targets_block(base_url, remote.key)

@@ -44,12 +44,17 @@ def test_a_webhook_is_processed_long_before_the_workers_next_poll(
 ):
     write_mapping(app_config, WHATSAPP_STOP)
     person = factories.contact(api, phone="+15551234567")
-    env = {**os.environ, "SEQBRIDGE_DATABASE_URL": app_config["DATABASE_URL"],
-           "SEQBRIDGE_MAPPINGS_DIR": app_config["MAPPINGS_DIR"], "SEQBRIDGE_PROCESSOR_POLL_SECONDS": "120"}  # fmt: skip
+    env = {
+        **os.environ,
+        "SEQBRIDGE_DATABASE_URL": app_config["DATABASE_URL"],
+        "SEQBRIDGE_MAPPINGS_DIR": app_config["MAPPINGS_DIR"],
+        "SEQBRIDGE_PROCESSOR_POLL_SECONDS": "120",
+    }
     log = tmp_path / "worker.log"
     with open(log, "w") as out:
-        worker = subprocess.Popen([sys.executable, "-m", "seqbridge", "worker"], env=env, stdout=out,
-                                  stderr=subprocess.STDOUT)  # fmt: skip
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "seqbridge", "worker"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + 60
         while _count(services, select(func.count()).select_from(workers)) == 0:  # its first round is done

@@ -29,9 +29,21 @@ def _prepare(url: str, client_clock: ManualClock):
     api = Api(app.test_client(), services.keys.create_key("acme", ["*"]).raw_key)
     org_id = api.get("/api/v1/me").json["data"]["organization_id"]
     now = client_clock.now()
-    rows = [{"id": f"c-{n:05d}", "org_id": org_id, "email": f"w{n}@example.com", "email_normalized": f"w{n}@example.com",
-             "status": "active", "converted": False, "has_open_ticket": False, "attributes": {}, "created_at": now,
-             "updated_at": now} for n in range(STEPS)]  # fmt: skip
+    rows = [
+        {
+            "id": f"c-{n:05d}",
+            "org_id": org_id,
+            "email": f"w{n}@example.com",
+            "email_normalized": f"w{n}@example.com",
+            "status": "active",
+            "converted": False,
+            "has_open_ticket": False,
+            "attributes": {},
+            "created_at": now,
+            "updated_at": now,
+        }
+        for n in range(STEPS)
+    ]
     with services.db.transaction() as tx:
         tx.conn.execute(insert(contacts), rows)
     sequence = api.post("/api/v1/sequences", json={"name": "Load"}).json["data"]
@@ -49,11 +61,17 @@ def _prepare(url: str, client_clock: ManualClock):
 
 
 def _worker(url: str, tmp_path, name: str, **env) -> subprocess.Popen:
-    environment = {**os.environ, "SEQBRIDGE_DATABASE_URL": url, "SEQBRIDGE_PROCESSOR_POLL_SECONDS": "0.1",
-                   "SEQBRIDGE_PROCESSOR_BATCH": "50", **{f"SEQBRIDGE_{k}": str(v) for k, v in env.items()}}  # fmt: skip
+    environment = {
+        **os.environ,
+        "SEQBRIDGE_DATABASE_URL": url,
+        "SEQBRIDGE_PROCESSOR_POLL_SECONDS": "0.1",
+        "SEQBRIDGE_PROCESSOR_BATCH": "50",
+        **{f"SEQBRIDGE_{k}": str(v) for k, v in env.items()},
+    }
     log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed when the process ends
-    return subprocess.Popen([sys.executable, "-m", "seqbridge", "worker"], env=environment, stdout=log,
-                            stderr=subprocess.STDOUT)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "seqbridge", "worker"], env=environment, stdout=log, stderr=subprocess.STDOUT
+    )
 
 
 def _count(services, query) -> int:
@@ -84,8 +102,15 @@ def test_several_workers_share_the_work_and_send_every_step_exactly_once(postgre
     workers = [_worker(postgresql_url, tmp_path, f"w{n}") for n in range(3)]
     try:
         _wait_for(lambda: _count(services, select(func.count()).select_from(outbox)) >= STEPS)
-        _wait_for(lambda: _count(services, select(func.count()).select_from(step_tasks)
-                                 .where(step_tasks.c.status != "done")) == 0)  # fmt: skip
+        _wait_for(
+            lambda: (
+                _count(
+                    services,
+                    select(func.count()).select_from(step_tasks).where(step_tasks.c.status != "done"),
+                )
+                == 0
+            )
+        )
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
@@ -118,8 +143,15 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_sends_nothing_twice(engine,
     )
     survivor = _worker(url, tmp_path, "survivor", PROCESSOR_LEASE_SECONDS=2)
     try:
-        _wait_for(lambda: _count(services, select(func.count()).select_from(step_tasks)
-                                 .where(step_tasks.c.status != "done")) == 0)  # fmt: skip
+        _wait_for(
+            lambda: (
+                _count(
+                    services,
+                    select(func.count()).select_from(step_tasks).where(step_tasks.c.status != "done"),
+                )
+                == 0
+            )
+        )
     finally:
         survivor.send_signal(signal.SIGTERM)
         assert survivor.wait(timeout=60) == 0

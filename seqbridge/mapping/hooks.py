@@ -41,8 +41,10 @@ TARGET_TYPES = ("local", *TARGETS)
 #: What each target type can do.
 TARGET_ACTIONS = {"local": set(ACTIONS), **{name: set(target.actions) for name, target in TARGETS.items()}}
 #: Why a dialect cannot do an action, where that needs saying.
-_CANNOT = {("event_queues_api", "unenroll"): "the event-queue dialect has no unenroll",
-           ("bot_sequences_api", "bulk_enroll"): "the bot dialect has no bulk enroll"}  # fmt: skip
+_CANNOT = {
+    ("event_queues_api", "unenroll"): "the event-queue dialect has no unenroll",
+    ("bot_sequences_api", "bulk_enroll"): "the bot dialect has no bulk enroll",
+}
 
 
 #: A body-hash key's dedupe window unless the hook says otherwise, and the most it may say.
@@ -333,8 +335,10 @@ class _Compiler:
         target_name = source.get("target", "local")
         target = self.targets.get(target_name)
         if target is None:
-            self.problem((*path, "target"),
-                         f"unknown target {target_name!r}{did_you_mean(target_name, sorted(self.targets))}")  # fmt: skip
+            self.problem(
+                (*path, "target"),
+                f"unknown target {target_name!r}{did_you_mean(target_name, sorted(self.targets))}",
+            )
             return None
         if kind not in TARGET_ACTIONS.get(target.type, set()):
             why = _CANNOT.get((target.type, kind))
@@ -365,8 +369,9 @@ class _Compiler:
             fields, statuses = _contact_fields()
             for name, value in (spec.get("set") or {}).items():
                 if name not in fields:
-                    self.problem((*where, "set", name),
-                                 f"unknown contact field {name!r}{did_you_mean(name, fields)}")  # fmt: skip
+                    self.problem(
+                        (*where, "set", name), f"unknown contact field {name!r}{did_you_mean(name, fields)}"
+                    )
                 elif (
                     name == "status" and isinstance(value, str) and "{" not in value and value not in statuses
                 ):

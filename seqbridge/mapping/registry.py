@@ -88,9 +88,10 @@ def mapping_files(directory: str) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(
-        str(p) for p in root.iterdir()
+        str(p)
+        for p in root.iterdir()
         if p.is_file() and p.suffix in (".yaml", ".yml") and not p.stem.endswith("_test")
-    )  # fmt: skip
+    )
 
 
 _HOOK_LINE = re.compile(r"^( +)([A-Za-z0-9][A-Za-z0-9_-]*)\s*:")
@@ -317,16 +318,27 @@ class HookRegistry:
             if organization is not None and hook.organization != organization:
                 continue
             stale = self._stale.get(hook.file)
-            out.append({**hook.describe(), "status": "stale" if stale else "ok",
-                        "problems": [p.to_api() for p in stale or []]})  # fmt: skip
+            out.append(
+                {
+                    **hook.describe(),
+                    "status": "stale" if stale else "ok",
+                    "problems": [p.to_api() for p in stale or []],
+                }
+            )
         for name, problems in sorted(self._broken.items()):
             if name in self._hooks:
                 continue
             named = self._organizations.get(name)
             if organization is not None and named != organization:
                 continue  # an unreadable file's hooks are shown by `seqbridge mappings validate`
-            out.append({"name": name, "organization": named, "status": "invalid",
-                        "problems": [p.to_api() for p in problems]})  # fmt: skip
+            out.append(
+                {
+                    "name": name,
+                    "organization": named,
+                    "status": "invalid",
+                    "problems": [p.to_api() for p in problems],
+                }
+            )
         return out
 
     def loaded_files(self) -> list[LoadedFile]:

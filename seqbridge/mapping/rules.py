@@ -206,8 +206,21 @@ def compile_value(source: Any, path: Path) -> Value:
 
 Condition = Callable[[Context], bool]
 
-OPERATORS = ("equals", "not_equals", "in", "not_in", "contains", "matches", "keyword", "exists", "empty",
-             "gt", "gte", "lt", "lte")  # fmt: skip
+OPERATORS = (
+    "equals",
+    "not_equals",
+    "in",
+    "not_in",
+    "contains",
+    "matches",
+    "keyword",
+    "exists",
+    "empty",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+)
 
 
 def _fold(value: Any, ignore_case: bool) -> Any:
@@ -250,9 +263,12 @@ def _test(op: str, expected: Any, ignore_case: bool, path: Path) -> Callable[[An
     if op == "contains":
         want = _fold(expected, ignore_case)
         return lambda v: (
-            want in _fold(v, ignore_case) if isinstance(v, str)
-            else any(_fold(x, ignore_case) == want for x in v) if isinstance(v, list) else False
-        )  # fmt: skip
+            want in _fold(v, ignore_case)
+            if isinstance(v, str)
+            else any(_fold(x, ignore_case) == want for x in v)
+            if isinstance(v, list)
+            else False
+        )
     if op == "matches":
         if len(expected) > MAX_PATTERN:
             raise RuleError(path, f"the regex is longer than {MAX_PATTERN} characters")
@@ -268,8 +284,11 @@ def _test(op: str, expected: Any, ignore_case: bool, path: Path) -> Callable[[An
             pattern = re2.compile(expected, options)
         except re2.error as error:
             raise RuleError(path, f"bad regex {expected!r}: {error}") from None
-        return lambda v: isinstance(v, str | int | float) and not isinstance(v, bool) and \
-            pattern.search(str(v)) is not None  # fmt: skip
+        return lambda v: (
+            isinstance(v, str | int | float)
+            and not isinstance(v, bool)
+            and pattern.search(str(v)) is not None
+        )
     if op == "keyword":
         words = {_keyword_form(w) for w in ([expected] if isinstance(expected, str) else expected)}
         return lambda v: isinstance(v, str) and _keyword_form(v) in words

@@ -92,11 +92,27 @@ class _Reader:
     def value(self, node: Node, path: Path, depth: int) -> Any:
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            raise ProblemsFound([Problem(self.file, node.start_mark.line + 1, node.start_mark.column + 1,
-                                         f"more than {MAX_NODES} values (an alias bomb?)")])  # fmt: skip
+            raise ProblemsFound(
+                [
+                    Problem(
+                        self.file,
+                        node.start_mark.line + 1,
+                        node.start_mark.column + 1,
+                        f"more than {MAX_NODES} values (an alias bomb?)",
+                    )
+                ]
+            )
         if depth > MAX_DEPTH:
-            raise ProblemsFound([Problem(self.file, node.start_mark.line + 1, node.start_mark.column + 1,
-                                         f"nested deeper than {MAX_DEPTH} levels")])  # fmt: skip
+            raise ProblemsFound(
+                [
+                    Problem(
+                        self.file,
+                        node.start_mark.line + 1,
+                        node.start_mark.column + 1,
+                        f"nested deeper than {MAX_DEPTH} levels",
+                    )
+                ]
+            )
         self.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         if not isinstance(node, ScalarNode) and node.tag not in _PLAIN_TAGS:
             self.problem(node, f"the tag {node.tag!r} is not allowed; mappings are plain data")

@@ -48,8 +48,11 @@ def build_request(spec: dict[str, Any], base_dir: Path, hook: str = "hook") -> I
     if spec.get("body_file"):
         raw = (base_dir / spec["body_file"]).read_bytes()
         if content_type is None:
-            content_type = "application/json" if spec["body_file"].endswith(".json") else \
-                "application/x-www-form-urlencoded"  # fmt: skip
+            content_type = (
+                "application/json"
+                if spec["body_file"].endswith(".json")
+                else "application/x-www-form-urlencoded"
+            )
     else:
         body = spec.get("body")
         if isinstance(body, str):
@@ -126,8 +129,13 @@ _TEST_FILE_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
     "required": ["tests"],
-    "properties": {"tests": {"type": "object", "additionalProperties": {"type": "array", "items": {"$ref": "#/$defs/test"}}}},
-}  # fmt: skip
+    "properties": {
+        "tests": {
+            "type": "object",
+            "additionalProperties": {"type": "array", "items": {"$ref": "#/$defs/test"}},
+        }
+    },
+}
 
 
 def _test_file_tests(path: Path) -> tuple[list[tuple[str, int, dict[str, Any], Path]], list[Problem]]:
@@ -171,8 +179,11 @@ def run_tests(paths: list[str]) -> tuple[list[TestOutcome], list[Problem]]:
     outcomes = []
     for hook in hooks.values():
         for line, test in hook.tests:
-            outcomes.append(TestOutcome(hook.name, test["name"], hook.file, line,
-                                        tuple(check(hook, test, Path(hook.file).parent))))  # fmt: skip
+            outcomes.append(
+                TestOutcome(
+                    hook.name, test["name"], hook.file, line, tuple(check(hook, test, Path(hook.file).parent))
+                )
+            )
     for file in files:
         test_file = Path(file).with_name(Path(file).stem + "_test" + Path(file).suffix)
         if not test_file.exists():
@@ -181,7 +192,8 @@ def run_tests(paths: list[str]) -> tuple[list[TestOutcome], list[Problem]]:
         problems.extend(test_problems)
         for hook_name, line, test, base in tests:
             hook = hooks.get(hook_name)
-            failures = ((f"no valid hook named {hook_name!r}",) if hook is None
-                        else tuple(check(hook, test, base)))  # fmt: skip
+            failures = (
+                (f"no valid hook named {hook_name!r}",) if hook is None else tuple(check(hook, test, base))
+            )
             outcomes.append(TestOutcome(hook_name, test["name"], str(test_file), line, failures))
     return outcomes, sorted(set(problems))

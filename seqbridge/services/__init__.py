@@ -46,8 +46,12 @@ class Services:
         self.outbox = OutboxService(db, clock)
         self.steps = StepService(db, clock, self.scheduler)
         # The inbox runs a delivery at once for `respond: after_actions` hooks, through processing.
-        self.inbox = Inbox(db, clock, settings, process=lambda delivery_id, owner: self.deliveries.process(
-            delivery_id, owner))  # fmt: skip
+        self.inbox = Inbox(
+            db,
+            clock,
+            settings,
+            process=lambda delivery_id, owner: self.deliveries.process(delivery_id, owner),
+        )
         self.deliveries = DeliveryService(db, clock, settings, self, self.inbox)
         self.idempotency = IdempotencyService(db, clock)
         self.subscriptions = SubscriptionService(db, clock, settings)

@@ -55,8 +55,12 @@ class LocalTarget:
         except SeqbridgeError as error:
             if error.status >= 500:
                 raise
-            return _outcome("failed", code=error.code, message=error.message, **(
-                {"details": error.details} if error.details else {}))  # fmt: skip
+            return _outcome(
+                "failed",
+                code=error.code,
+                message=error.message,
+                **({"details": error.details} if error.details else {}),
+            )
 
     def lookups(self, org_id: str, actions: list[dict[str, Any]]) -> Lookups:
         """What these actions will look up, normalised exactly as carrying them out does (so a
@@ -145,10 +149,19 @@ class LocalTarget:
         except Conflict as error:
             return _outcome("skipped", code=error.code, message=error.message, sequence_id=sequence_id)
         except Unprocessable as error:
-            return _outcome("skipped", code=error.code, message=error.message, sequence_id=sequence_id,
-                            reason=error.details.get("reason"))  # fmt: skip
-        return _outcome("done", sequence_id=sequence_id, enrollment_id=enrollment["id"],
-                        contact_id=enrollment["contact_id"])  # fmt: skip
+            return _outcome(
+                "skipped",
+                code=error.code,
+                message=error.message,
+                sequence_id=sequence_id,
+                reason=error.details.get("reason"),
+            )
+        return _outcome(
+            "done",
+            sequence_id=sequence_id,
+            enrollment_id=enrollment["id"],
+            contact_id=enrollment["contact_id"],
+        )
 
     def _unenroll(self, caller: Caller, action: dict[str, Any]) -> dict[str, Any]:
         reason = str(action.get("reason") or "unenrolled")
@@ -215,8 +228,15 @@ class LocalTarget:
                 (emails if "@" in item else ids).append(item.strip())
         if not ids and not emails:
             return _outcome("skipped", code="no_contacts", message="the event lists no contacts")
-        result = enrollment.enroll_bulk(caller, kind, sequence_id, customer_ids=ids, emails=emails, source="hook",
-                                        max_contacts=MAX_BULK_CONTACTS)  # fmt: skip
+        result = enrollment.enroll_bulk(
+            caller,
+            kind,
+            sequence_id,
+            customer_ids=ids,
+            emails=emails,
+            source="hook",
+            max_contacts=MAX_BULK_CONTACTS,
+        )
         return _outcome("done", sequence_id=sequence_id, enrolled=result.enrolled, skipped=result.skipped)
 
     def _upsert_contact(self, caller: Caller, action: dict[str, Any]) -> dict[str, Any]:
@@ -259,8 +279,13 @@ class LocalTarget:
             return _outcome(
                 "skipped", code="unchanged", message="the contact already matches", contact_id=existing["id"]
             )
-        return _outcome("done", operation="updated", contact_id=existing["id"], fields=sorted(changes),
-                        tags_added=new_tags)  # fmt: skip
+        return _outcome(
+            "done",
+            operation="updated",
+            contact_id=existing["id"],
+            fields=sorted(changes),
+            tags_added=new_tags,
+        )
 
     def _find(self, caller: Caller, identity: dict[str, Any]) -> dict[str, Any] | None:
         contacts = self.services.contacts

@@ -232,8 +232,15 @@ class ContactService:
             action = "resubscribed"
         else:
             return
-        record(tx, caller, tag_for(caller, "contact", action), "contact", after["id"],
-               {"from": before["status"], "to": after["status"]}, now)  # fmt: skip
+        record(
+            tx,
+            caller,
+            tag_for(caller, "contact", action),
+            "contact",
+            after["id"],
+            {"from": before["status"], "to": after["status"]},
+            now,
+        )
 
     def add_tags(self, caller: Caller, contact_id: str, tags: list[str]) -> dict[str, Any]:
         """Add tags (keeping existing ones); tag_added listeners see only the new ones."""

@@ -101,13 +101,28 @@ class DeliveryService:
 
     # The operator's view -------------------------------------------------------------------------
 
-    def list_deliveries(self, caller: Caller, *, hook: str | None, statuses: list[str] | None,
-                        since: datetime | None, until: datetime | None, cursor: str | None,
-                        limit: int) -> CursorPage:  # fmt: skip
+    def list_deliveries(
+        self,
+        caller: Caller,
+        *,
+        hook: str | None,
+        statuses: list[str] | None,
+        since: datetime | None,
+        until: datetime | None,
+        cursor: str | None,
+        limit: int,
+    ) -> CursorPage:
         before = decode_time_cursor(cursor)
         with self.db.transaction(write=False) as tx:
-            rows = tx.deliveries.list_deliveries(caller.org_id, hook=hook, statuses=statuses, since=since,
-                                                 until=until, before=before, limit=limit + 1)  # fmt: skip
+            rows = tx.deliveries.list_deliveries(
+                caller.org_id,
+                hook=hook,
+                statuses=statuses,
+                since=since,
+                until=until,
+                before=before,
+                limit=limit + 1,
+            )
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = time_cursor(rows[-1]["received_at"], rows[-1]["id"]) if more else None
@@ -140,17 +155,35 @@ class DeliveryService:
             if row is None:
                 raise NotFound(f"No delivery with id {delivery_id}.")
             if not tx.deliveries.requeue(caller.org_id, delivery_id, now, tuple(s.value for s in REPLAYABLE)):
-                raise Conflict(f"A {row['status']} delivery cannot be replayed.", code="not_replayable",
-                               details={"status": row["status"]})  # fmt: skip
-            record(tx, caller, _tag_for(caller, "delivery", "replayed"), "delivery", delivery_id,
-                   {"hook": row["hook"], "previous_status": row["status"]}, now)  # fmt: skip
+                raise Conflict(
+                    f"A {row['status']} delivery cannot be replayed.",
+                    code="not_replayable",
+                    details={"status": row["status"]},
+                )
+            record(
+                tx,
+                caller,
+                _tag_for(caller, "delivery", "replayed"),
+                "delivery",
+                delivery_id,
+                {"hook": row["hook"], "previous_status": row["status"]},
+                now,
+            )
             tx.on_commit(announce_work, self.db)
             return delivery_to_api(
                 self._with_events(tx.deliveries.get_delivery(caller.org_id, delivery_id)), detail=True
             )
 
-    def replay_many(self, caller_for_org, *, statuses: list[str], since: datetime | None, hook: str | None,
-                    org_id: str | None, limit: int = 10_000) -> list[str]:  # fmt: skip
+    def replay_many(
+        self,
+        caller_for_org,
+        *,
+        statuses: list[str],
+        since: datetime | None,
+        hook: str | None,
+        org_id: str | None,
+        limit: int = 10_000,
+    ) -> list[str]:
         """Replay every matching delivery (the CLI's bulk replay); return the ids queued again."""
         with self.db.transaction(write=False) as tx:
             targets = tx.deliveries.ids_to_replay(statuses, since, hook, org_id, limit)
@@ -180,8 +213,9 @@ class DeliveryService:
         try:
             results = simulate(hook, request, format_time(self.clock.now()))
         except MalformedPayload as error:
-            raise BadRequest(f"The body is not what {hook.connector_name} sends: {error}",
-                             code="malformed_payload") from None  # fmt: skip
+            raise BadRequest(
+                f"The body is not what {hook.connector_name} sends: {error}", code="malformed_payload"
+            ) from None
         return {"hook": hook.name, "connector": hook.connector_name, "events": results}
 
     def _org_name(self, caller: Caller) -> str:

@@ -50,9 +50,19 @@ class IdempotencyService:
         ``idempotency_key_reused``.
         """
         now = self.clock.now()
-        row = {"org_id": caller.org_id, "key": key, "method": method, "path": path, "request_hash": fingerprint,
-               "state": "in_progress", "response_status": None, "response_type": None, "response_body": None,
-               "created_at": now, "locked_until": now + LOCK}  # fmt: skip
+        row = {
+            "org_id": caller.org_id,
+            "key": key,
+            "method": method,
+            "path": path,
+            "request_hash": fingerprint,
+            "state": "in_progress",
+            "response_status": None,
+            "response_type": None,
+            "response_body": None,
+            "created_at": now,
+            "locked_until": now + LOCK,
+        }
         with self.db.transaction() as tx:
             if tx.idempotency.insert_key(row):
                 return None

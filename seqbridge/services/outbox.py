@@ -33,13 +33,15 @@ class OutboxService:
         self.db = db
         self.clock = clock
 
-    def list_messages(self, caller: Caller, *, channel: str | None, status: str | None, cursor: str | None,
-                      limit: int) -> CursorPage:  # fmt: skip
+    def list_messages(
+        self, caller: Caller, *, channel: str | None, status: str | None, cursor: str | None, limit: int
+    ) -> CursorPage:
         """The caller's organization's outbox, newest first."""
         after = decode_cursor(cursor, {"after": int})["after"] if cursor else None
         with self.db.transaction(write=False) as tx:
-            rows = tx.processor.list_outbox(caller.org_id, channel=channel, status=status, after_id=after,
-                                            limit=limit + 1)  # fmt: skip
+            rows = tx.processor.list_outbox(
+                caller.org_id, channel=channel, status=status, after_id=after, limit=limit + 1
+            )
         more = len(rows) > limit
         rows = rows[:limit]
         return CursorPage(

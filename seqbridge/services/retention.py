@@ -80,8 +80,10 @@ class RetentionService:
         :class:`BadRequest` ``cutoff_in_future``."""
         now = self.clock.now()
         if cutoff > now:
-            raise BadRequest(f"{format_time(cutoff)} is in the future; nothing is older than it yet.",
-                             code="cutoff_in_future")  # fmt: skip
+            raise BadRequest(
+                f"{format_time(cutoff)} is in the future; nothing is older than it yet.",
+                code="cutoff_in_future",
+            )
         pruned = Pruned(cutoff, min(cutoff, now - DEDUPE_WINDOW))
         with self.db.transaction(write=False) as tx:
             orgs = [org["id"] for org in tx.orgs.list_orgs()]
@@ -92,11 +94,21 @@ class RetentionService:
         self._idempotency_keys(now, pruned, batch_size)
         for org_id, counts in pruned.by_org.items():
             caller = caller_for_org(org_id)
-            data: dict[str, Any] = {"older_than": format_time(cutoff),
-                                    "keyed_older_than": format_time(pruned.keyed_cutoff), **counts}  # fmt: skip
+            data: dict[str, Any] = {
+                "older_than": format_time(cutoff),
+                "keyed_older_than": format_time(pruned.keyed_cutoff),
+                **counts,
+            }
             with self.db.transaction() as tx:
-                record(tx, caller, tag_for(caller, "retention", "pruned"), "retention", format_time(cutoff),
-                       data, self.clock.now())  # fmt: skip
+                record(
+                    tx,
+                    caller,
+                    tag_for(caller, "retention", "pruned"),
+                    "retention",
+                    format_time(cutoff),
+                    data,
+                    self.clock.now(),
+                )
         log.info("pruned %s (older than %s)", pruned.totals, format_time(cutoff))
         return pruned
 
@@ -108,8 +120,15 @@ class RetentionService:
                 if not rows:
                     return
                 after = (rows[-1]["received_at"], rows[-1]["id"])
-                ids = [r["id"] for r in rows if r["updated_at"] < pruned.cutoff and (
-                    r["status"] in UNKEYED or (r["status"] in KEYED and r["received_at"] < pruned.keyed_cutoff))]  # fmt: skip
+                ids = [
+                    r["id"]
+                    for r in rows
+                    if r["updated_at"] < pruned.cutoff
+                    and (
+                        r["status"] in UNKEYED
+                        or (r["status"] in KEYED and r["received_at"] < pruned.keyed_cutoff)
+                    )
+                ]
                 deliveries, keys = tx.deliveries.delete_finished(ids, KEYED + UNKEYED, pruned.cutoff)
             pruned.add(org_id, "deliveries", deliveries)
             pruned.add(org_id, "delivery_keys", keys)
@@ -143,8 +162,10 @@ class RetentionService:
                 by_org: dict[str, list[str]] = {}
                 for org_id, key in keys:
                     by_org.setdefault(org_id, []).append(key)
-                deleted = {org_id: tx.idempotency.delete_expired(org_id, names, expired_before)
-                           for org_id, names in by_org.items()}  # fmt: skip
+                deleted = {
+                    org_id: tx.idempotency.delete_expired(org_id, names, expired_before)
+                    for org_id, names in by_org.items()
+                }
             for org_id, count in deleted.items():
                 pruned.add(org_id, "idempotency_keys", count)
             if len(keys) < batch_size:

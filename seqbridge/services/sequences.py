@@ -39,12 +39,27 @@ class StepAction(StrEnum):
 
 
 SEQUENCE_FIELDS = (
-    "name", "description", "trigger_type", "trigger_config", "exit_conditions", "status",
-    "from_email", "from_name", "reply_to_email", "send_window",
-)  # fmt: skip
+    "name",
+    "description",
+    "trigger_type",
+    "trigger_config",
+    "exit_conditions",
+    "status",
+    "from_email",
+    "from_name",
+    "reply_to_email",
+    "send_window",
+)
 STEP_FIELDS = (
-    "delay_days", "delay_minutes", "delay_anchor", "action", "subject", "body", "webhook_url", "config",
-)  # fmt: skip
+    "delay_days",
+    "delay_minutes",
+    "delay_anchor",
+    "action",
+    "subject",
+    "body",
+    "webhook_url",
+    "config",
+)
 
 _NOUN = {SequenceKind.SEQUENCE: "sequence", SequenceKind.EVENT_QUEUE: "event queue"}
 
@@ -84,8 +99,11 @@ class SequenceService:
         if not ids:
             raise NotFound(f"No {_NOUN[kind]} with id or name {id_or_name!r}.")
         if len(ids) > 1:
-            raise Conflict(f"{len(ids)} {_NOUN[kind]}s are called {id_or_name!r}; use the id.",
-                           code="ambiguous_name", details={"ids": ids})  # fmt: skip
+            raise Conflict(
+                f"{len(ids)} {_NOUN[kind]}s are called {id_or_name!r}; use the id.",
+                code="ambiguous_name",
+                details={"ids": ids},
+            )
         return ids[0]
 
     def get_sequence(self, caller: Caller, kind: SequenceKind, sequence_id: str) -> dict[str, Any]:
@@ -137,8 +155,15 @@ class SequenceService:
         self._check_send_window(row["send_window"])
         with self.db.transaction() as tx:
             tx.sequences.insert_sequence(row)
-            record(tx, caller, tag_for(caller, "sequence", "created"), kind.value, row["id"],
-                   {k: row[k] for k in SEQUENCE_FIELDS}, now)  # fmt: skip
+            record(
+                tx,
+                caller,
+                tag_for(caller, "sequence", "created"),
+                kind.value,
+                row["id"],
+                {k: row[k] for k in SEQUENCE_FIELDS},
+                now,
+            )
             return self._decorate(tx, [row], with_steps=True)[0]
 
     def update_sequence(
@@ -167,8 +192,15 @@ class SequenceService:
                 )
             tx.sequences.update_sequence(caller.org_id, sequence_id, {**values, "updated_at": now})
             changes = {k: v for k, v in values.items() if before.get(k) != v}
-            record(tx, caller, tag_for(caller, "sequence", "updated"), kind.value, sequence_id,
-                   {"changes": changes}, now)  # fmt: skip
+            record(
+                tx,
+                caller,
+                tag_for(caller, "sequence", "updated"),
+                kind.value,
+                sequence_id,
+                {"changes": changes},
+                now,
+            )
             return self._decorate(tx, [self.load(tx, caller, kind, sequence_id)], with_steps=True)[0]
 
     def delete_sequence(self, caller: Caller, kind: SequenceKind, sequence_id: str) -> None:
@@ -189,13 +221,31 @@ class SequenceService:
                 tx.sequences.update_sequence(
                     caller.org_id, sequence_id, {"deleted_at": now, "updated_at": now}
                 )
-                record(tx, caller, tag_for(caller, "sequence", "deleted"), kind.value, sequence_id,
-                       {"name": row["name"], "live_enrollments_cancelled": live, "tasks_cancelled": cancelled,
-                        **counters}, now)  # fmt: skip
+                record(
+                    tx,
+                    caller,
+                    tag_for(caller, "sequence", "deleted"),
+                    kind.value,
+                    sequence_id,
+                    {
+                        "name": row["name"],
+                        "live_enrollments_cancelled": live,
+                        "tasks_cancelled": cancelled,
+                        **counters,
+                    },
+                    now,
+                )
                 return
             tx.sequences.delete_sequence(caller.org_id, sequence_id)
-            record(tx, caller, tag_for(caller, "sequence", "deleted"), kind.value, sequence_id,
-                   {"name": row["name"], "live_enrollments_cancelled": live, **counters}, now)  # fmt: skip
+            record(
+                tx,
+                caller,
+                tag_for(caller, "sequence", "deleted"),
+                kind.value,
+                sequence_id,
+                {"name": row["name"], "live_enrollments_cancelled": live, **counters},
+                now,
+            )
 
     # Steps ------------------------------------------------------------------------------
 
@@ -229,8 +279,15 @@ class SequenceService:
             tx.sequences.shift_positions(sequence_id, position, None, +1)
             tx.sequences.insert_step(row)
             tx.sequences.update_sequence(caller.org_id, sequence_id, {"updated_at": now})
-            record(tx, caller, tag_for(caller, "step", "created"), "step", row["id"],
-                   {"sequence_id": sequence_id, **{k: row[k] for k in ("position", *STEP_FIELDS)}}, now)  # fmt: skip
+            record(
+                tx,
+                caller,
+                tag_for(caller, "step", "created"),
+                "step",
+                row["id"],
+                {"sequence_id": sequence_id, **{k: row[k] for k in ("position", *STEP_FIELDS)}},
+                now,
+            )
             return row
 
     def update_step(
@@ -256,8 +313,15 @@ class SequenceService:
                 values["position"] = target
             tx.sequences.update_step(step_id, {**values, "updated_at": now})
             tx.sequences.update_sequence(caller.org_id, sequence_id, {"updated_at": now})
-            record(tx, caller, tag_for(caller, "step", "updated"), "step", step_id,
-                   {"sequence_id": sequence_id, "changes": values}, now)  # fmt: skip
+            record(
+                tx,
+                caller,
+                tag_for(caller, "step", "updated"),
+                "step",
+                step_id,
+                {"sequence_id": sequence_id, "changes": values},
+                now,
+            )
             return tx.sequences.get_step(sequence_id, step_id)
 
     def delete_step(self, caller: Caller, kind: SequenceKind, sequence_id: str, step_id: str) -> None:
@@ -272,8 +336,15 @@ class SequenceService:
             tx.sequences.shift_positions(sequence_id, step["position"] + 1, None, -1)
             affected = self.scheduler.step_removed(tx, caller, kind, sequence_id, step, waiting, now)
             tx.sequences.update_sequence(caller.org_id, sequence_id, {"updated_at": now})
-            record(tx, caller, tag_for(caller, "step", "deleted"), "step", step_id,
-                   {"sequence_id": sequence_id, "position": step["position"], "tasks_cancelled": affected}, now)  # fmt: skip
+            record(
+                tx,
+                caller,
+                tag_for(caller, "step", "deleted"),
+                "step",
+                step_id,
+                {"sequence_id": sequence_id, "position": step["position"], "tasks_cancelled": affected},
+                now,
+            )
 
     # Helpers ----------------------------------------------------------------------------
 

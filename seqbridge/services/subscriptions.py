@@ -92,16 +92,35 @@ class SubscriptionService:
         except AddressRefused as refused:
             raise BadRequest(f"target_url is refused: {refused.message}", code="target_refused") from None
         now = self.clock.now()
-        row = {"id": new_id(), "org_id": caller.org_id, "event": event, "target_url": target_url,
-               "status": "active", "created_by": caller.actor.id,
-               "created_at": now, "updated_at": now, "failing_since": None, "last_success_at": None,
-               "last_failure_at": None, "last_error": None, "disabled_at": None, "disabled_reason": None}  # fmt: skip
+        row = {
+            "id": new_id(),
+            "org_id": caller.org_id,
+            "event": event,
+            "target_url": target_url,
+            "status": "active",
+            "created_by": caller.actor.id,
+            "created_at": now,
+            "updated_at": now,
+            "failing_since": None,
+            "last_success_at": None,
+            "last_failure_at": None,
+            "last_error": None,
+            "disabled_at": None,
+            "disabled_reason": None,
+        }
         with self.db.transaction() as tx:
             # Only what happens from now on: the cursor starts at the chain's newest event.
             row["audit_cursor"] = tx.subscriptions.audit_head(caller.org_id)
             tx.subscriptions.insert_subscription(row)
-            record(tx, caller, tag_for(caller, "hook_subscription", "created"), "hook_subscription", row["id"],
-                   {"event": event, "target": _origin(target_url)}, now)  # fmt: skip
+            record(
+                tx,
+                caller,
+                tag_for(caller, "hook_subscription", "created"),
+                "hook_subscription",
+                row["id"],
+                {"event": event, "target": _origin(target_url)},
+                now,
+            )
         return {**subscription_to_api(row), "secret": self.secret_of(row["id"])}
 
     def secret_of(self, subscription_id: str) -> str:
@@ -118,8 +137,15 @@ class SubscriptionService:
                 raise NotFound(
                     f"No hook subscription with id {subscription_id}.", code="subscription_not_found"
                 )
-            record(tx, caller, tag_for(caller, "hook_subscription", "deleted"), "hook_subscription", subscription_id,
-                   {"event": row["event"], "target": _origin(row["target_url"]), "reason": "unsubscribed"}, now)  # fmt: skip
+            record(
+                tx,
+                caller,
+                tag_for(caller, "hook_subscription", "deleted"),
+                "hook_subscription",
+                subscription_id,
+                {"event": row["event"], "target": _origin(row["target_url"]), "reason": "unsubscribed"},
+                now,
+            )
 
     def get(self, caller: Caller, subscription_id: str) -> dict[str, Any]:
         with self.db.transaction(write=False) as tx:
@@ -159,8 +185,13 @@ class SubscriptionService:
         moves = []
         with self.db.transaction(write=False) as tx:
             for sub in tx.subscriptions.behind(limit):
-                events = tx.audit.list_events(sub["org_id"], tags=_TAGS[sub["event"]], after_id=sub["audit_cursor"],
-                                              descending=False, limit=RELAY_BATCH)  # fmt: skip
+                events = tx.audit.list_events(
+                    sub["org_id"],
+                    tags=_TAGS[sub["event"]],
+                    after_id=sub["audit_cursor"],
+                    descending=False,
+                    limit=RELAY_BATCH,
+                )
                 rows = [_notification(sub, event, _payload(tx, event), now) for event in events]
                 # Every event up to the head read with the subscription was visible to the read
                 # above (a chain's events commit in id order), so a short batch skips to it.
@@ -198,47 +229,107 @@ class SubscriptionService:
                 return "gone"
             if isinstance(outcome, Failed) and outcome.result == GONE:
                 tx.subscriptions.delete_subscription(sub["org_id"], sub["id"])
-                record(tx, caller, tag_for(caller, "hook_subscription", "deleted"), "hook_subscription", sub["id"],
-                       {"event": sub["event"], "target": _origin(sub["target_url"]),
-                        "reason": f"the target answered {outcome.error}: unsubscribed, as REST hooks ask"}, now)  # fmt: skip
+                record(
+                    tx,
+                    caller,
+                    tag_for(caller, "hook_subscription", "deleted"),
+                    "hook_subscription",
+                    sub["id"],
+                    {
+                        "event": sub["event"],
+                        "target": _origin(sub["target_url"]),
+                        "reason": f"the target answered {outcome.error}: unsubscribed, as REST hooks ask",
+                    },
+                    now,
+                )
                 return "gone"
             if isinstance(outcome, Done):
-                tx.subscriptions.finish(notification["id"], worker_id, {"status": "sent", "sent_at": now,
-                                        "last_error": None, "next_attempt_at": None, "updated_at": now})  # fmt: skip
-                tx.subscriptions.update_subscription(sub["id"], {"failing_since": None, "last_success_at": now,
-                                                                 "updated_at": now})  # fmt: skip
+                tx.subscriptions.finish(
+                    notification["id"],
+                    worker_id,
+                    {
+                        "status": "sent",
+                        "sent_at": now,
+                        "last_error": None,
+                        "next_attempt_at": None,
+                        "updated_at": now,
+                    },
+                )
+                tx.subscriptions.update_subscription(
+                    sub["id"], {"failing_since": None, "last_success_at": now, "updated_at": now}
+                )
                 return "sent"
             detail = outcome.error or "failed"
             status = "pending" if isinstance(outcome, Retry) else "failed"
-            tx.subscriptions.finish(notification["id"], worker_id, {
-                "status": status, "last_error": detail, "updated_at": now,
-                "next_attempt_at": outcome.at if isinstance(outcome, Retry) else None})  # fmt: skip
+            tx.subscriptions.finish(
+                notification["id"],
+                worker_id,
+                {
+                    "status": status,
+                    "last_error": detail,
+                    "updated_at": now,
+                    "next_attempt_at": outcome.at if isinstance(outcome, Retry) else None,
+                },
+            )
             failing_since = sub["failing_since"] or now
-            values = {"failing_since": failing_since, "last_failure_at": now, "last_error": detail,
-                      "updated_at": now}  # fmt: skip
+            values = {
+                "failing_since": failing_since,
+                "last_failure_at": now,
+                "last_error": detail,
+                "updated_at": now,
+            }
             if sub["status"] == "active" and now - failing_since >= self.disable_after:
-                reason = (f"every send has failed since {format_time(failing_since)} "
-                          f"(last: {detail}); re-subscribe to start again")  # fmt: skip
+                reason = (
+                    f"every send has failed since {format_time(failing_since)} "
+                    f"(last: {detail}); re-subscribe to start again"
+                )
                 values.update(status="disabled", disabled_at=now, disabled_reason=reason)
                 dropped = tx.subscriptions.drop_pending(sub["id"], "the subscription was disabled", now)
-                record(tx, caller, tag_for(caller, "hook_subscription", "disabled"), "hook_subscription", sub["id"],
-                       {"event": sub["event"], "target": _origin(sub["target_url"]), "reason": reason,
-                        "notifications_dropped": dropped}, now)  # fmt: skip
+                record(
+                    tx,
+                    caller,
+                    tag_for(caller, "hook_subscription", "disabled"),
+                    "hook_subscription",
+                    sub["id"],
+                    {
+                        "event": sub["event"],
+                        "target": _origin(sub["target_url"]),
+                        "reason": reason,
+                        "notifications_dropped": dropped,
+                    },
+                    now,
+                )
             tx.subscriptions.update_subscription(sub["id"], values)
             return status
 
 
 def _check_event(event: str) -> None:
     if event not in EVENTS:
-        raise BadRequest(f"unknown event {event!r}; events are {', '.join(EVENTS)}", code="unknown_event",
-                         details={"events": list(EVENTS)})  # fmt: skip
+        raise BadRequest(
+            f"unknown event {event!r}; events are {', '.join(EVENTS)}",
+            code="unknown_event",
+            details={"events": list(EVENTS)},
+        )
 
 
 def _notification(sub: dict[str, Any], event: dict[str, Any], payload: dict[str, Any], now: datetime):
-    return {"id": new_id(), "org_id": sub["org_id"], "subscription_id": sub["id"], "event": sub["event"],
-            "audit_event_id": event["id"], "payload": payload, "status": "pending", "attempts": 0,
-            "next_attempt_at": now, "lease_owner": None, "lease_expires_at": None, "last_error": None,
-            "created_at": now, "sent_at": None, "updated_at": now}  # fmt: skip
+    return {
+        "id": new_id(),
+        "org_id": sub["org_id"],
+        "subscription_id": sub["id"],
+        "event": sub["event"],
+        "audit_event_id": event["id"],
+        "payload": payload,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "last_error": None,
+        "created_at": now,
+        "sent_at": None,
+        "updated_at": now,
+    }
 
 
 def _payload(tx: Tx, event: dict[str, Any]) -> dict[str, Any]:
@@ -280,9 +371,13 @@ def _enrollment(tx: Tx, org_id: str, enrollment_id: str, audit: dict[str, Any]) 
     contact_id = row["contact_id"] if row else audit.get("contact_id")
     out: dict[str, Any] = {"sequence_id": sequence_id, "contact_id": contact_id}
     if row is not None:
-        out.update(status=row["status"], enrollment_source=row["enrollment_source"],
-                   enrolled_at=format_time(row["enrolled_at"]), completed_at=format_time(row["completed_at"]),
-                   exited_at=format_time(row["exited_at"]))  # fmt: skip
+        out.update(
+            status=row["status"],
+            enrollment_source=row["enrollment_source"],
+            enrolled_at=format_time(row["enrolled_at"]),
+            completed_at=format_time(row["completed_at"]),
+            exited_at=format_time(row["exited_at"]),
+        )
     out["reason"] = audit.get("reason")
     name = tx.sequences.names(org_id, [sequence_id]).get(sequence_id) if sequence_id else None
     out["sequence"] = {"id": sequence_id, "name": name or audit.get("sequence_name")}
@@ -294,27 +389,80 @@ def _enrollment(tx: Tx, org_id: str, enrollment_id: str, audit: dict[str, Any]) 
     return out
 
 
-_EXAMPLE_CONTACT = {"id": "7d0c2c64-3f5e-4a53-9a37-0f0a3c9d9b11", "email": "ada@example.com",
-                    "phone": "+16505551234", "first_name": "Ada", "last_name": "Lovelace", "status": "active"}  # fmt: skip
-_EXAMPLE_ENROLLMENT = {"id": "5f1b8f0e-9a1e-4c7e-8d55-2f0f7a6c1e21", "sequence_id": "c3a1f0de-2b7c-4f3e-9d11-6a8b0e4f2c10",
-                       "contact_id": _EXAMPLE_CONTACT["id"], "status": "active", "enrollment_source": "api",
-                       "enrolled_at": "2026-01-05T09:30:00Z", "completed_at": None, "exited_at": None, "reason": None,
-                       "sequence": {"id": "c3a1f0de-2b7c-4f3e-9d11-6a8b0e4f2c10", "name": "Welcome"},
-                       "contact": _EXAMPLE_CONTACT, "actor": {"type": "api_key", "id": "key_example"}}  # fmt: skip
+_EXAMPLE_CONTACT = {
+    "id": "7d0c2c64-3f5e-4a53-9a37-0f0a3c9d9b11",
+    "email": "ada@example.com",
+    "phone": "+16505551234",
+    "first_name": "Ada",
+    "last_name": "Lovelace",
+    "status": "active",
+}
+_EXAMPLE_ENROLLMENT = {
+    "id": "5f1b8f0e-9a1e-4c7e-8d55-2f0f7a6c1e21",
+    "sequence_id": "c3a1f0de-2b7c-4f3e-9d11-6a8b0e4f2c10",
+    "contact_id": _EXAMPLE_CONTACT["id"],
+    "status": "active",
+    "enrollment_source": "api",
+    "enrolled_at": "2026-01-05T09:30:00Z",
+    "completed_at": None,
+    "exited_at": None,
+    "reason": None,
+    "sequence": {"id": "c3a1f0de-2b7c-4f3e-9d11-6a8b0e4f2c10", "name": "Welcome"},
+    "contact": _EXAMPLE_CONTACT,
+    "actor": {"type": "api_key", "id": "key_example"},
+}
 #: What perform-list shows before an organization has any event of a kind.
 _EXAMPLES: dict[str, dict[str, Any]] = {
-    "enrollment.created": {"id": "example", "type": "enrollment.created", "timestamp": "2026-01-05T09:30:00Z",
-                           "data": _EXAMPLE_ENROLLMENT},
-    "enrollment.completed": {"id": "example", "type": "enrollment.completed", "timestamp": "2026-01-19T09:30:00Z",
-                             "data": {**_EXAMPLE_ENROLLMENT, "status": "completed", "reason": "finished",
-                                      "completed_at": "2026-01-19T09:30:00Z"}},
-    "enrollment.exited": {"id": "example", "type": "enrollment.exited", "timestamp": "2026-01-07T14:02:00Z",
-                          "data": {**_EXAMPLE_ENROLLMENT, "status": "exited", "reason": "unsubscribed",
-                                   "exited_at": "2026-01-07T14:02:00Z"}},
-    "contact.unsubscribed": {"id": "example", "type": "contact.unsubscribed", "timestamp": "2026-01-07T14:02:00Z",
-                             "data": {**_EXAMPLE_CONTACT, "status": "unsubscribed", "previous_status": "active",
-                                      "actor": {"type": "hook", "id": "whatsapp"}}},
-    "delivery.dead": {"id": "example", "type": "delivery.dead", "timestamp": "2026-01-07T14:02:00Z",
-                      "data": {"id": "0e2f4a6c-8b1d-4e3f-a5c7-9d0b2e4f6a81", "hook": "zapier", "status": "dead",
-                               "attempts": 8, "error": "HTTP 503 from crm", "actor": {"type": "worker", "id": "host:1234"}}},
-}  # fmt: skip
+    "enrollment.created": {
+        "id": "example",
+        "type": "enrollment.created",
+        "timestamp": "2026-01-05T09:30:00Z",
+        "data": _EXAMPLE_ENROLLMENT,
+    },
+    "enrollment.completed": {
+        "id": "example",
+        "type": "enrollment.completed",
+        "timestamp": "2026-01-19T09:30:00Z",
+        "data": {
+            **_EXAMPLE_ENROLLMENT,
+            "status": "completed",
+            "reason": "finished",
+            "completed_at": "2026-01-19T09:30:00Z",
+        },
+    },
+    "enrollment.exited": {
+        "id": "example",
+        "type": "enrollment.exited",
+        "timestamp": "2026-01-07T14:02:00Z",
+        "data": {
+            **_EXAMPLE_ENROLLMENT,
+            "status": "exited",
+            "reason": "unsubscribed",
+            "exited_at": "2026-01-07T14:02:00Z",
+        },
+    },
+    "contact.unsubscribed": {
+        "id": "example",
+        "type": "contact.unsubscribed",
+        "timestamp": "2026-01-07T14:02:00Z",
+        "data": {
+            **_EXAMPLE_CONTACT,
+            "status": "unsubscribed",
+            "previous_status": "active",
+            "actor": {"type": "hook", "id": "whatsapp"},
+        },
+    },
+    "delivery.dead": {
+        "id": "example",
+        "type": "delivery.dead",
+        "timestamp": "2026-01-07T14:02:00Z",
+        "data": {
+            "id": "0e2f4a6c-8b1d-4e3f-a5c7-9d0b2e4f6a81",
+            "hook": "zapier",
+            "status": "dead",
+            "attempts": 8,
+            "error": "HTTP 503 from crm",
+            "actor": {"type": "worker", "id": "host:1234"},
+        },
+    },
+}

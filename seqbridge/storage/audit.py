@@ -31,8 +31,11 @@ class AuditStore:
         PostgreSQL takes a row lock; SQLite is already serialised by BEGIN IMMEDIATE.
         """
         lock = " FOR UPDATE" if self.conn.dialect.name == "postgresql" else ""
-        rows = execute_raw(self.conn, self._sql("SELECT last_event_id, last_hash FROM audit_heads WHERE org_id = ?" + lock),
-                           (org_id,))  # fmt: skip
+        rows = execute_raw(
+            self.conn,
+            self._sql("SELECT last_event_id, last_hash FROM audit_heads WHERE org_id = ?" + lock),
+            (org_id,),
+        )
         row = rows[0] if rows else None
         if row is None:
             raise LookupError(f"organization {org_id} has no audit chain")
@@ -46,12 +49,18 @@ class AuditStore:
         """
         if self.conn.dialect.name == "postgresql" and len(rows) > 50:  # COPY wins for bulk batches
             bulk_insert(self.conn, audit_events, rows)
-            last_id = execute_raw(self.conn, self._sql("SELECT id FROM audit_events WHERE org_id = ? ORDER BY id DESC LIMIT 1"),
-                                  (org_id,))[0][0]  # fmt: skip
+            last_id = execute_raw(
+                self.conn,
+                self._sql("SELECT id FROM audit_events WHERE org_id = ? ORDER BY id DESC LIMIT 1"),
+                (org_id,),
+            )[0][0]
         else:  # the new ids come back with the insert
             last_id = max(r[0] for r in insert_returning(self.conn, audit_events, rows, ("id",)))
-        execute_raw(self.conn, self._sql("UPDATE audit_heads SET last_event_id = ?, last_hash = ? WHERE org_id = ?"),
-                    (last_id, rows[-1]["hash"], org_id))  # fmt: skip
+        execute_raw(
+            self.conn,
+            self._sql("UPDATE audit_heads SET last_event_id = ?, last_hash = ? WHERE org_id = ?"),
+            (last_id, rows[-1]["hash"], org_id),
+        )
 
     def list_events(
         self,

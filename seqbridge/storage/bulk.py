@@ -132,9 +132,13 @@ def bulk_insert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
 
 
 def insert_returning(
-    conn: Connection, table: Table, rows: Sequence[dict[str, Any]], returning: tuple[str, ...],
-    *, skip_conflicts: bool = False,
-) -> list[tuple]:  # fmt: skip
+    conn: Connection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    returning: tuple[str, ...],
+    *,
+    skip_conflicts: bool = False,
+) -> list[tuple]:
     """Insert ``rows`` (one statement per chunk) and return ``returning`` of each row inserted.
     With ``skip_conflicts``, rows that hit a unique constraint (also one with an earlier row of
     the same call) are left out, and so are missing from the result."""

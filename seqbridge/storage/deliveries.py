@@ -437,10 +437,13 @@ class DeliveryStore:
         if ids:
             self.conn.execute(
                 update(deliveries)
-                .where(deliveries.c.id.in_(ids), deliveries.c.status == "processing",
-                       deliveries.c.lease_owner == worker_id)
+                .where(
+                    deliveries.c.id.in_(ids),
+                    deliveries.c.status == "processing",
+                    deliveries.c.lease_owner == worker_id,
+                )
                 .values(lease_expires_at=lease_until)
-            )  # fmt: skip
+            )
 
     def lease(self, ids: list[str], worker_id: str, lease_until: datetime, now: datetime) -> set[str]:
         """Lease these queued deliveries to ``worker_id``; return the ones it got."""

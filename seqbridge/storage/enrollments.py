@@ -156,9 +156,16 @@ class EnrollmentStore:
         self.conn.execute(
             update(enrollments)
             .where(enrollments.c.sequence_id == sequence_id, enrollments.c.status.in_(LIVE))
-            .values(status=status, exit_reason=reason, next_send_at=None, current_step_id=None, paused_at=None,
-                    updated_at=now, **{stamp: now})
-        )  # fmt: skip
+            .values(
+                status=status,
+                exit_reason=reason,
+                next_send_at=None,
+                current_step_id=None,
+                paused_at=None,
+                updated_at=now,
+                **{stamp: now},
+            )
+        )
         result = self.conn.execute(
             update(step_tasks)
             .where(step_tasks.c.sequence_id == sequence_id, step_tasks.c.status.in_(("pending", "paused")))

@@ -41,11 +41,14 @@ class IdempotencyStore:
         """Reclaim a key whose holder died (lock expired) or whose answer has expired."""
         result = self.conn.execute(
             update(idempotency_keys)
-            .where(idempotency_keys.c.org_id == org_id, idempotency_keys.c.key == key,
-                   ((idempotency_keys.c.state == "in_progress") & (idempotency_keys.c.locked_until < now))
-                   | (idempotency_keys.c.created_at < row["expired_before"]))
+            .where(
+                idempotency_keys.c.org_id == org_id,
+                idempotency_keys.c.key == key,
+                ((idempotency_keys.c.state == "in_progress") & (idempotency_keys.c.locked_until < now))
+                | (idempotency_keys.c.created_at < row["expired_before"]),
+            )
             .values(**{k: v for k, v in row.items() if k not in ("org_id", "key", "expired_before")})
-        )  # fmt: skip
+        )
         return result.rowcount == 1
 
     def finish(self, org_id: str, key: str, status: int, content_type: str | None, body: bytes) -> None:
@@ -65,11 +68,13 @@ class IdempotencyStore:
         request, oldest first (ix_idempotency_keys_created)."""
         query = (
             select(idempotency_keys.c.org_id, idempotency_keys.c.key)
-            .where(idempotency_keys.c.created_at < created_before,
-                   (idempotency_keys.c.state == "done") | (idempotency_keys.c.locked_until < now))
+            .where(
+                idempotency_keys.c.created_at < created_before,
+                (idempotency_keys.c.state == "done") | (idempotency_keys.c.locked_until < now),
+            )
             .order_by(idempotency_keys.c.created_at)
             .limit(limit)
-        )  # fmt: skip
+        )
         return [(r[0], r[1]) for r in self.conn.execute(query)]
 
     def delete_expired(self, org_id: str, keys: list[str], created_before: datetime) -> int:

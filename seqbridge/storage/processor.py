@@ -86,9 +86,14 @@ class ProcessorStore:
             self.conn.execute(
                 update(step_tasks)
                 .where(step_tasks.c.id.in_(ids))
-                .values(status="leased", lease_owner=worker_id, lease_expires_at=lease_until,
-                        attempts=step_tasks.c.attempts + 1, updated_at=now)
-            )  # fmt: skip
+                .values(
+                    status="leased",
+                    lease_owner=worker_id,
+                    lease_expires_at=lease_until,
+                    attempts=step_tasks.c.attempts + 1,
+                    updated_at=now,
+                )
+            )
         return ids
 
     def load_tasks(self, task_ids: list[int]) -> list[dict[str, Any]]:
@@ -119,11 +124,14 @@ class ProcessorStore:
             return set()
         result = self.conn.execute(
             update(step_tasks)
-            .where(step_tasks.c.id.in_(task_ids), step_tasks.c.lease_owner == worker_id,
-                   step_tasks.c.status == "leased")
+            .where(
+                step_tasks.c.id.in_(task_ids),
+                step_tasks.c.lease_owner == worker_id,
+                step_tasks.c.status == "leased",
+            )
             .values(status=status, lease_owner=None, lease_expires_at=None, updated_at=now, finished_at=now)
             .returning(step_tasks.c.id)
-        )  # fmt: skip
+        )
         return set(result.scalars())
 
     def enrollments_with_open_tasks(self, enrollment_ids: list[str]) -> set[str]:
@@ -154,21 +162,32 @@ class ProcessorStore:
         if task_ids:
             self.conn.execute(
                 update(step_tasks)
-                .where(step_tasks.c.id.in_(task_ids), step_tasks.c.lease_owner == worker_id,
-                       step_tasks.c.status == "leased")
+                .where(
+                    step_tasks.c.id.in_(task_ids),
+                    step_tasks.c.lease_owner == worker_id,
+                    step_tasks.c.status == "leased",
+                )
                 .values(lease_expires_at=lease_until)
-            )  # fmt: skip
+            )
 
     def release_tasks(self, worker_id: str, task_ids: list[int], now: datetime) -> None:
         """Give back claimed tasks that were not started (a stopping worker)."""
         if task_ids:
             self.conn.execute(
                 update(step_tasks)
-                .where(step_tasks.c.id.in_(task_ids), step_tasks.c.lease_owner == worker_id,
-                       step_tasks.c.status == "leased")
-                .values(status="pending", lease_owner=None, lease_expires_at=None,
-                        attempts=step_tasks.c.attempts - 1, updated_at=now)
-            )  # fmt: skip
+                .where(
+                    step_tasks.c.id.in_(task_ids),
+                    step_tasks.c.lease_owner == worker_id,
+                    step_tasks.c.status == "leased",
+                )
+                .values(
+                    status="pending",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    attempts=step_tasks.c.attempts - 1,
+                    updated_at=now,
+                )
+            )
 
     def finish_task(
         self, task_id: int, worker_id: str, status: str, now: datetime, error: str | None = None
@@ -177,10 +196,20 @@ class ProcessorStore:
         worker owns the task now and this one must not advance anything."""
         result = self.conn.execute(
             update(step_tasks)
-            .where(step_tasks.c.id == task_id, step_tasks.c.lease_owner == worker_id, step_tasks.c.status == "leased")
-            .values(status=status, lease_owner=None, lease_expires_at=None, last_error=error, updated_at=now,
-                    finished_at=now)
-        )  # fmt: skip
+            .where(
+                step_tasks.c.id == task_id,
+                step_tasks.c.lease_owner == worker_id,
+                step_tasks.c.status == "leased",
+            )
+            .values(
+                status=status,
+                lease_owner=None,
+                lease_expires_at=None,
+                last_error=error,
+                updated_at=now,
+                finished_at=now,
+            )
+        )
         return result.rowcount == 1
 
     def retry_task(
@@ -189,20 +218,40 @@ class ProcessorStore:
         """Put a leased task back to pending, due at ``at`` (a retry, or the next send window)."""
         result = self.conn.execute(
             update(step_tasks)
-            .where(step_tasks.c.id == task_id, step_tasks.c.lease_owner == worker_id, step_tasks.c.status == "leased")
-            .values(status="pending", scheduled_for=at, lease_owner=None, lease_expires_at=None, last_error=error,
-                    updated_at=now)
-        )  # fmt: skip
+            .where(
+                step_tasks.c.id == task_id,
+                step_tasks.c.lease_owner == worker_id,
+                step_tasks.c.status == "leased",
+            )
+            .values(
+                status="pending",
+                scheduled_for=at,
+                lease_owner=None,
+                lease_expires_at=None,
+                last_error=error,
+                updated_at=now,
+            )
+        )
         return result.rowcount == 1
 
     def hold_task(self, task_id: int, worker_id: str, now: datetime) -> bool:
         """A leased task whose enrollment was paused meanwhile: paused, due at once on resume."""
         result = self.conn.execute(
             update(step_tasks)
-            .where(step_tasks.c.id == task_id, step_tasks.c.lease_owner == worker_id, step_tasks.c.status == "leased")
-            .values(status="paused", scheduled_for=None, remaining_seconds=0, lease_owner=None,
-                    lease_expires_at=None, updated_at=now)
-        )  # fmt: skip
+            .where(
+                step_tasks.c.id == task_id,
+                step_tasks.c.lease_owner == worker_id,
+                step_tasks.c.status == "leased",
+            )
+            .values(
+                status="paused",
+                scheduled_for=None,
+                remaining_seconds=0,
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+        )
         return result.rowcount == 1
 
     def uncount_attempt(self, task_id: int) -> None:
@@ -245,8 +294,9 @@ class ProcessorStore:
         )
         return self.conn.execute(delete(outbox).where(outbox.c.id.in_(ids), ~open_task.exists())).rowcount
 
-    def list_outbox(self, org_id: str, *, channel: str | None, status: str | None, after_id: int | None,
-                    limit: int) -> list[dict[str, Any]]:  # fmt: skip
+    def list_outbox(
+        self, org_id: str, *, channel: str | None, status: str | None, after_id: int | None, limit: int
+    ) -> list[dict[str, Any]]:
         """Newest first, keyset-paginated on id."""
         query = select(outbox).where(outbox.c.org_id == org_id)
         if channel:
@@ -263,12 +313,14 @@ class ProcessorStore:
 
     def heartbeat(self, worker_id: str, now: datetime, processed: int) -> None:
         updated = self.conn.execute(
-            update(workers).where(workers.c.id == worker_id)
+            update(workers)
+            .where(workers.c.id == worker_id)
             .values(heartbeat_at=now, processed=workers.c.processed + processed, stopped_at=None)
-        ).rowcount  # fmt: skip
+        ).rowcount
         if not updated:
-            self.conn.execute(insert(workers).values(id=worker_id, started_at=now, heartbeat_at=now,
-                                                     processed=processed))  # fmt: skip
+            self.conn.execute(
+                insert(workers).values(id=worker_id, started_at=now, heartbeat_at=now, processed=processed)
+            )
 
     def worker_stopped(self, worker_id: str, now: datetime) -> None:
         self.conn.execute(update(workers).where(workers.c.id == worker_id).values(stopped_at=now))
@@ -294,6 +346,9 @@ class ProcessorStore:
         live_workers = self.conn.execute(
             select(func.count()).select_from(workers).where(workers.c.stopped_at.is_(None))
         ).scalar_one()
-        messages = {"sent": int(sent.get("sent", 0)), "captured": int(sent.get("captured", 0)),
-                    "send_failed": int(sent.get("failed", 0))}  # fmt: skip
+        messages = {
+            "sent": int(sent.get("sent", 0)),
+            "captured": int(sent.get("captured", 0)),
+            "send_failed": int(sent.get("failed", 0)),
+        }
         return {**row, **messages, "workers": live_workers}

@@ -29,13 +29,20 @@ class SubscriptionStore:
         self.conn.execute(hook_subscriptions.insert().values(**row))
 
     def get_subscription(self, org_id: str, subscription_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute(
-            select(hook_subscriptions).where(hook_subscriptions.c.org_id == org_id, hook_subscriptions.c.id == subscription_id)
-        ).mappings().first()  # fmt: skip
+        row = (
+            self.conn.execute(
+                select(hook_subscriptions).where(
+                    hook_subscriptions.c.org_id == org_id, hook_subscriptions.c.id == subscription_id
+                )
+            )
+            .mappings()
+            .first()
+        )
         return dict(row) if row else None
 
-    def list_subscriptions(self, org_id: str, *, event: str | None, after: tuple[datetime, str] | None,
-                           limit: int) -> list[dict[str, Any]]:  # fmt: skip
+    def list_subscriptions(
+        self, org_id: str, *, event: str | None, after: tuple[datetime, str] | None, limit: int
+    ) -> list[dict[str, Any]]:
         """Oldest first; ``after`` is the (created_at, id) of the last row of the previous page."""
         query = select(hook_subscriptions).where(hook_subscriptions.c.org_id == org_id)
         if event is not None:
@@ -77,14 +84,21 @@ class SubscriptionStore:
         """Active subscriptions whose organization has audit events they have not looked at yet,
         each with that organization's newest event id as ``head``."""
         query = (
-            select(hook_subscriptions.c.id, hook_subscriptions.c.org_id, hook_subscriptions.c.event,
-                   hook_subscriptions.c.audit_cursor, audit_heads.c.last_event_id.label("head"))
+            select(
+                hook_subscriptions.c.id,
+                hook_subscriptions.c.org_id,
+                hook_subscriptions.c.event,
+                hook_subscriptions.c.audit_cursor,
+                audit_heads.c.last_event_id.label("head"),
+            )
             .join(audit_heads, audit_heads.c.org_id == hook_subscriptions.c.org_id)
-            .where(hook_subscriptions.c.status == "active",
-                   audit_heads.c.last_event_id > hook_subscriptions.c.audit_cursor)
+            .where(
+                hook_subscriptions.c.status == "active",
+                audit_heads.c.last_event_id > hook_subscriptions.c.audit_cursor,
+            )
             .order_by(hook_subscriptions.c.org_id, hook_subscriptions.c.id)
             .limit(limit)
-        )  # fmt: skip
+        )
         return [dict(r) for r in self.conn.execute(query).mappings()]
 
     def advance(self, subscription_id: str, seen: int, cursor: int, rows: list[dict[str, Any]]) -> bool:
@@ -92,10 +106,13 @@ class SubscriptionStore:
         moved it first (then nothing is written and this returns False)."""
         moved = self.conn.execute(
             update(hook_subscriptions)
-            .where(hook_subscriptions.c.id == subscription_id, hook_subscriptions.c.audit_cursor == seen,
-                   hook_subscriptions.c.status == "active")
+            .where(
+                hook_subscriptions.c.id == subscription_id,
+                hook_subscriptions.c.audit_cursor == seen,
+                hook_subscriptions.c.status == "active",
+            )
             .values(audit_cursor=cursor)
-        ).rowcount  # fmt: skip
+        ).rowcount
         if moved != 1:
             return False
         if rows:
@@ -134,43 +151,63 @@ class SubscriptionStore:
         self.conn.execute(
             update(hook_notifications)
             .where(hook_notifications.c.id.in_(ids))
-            .values(status="sending", lease_owner=worker_id, lease_expires_at=lease_until,
-                    attempts=hook_notifications.c.attempts + 1, updated_at=now)
-        )  # fmt: skip
+            .values(
+                status="sending",
+                lease_owner=worker_id,
+                lease_expires_at=lease_until,
+                attempts=hook_notifications.c.attempts + 1,
+                updated_at=now,
+            )
+        )
         query = (
             select(hook_notifications, hook_subscriptions.c.target_url)
             .join(hook_subscriptions, hook_subscriptions.c.id == hook_notifications.c.subscription_id)
             .where(hook_notifications.c.id.in_(ids))
             .order_by(hook_notifications.c.next_attempt_at, hook_notifications.c.audit_event_id)
-        )  # fmt: skip
+        )
         return [dict(r) for r in self.conn.execute(query).mappings()]
 
     def finish(self, notification_id: str, worker_id: str, values: dict[str, Any]) -> bool:
         """Leave the sending state; False if the lease was lost (or the subscription is gone)."""
         result = self.conn.execute(
             update(hook_notifications)
-            .where(hook_notifications.c.id == notification_id, hook_notifications.c.status == "sending",
-                   hook_notifications.c.lease_owner == worker_id)
+            .where(
+                hook_notifications.c.id == notification_id,
+                hook_notifications.c.status == "sending",
+                hook_notifications.c.lease_owner == worker_id,
+            )
             .values(lease_owner=None, lease_expires_at=None, **values)
-        )  # fmt: skip
+        )
         return result.rowcount == 1
 
     def drop_pending(self, subscription_id: str, reason: str, now: datetime) -> int:
         """Stop sending a subscription's queued notifications (it was disabled)."""
         return self.conn.execute(
             update(hook_notifications)
-            .where(hook_notifications.c.subscription_id == subscription_id,
-                   hook_notifications.c.status.in_(("pending", "sending")))
-            .values(status="dropped", last_error=reason, next_attempt_at=None, lease_owner=None,
-                    lease_expires_at=None, updated_at=now)
-        ).rowcount  # fmt: skip
+            .where(
+                hook_notifications.c.subscription_id == subscription_id,
+                hook_notifications.c.status.in_(("pending", "sending")),
+            )
+            .values(
+                status="dropped",
+                last_error=reason,
+                next_attempt_at=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+        ).rowcount
 
     def lock_subscription(self, subscription_id: str) -> dict[str, Any] | None:
         """The subscription, locked for the rest of the transaction (outcomes of parallel sends
         to one subscription are applied one at a time)."""
-        row = self.conn.execute(
-            select(hook_subscriptions).where(hook_subscriptions.c.id == subscription_id).with_for_update()
-        ).mappings().first()  # fmt: skip
+        row = (
+            self.conn.execute(
+                select(hook_subscriptions).where(hook_subscriptions.c.id == subscription_id).with_for_update()
+            )
+            .mappings()
+            .first()
+        )
         return dict(row) if row else None
 
     def notifications(self, subscription_id: str) -> list[dict[str, Any]]:
@@ -191,10 +228,13 @@ class SubscriptionStore:
         """Notifications that are done with (sent, failed, dropped) and unchanged since ``cutoff``."""
         query = (
             select(hook_notifications.c.id)
-            .where(hook_notifications.c.org_id == org_id, hook_notifications.c.updated_at < cutoff,
-                   hook_notifications.c.status.in_(FINISHED))
+            .where(
+                hook_notifications.c.org_id == org_id,
+                hook_notifications.c.updated_at < cutoff,
+                hook_notifications.c.status.in_(FINISHED),
+            )
             .limit(limit)
-        )  # fmt: skip
+        )
         return list(self.conn.execute(query).scalars())
 
     def delete_notifications(self, ids: list[str]) -> int:

@@ -33,8 +33,15 @@ def list_audit_events():
 def list_outbox():
     """What the step processor sent, or captured when no SMTP is configured."""
     q = query()
-    return page(services().outbox.list_messages(caller(), channel=q.get("channel"), status=q.get("status"),
-                                                cursor=q.get("cursor"), limit=q["limit"]))  # fmt: skip
+    return page(
+        services().outbox.list_messages(
+            caller(),
+            channel=q.get("channel"),
+            status=q.get("status"),
+            cursor=q.get("cursor"),
+            limit=q["limit"],
+        )
+    )
 
 
 @bp.get("/me")

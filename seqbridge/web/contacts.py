@@ -10,9 +10,21 @@ from seqbridge.web.pipeline import services
 from seqbridge.web.sequences import enrollment_to_api
 
 FILTERS = (
-    "email", "phone", "status", "contact_type", "source", "job_title", "city", "state", "country",
-    "company_id", "tag", "converted", "first_name", "last_name",
-)  # fmt: skip
+    "email",
+    "phone",
+    "status",
+    "contact_type",
+    "source",
+    "job_title",
+    "city",
+    "state",
+    "country",
+    "company_id",
+    "tag",
+    "converted",
+    "first_name",
+    "last_name",
+)
 
 
 def person_blueprint(name: str, prefix: str, id_param: str) -> Blueprint:

@@ -14,10 +14,17 @@ bp = Blueprint("deliveries", __name__, url_prefix="/api/v1")
 @bp.get("/deliveries")
 def list_deliveries():
     q = query()
-    return page(services().deliveries.list_deliveries(
-        caller(), hook=q.get("hook"), statuses=q.get("status"), since=time_param(q.get("since")),
-        until=time_param(q.get("until")), cursor=q.get("cursor"), limit=q["limit"],
-    ))  # fmt: skip
+    return page(
+        services().deliveries.list_deliveries(
+            caller(),
+            hook=q.get("hook"),
+            statuses=q.get("status"),
+            since=time_param(q.get("since")),
+            until=time_param(q.get("until")),
+            cursor=q.get("cursor"),
+            limit=q["limit"],
+        )
+    )
 
 
 @bp.get("/deliveries/<delivery_id>")

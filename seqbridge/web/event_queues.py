@@ -31,8 +31,14 @@ ACTIONS = {
     "update_contact": "update_contact",
 }
 ACTION_NAMES = {v: k for k, v in ACTIONS.items()}
-TASK_STATUS = {"pending": "pending", "paused": "paused", "leased": "processing", "done": "completed",
-               "cancelled": "cancelled", "failed": "failed"}  # fmt: skip
+TASK_STATUS = {
+    "pending": "pending",
+    "paused": "paused",
+    "leased": "processing",
+    "done": "completed",
+    "cancelled": "cancelled",
+    "failed": "failed",
+}
 TASK_STATUS_FILTER = {v: k for k, v in TASK_STATUS.items()}
 
 
@@ -108,8 +114,12 @@ def _step_fields(given: dict[str, Any]) -> dict[str, Any]:
         fields["action"] = ACTIONS[given["action_type"]]
     if "action_config" in given:
         config = given["action_config"] or {}
-        fields.update(subject=config.get("subject"), body=config.get("body"), webhook_url=config.get("url"),
-                      config={k: v for k, v in config.items() if k not in ("subject", "body", "url")})  # fmt: skip
+        fields.update(
+            subject=config.get("subject"),
+            body=config.get("body"),
+            webhook_url=config.get("url"),
+            config={k: v for k, v in config.items() if k not in ("subject", "body", "url")},
+        )
     return fields
 
 
@@ -126,13 +136,18 @@ def list_queues():
     offset = _offset(q.get("cursor"))
     result = services().sequences.list_sequences(caller(), KIND, q.get("status"), q["limit"], offset)
     following = result.next_offset
-    meta = {"limit": q["limit"], "next_cursor": encode_cursor({"offset": following}) if following else None,
-            "has_more": following is not None, "total": result.total}  # fmt: skip
+    meta = {
+        "limit": q["limit"],
+        "next_cursor": encode_cursor({"offset": following}) if following else None,
+        "has_more": following is not None,
+        "total": result.total,
+    }
     return ok([queue_to_api(r) for r in result.items], meta=meta)
 
 
-add_definition_routes(bp, kind=KIND, id_param="queue_id", shape=queue_to_api, shape_step=step_to_api,
-                      step_fields=_step_fields)  # fmt: skip
+add_definition_routes(
+    bp, kind=KIND, id_param="queue_id", shape=queue_to_api, shape_step=step_to_api, step_fields=_step_fields
+)
 
 
 # Enrollments ----------------------------------------------------------------------------------
@@ -167,10 +182,14 @@ def bulk_enroll(queue_id: str):
     enrollment = services().enrollment
     if modes == ["contact_ids"]:
         if len(given["contact_ids"]) > MAX_TARGETS:
-            raise BadRequest(f"contact_ids takes at most {MAX_TARGETS} ids (got {len(given['contact_ids'])}).",
-                             code="too_many_contacts", details={"limit": MAX_TARGETS})  # fmt: skip
-        result = enrollment.enroll_bulk(caller(), KIND, queue_id, customer_ids=given["contact_ids"],
-                                        max_contacts=MAX_TARGETS, **options)  # fmt: skip
+            raise BadRequest(
+                f"contact_ids takes at most {MAX_TARGETS} ids (got {len(given['contact_ids'])}).",
+                code="too_many_contacts",
+                details={"limit": MAX_TARGETS},
+            )
+        result = enrollment.enroll_bulk(
+            caller(), KIND, queue_id, customer_ids=given["contact_ids"], max_contacts=MAX_TARGETS, **options
+        )
         has_more, next_cursor = False, None
     else:
         result = enrollment.enroll_matching(
@@ -210,10 +229,12 @@ def _result_item(item: dict[str, Any]) -> dict[str, Any]:
 def unenroll(queue_id: str):
     given = body()
     ended = services().enrollment.unenroll(caller(), KIND, queue_id, ContactRef("id", given["contact_id"]))
-    return ok({
-        "id": ended[0]["id"],
-        "status": ended[0]["status"],
-        "event_queue_id": queue_id,
-        "contact_id": given["contact_id"],
-        "enrollments_ended": len(ended),
-    })  # fmt: skip
+    return ok(
+        {
+            "id": ended[0]["id"],
+            "status": ended[0]["status"],
+            "event_queue_id": queue_id,
+            "contact_id": given["contact_id"],
+            "enrollments_ended": len(ended),
+        }
+    )

@@ -44,6 +44,7 @@ def init_app(app: Flask) -> None:
         key = g.get("idempotency_key")
         if key:
             g.idempotency_key = None
-            services().idempotency.finish(g.caller, key, response.status_code, response.content_type,
-                                          response.get_data())  # fmt: skip
+            services().idempotency.finish(
+                g.caller, key, response.status_code, response.content_type, response.get_data()
+            )
         return response

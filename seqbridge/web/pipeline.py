@@ -109,9 +109,16 @@ def init_app(app: Flask) -> None:
             return response
         started = getattr(g, "started", None)
         access_log.info(
-            "%s %s %s", request.method, request.path, response.status_code,
-            extra={"method": request.method, "path": request.path, "status": response.status_code,
-                   "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
-                   "hook": (request.view_args or {}).get("hook_name")},
-        )  # fmt: skip
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+                "hook": (request.view_args or {}).get("hook_name"),
+            },
+        )
         return response

@@ -108,8 +108,14 @@ def list_sequences():
     return ok([sequence_to_api(r) for r in result.items], meta=result.meta())
 
 
-add_definition_routes(bp, kind=KIND, id_param="sequence_id", shape=sequence_to_api, shape_step=step_to_api,
-                      step_fields=_step_fields)  # fmt: skip
+add_definition_routes(
+    bp,
+    kind=KIND,
+    id_param="sequence_id",
+    shape=sequence_to_api,
+    shape_step=step_to_api,
+    step_fields=_step_fields,
+)
 
 
 # Enrollment -----------------------------------------------------------------------------------

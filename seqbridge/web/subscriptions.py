@@ -20,8 +20,11 @@ def subscribe():
 @bp.get("/subscriptions")
 def list_subscriptions():
     q = query()
-    return page(services().subscriptions.list(caller(), event=q.get("event"), cursor=q.get("cursor"),
-                                              limit=q["limit"]))  # fmt: skip
+    return page(
+        services().subscriptions.list(
+            caller(), event=q.get("event"), cursor=q.get("cursor"), limit=q["limit"]
+        )
+    )
 
 
 @bp.get("/subscriptions/<subscription_id>")

@@ -141,8 +141,9 @@ def send_email(settings: SmtpSettings, message: EmailMessage, timeout: float) ->
     """Send over SMTP; return the server's answer. Raises Transient/PermanentFailure."""
     try:
         if settings.implicit_tls:
-            client: smtplib.SMTP = smtplib.SMTP_SSL(settings.host, settings.port, timeout=timeout,
-                                                    context=ssl.create_default_context())  # fmt: skip
+            client: smtplib.SMTP = smtplib.SMTP_SSL(
+                settings.host, settings.port, timeout=timeout, context=ssl.create_default_context()
+            )
         else:
             client = smtplib.SMTP(settings.host, settings.port, timeout=timeout)
         with client:
@@ -187,8 +188,14 @@ def check_target(url: str, allow_private: bool) -> None:
 
 
 class WebhookSender:
-    def __init__(self, secret: str | None, timeout: float, allow_private: bool, *,
-                 user_agent: str = "Seqbridge/0.1 (+webhook step)") -> None:  # fmt: skip
+    def __init__(
+        self,
+        secret: str | None,
+        timeout: float,
+        allow_private: bool,
+        *,
+        user_agent: str = "Seqbridge/0.1 (+webhook step)",
+    ) -> None:
         self.signer = Webhook(secret) if secret else None
         self.timeout = timeout
         self.allow_private = allow_private
@@ -215,8 +222,9 @@ class WebhookSender:
             "webhook-signature": signer.sign(key, now, payload),
         }
         try:
-            response = self.session.post(url, data=payload.encode(), headers=headers, timeout=self.timeout,
-                                         allow_redirects=False)  # fmt: skip
+            response = self.session.post(
+                url, data=payload.encode(), headers=headers, timeout=self.timeout, allow_redirects=False
+            )
         except requests.Timeout:
             raise TransientFailure(f"timed out after {self.timeout} s") from None
         except requests.RequestException as error:

@@ -24,9 +24,13 @@ def fuzz(examples: int) -> settings:
         derandomize=not _RANDOM,
         database=None,
         # The app, its database and its client are fixtures shared by every example on purpose.
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                               HealthCheck.data_too_large, HealthCheck.filter_too_much],
-    )  # fmt: skip
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+        ],
+    )
 
 
 def assert_envelope(response) -> dict:

@@ -34,29 +34,73 @@ def _laughs() -> bytes:
 CORPUS: dict[str, tuple[bytes, int, int, str]] = {
     # The line of the anchored list being expanded when the count ran out.
     "laughs": (_laughs(), 7, 9, "more than 100000 values (an alias bomb?)"),
-    "python-apply": (HEAD + b"    rules:\n      - actions: !!python/object/apply:os.system ['touch /tmp/pwned']\n",
-                     6, 18, "the tag 'tag:yaml.org,2002:python/object/apply:os.system' is not allowed"),
-    "python-name": (b"hooks:\n  HOOK:\n    organization: !!python/name:os.system\n",
-                    3, 19, "the tag 'tag:yaml.org,2002:python/name:os.system' is not allowed"),
-    "python-new": (b"hooks:\n  HOOK: !!python/object/new:subprocess.Popen [['true']]\n",
-                   2, 15, "the tag 'tag:yaml.org,2002:python/object/new:subprocess.Popen' is not allowed"),
+    "python-apply": (
+        HEAD + b"    rules:\n      - actions: !!python/object/apply:os.system ['touch /tmp/pwned']\n",
+        6,
+        18,
+        "the tag 'tag:yaml.org,2002:python/object/apply:os.system' is not allowed",
+    ),
+    "python-name": (
+        b"hooks:\n  HOOK:\n    organization: !!python/name:os.system\n",
+        3,
+        19,
+        "the tag 'tag:yaml.org,2002:python/name:os.system' is not allowed",
+    ),
+    "python-new": (
+        b"hooks:\n  HOOK: !!python/object/new:subprocess.Popen [['true']]\n",
+        2,
+        15,
+        "the tag 'tag:yaml.org,2002:python/object/new:subprocess.Popen' is not allowed",
+    ),
     "custom-tag": (HEAD.replace(b"acme", b"!vault acme"), 3, 19, "the tag '!vault' is not allowed"),
-    "binary": (HEAD + b"    rules: [{actions: [{enroll: {sequence: S, contact: {id: !!binary aGk=}}}]}]\n",
-               5, 61, "the tag 'tag:yaml.org,2002:binary' is not allowed"),
+    "binary": (
+        HEAD + b"    rules: [{actions: [{enroll: {sequence: S, contact: {id: !!binary aGk=}}}]}]\n",
+        5,
+        61,
+        "the tag 'tag:yaml.org,2002:binary' is not allowed",
+    ),
     "nan": (HEAD + b"    rate_limit: {per_second: .nan}\n", 5, 30, "'.nan' is not a number JSON can hold"),
     "enormous": (HEAD + b"# " + b"x" * MAX_FILE_BYTES + b"\n", 1, 1, f"larger than {MAX_FILE_BYTES} bytes"),
-    "deep-flow": (HEAD + b"    rules: " + b"[" * 5000 + b"]" * 5000 + b"\n", 5, 59, "nested deeper than 50 levels"),
-    "deep-mapping": (HEAD + b"    rules: " + b"{a: " * 5000 + b"1" + b"}" * 5000 + b"\n",
-                     5, 200, "nested deeper than 50 levels"),
-    "deep-block": (HEAD + b"    rules:\n" + b"".join(b"  " * (n + 3) + b"-\n" for n in range(60)),
-                   54, 103, "nested deeper than 50 levels"),
-    "recursive-alias": (HEAD.replace(b"source: {", b"source: &s {again: *s, "), 4, 17, "nested deeper than 50 levels"),
+    "deep-flow": (
+        HEAD + b"    rules: " + b"[" * 5000 + b"]" * 5000 + b"\n",
+        5,
+        59,
+        "nested deeper than 50 levels",
+    ),
+    "deep-mapping": (
+        HEAD + b"    rules: " + b"{a: " * 5000 + b"1" + b"}" * 5000 + b"\n",
+        5,
+        200,
+        "nested deeper than 50 levels",
+    ),
+    "deep-block": (
+        HEAD + b"    rules:\n" + b"".join(b"  " * (n + 3) + b"-\n" for n in range(60)),
+        54,
+        103,
+        "nested deeper than 50 levels",
+    ),
+    "recursive-alias": (
+        HEAD.replace(b"source: {", b"source: &s {again: *s, "),
+        4,
+        17,
+        "nested deeper than 50 levels",
+    ),
     "tabs": (b"hooks:\n  HOOK:\n\torganization: acme\n", 3, 1, "YAML indents with spaces, never tabs"),
-    "duplicate-key": (HEAD + b"    rules: []\n    organization: other\n", 6, 5, "duplicate key 'organization'"),
-    "invalid-utf8": (HEAD + b"    rules: [] # caf\xe9\n", 5, 20, "the file is not UTF-8 (invalid continuation byte)"),
+    "duplicate-key": (
+        HEAD + b"    rules: []\n    organization: other\n",
+        6,
+        5,
+        "duplicate key 'organization'",
+    ),
+    "invalid-utf8": (
+        HEAD + b"    rules: [] # caf\xe9\n",
+        5,
+        20,
+        "the file is not UTF-8 (invalid continuation byte)",
+    ),
     "nul": (HEAD + b"    rules: [] # \x00\n", 5, 17, "the character U+0000 is not allowed in YAML"),
     "two-documents": (HEAD + b"    rules: []\n---\nhooks: {}\n", 6, 1, "but found another document"),
-}  # fmt: skip
+}
 
 GOOD = (
     "hooks:\n  good:\n    organization: acme\n    source: {connector: generic, public: true}\n    rules: []\n"

@@ -91,17 +91,23 @@ class Workers:
     """Two `seqbridge worker` processes; :meth:`kill_one` SIGKILLs one and starts another."""
 
     def __init__(self, database_url: str, mappings: str, log: Path) -> None:
-        self.env = {**os.environ, "SEQBRIDGE_DATABASE_URL": database_url, "SEQBRIDGE_MAPPINGS_DIR": mappings,
-                    "SEQBRIDGE_PROCESSOR_POLL_SECONDS": "0.05", "SEQBRIDGE_PROCESSOR_LEASE_SECONDS": "2",
-                    "SEQBRIDGE_LOG_LEVEL": "WARNING"}  # fmt: skip
+        self.env = {
+            **os.environ,
+            "SEQBRIDGE_DATABASE_URL": database_url,
+            "SEQBRIDGE_MAPPINGS_DIR": mappings,
+            "SEQBRIDGE_PROCESSOR_POLL_SECONDS": "0.05",
+            "SEQBRIDGE_PROCESSOR_LEASE_SECONDS": "2",
+            "SEQBRIDGE_LOG_LEVEL": "WARNING",
+        }
         self.log = log
         self.procs = [self._start(), self._start()]
         self.kills = 0
 
     def _start(self) -> subprocess.Popen:
         out = open(self.log, "a")  # noqa: SIM115 - closed with the process
-        return subprocess.Popen([sys.executable, "-m", "seqbridge", "worker"], env=self.env, stdout=out,
-                                stderr=subprocess.STDOUT)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "seqbridge", "worker"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+        )
 
     def kill_one(self, rng: random.Random) -> None:
         index = rng.randrange(len(self.procs))
@@ -133,8 +139,10 @@ def test_every_acknowledged_webhook_is_processed_exactly_once_through_random_sig
     enrolled = api.post(f"/api/v1/sequences/{nurture['id']}/enroll_bulk", json={"customer_ids": ids})
     assert enrolled.status_code == 200, enrolled.json
 
-    requests_ = [(f"{server}/hooks/whatsapp", meta_body("STOP", message_id=f"wamid.C{n}", sender=p.lstrip("+")))
-                 for n, p in enumerate(phones)]  # fmt: skip
+    requests_ = [
+        (f"{server}/hooks/whatsapp", meta_body("STOP", message_id=f"wamid.C{n}", sender=p.lstrip("+")))
+        for n, p in enumerate(phones)
+    ]
     requests_ = [(url, body, meta_headers(body)) for url, body in requests_]
     requests_ += [(f"{server}/hooks/typeform", *_typeform(n)) for n in range(FORMS)]
     rng = random.Random(20261122)

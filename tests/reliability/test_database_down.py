@@ -36,8 +36,9 @@ pytestmark = pytest.mark.slow
 def cluster():
     base = Path(tempfile.mkdtemp(prefix="seqbridge-pg-outage-"))
     server = pg_server.start(base, durable=True)  # it is crashed: acknowledged commits must survive
-    with psycopg.connect(host=server.host, port=server.port, user=server.user, dbname="postgres",
-                         autocommit=True) as conn:  # fmt: skip
+    with psycopg.connect(
+        host=server.host, port=server.port, user=server.user, dbname="postgres", autocommit=True
+    ) as conn:
         conn.execute("CREATE DATABASE seqbridge")
     try:
         yield server
@@ -49,9 +50,17 @@ def cluster():
 def test_webhooks_get_503_with_retry_after_while_postgres_is_down_and_nothing_is_lost(cluster, tmp_path):
     mappings = tmp_path / "mappings"
     mappings.mkdir()
-    app = create_app({"DATABASE_URL": cluster.url("seqbridge"), "MAPPINGS_DIR": str(mappings),
-                      "MAPPINGS_WATCH_SECONDS": 0, "DB_POOL_SIZE": 8, "TESTING": True,
-                      "PROCESSOR_LEASE_SECONDS": 3, "DELIVERY_RETRY_BASE_SECONDS": 1})  # fmt: skip
+    app = create_app(
+        {
+            "DATABASE_URL": cluster.url("seqbridge"),
+            "MAPPINGS_DIR": str(mappings),
+            "MAPPINGS_WATCH_SECONDS": 0,
+            "DB_POOL_SIZE": 8,
+            "TESTING": True,
+            "PROCESSOR_LEASE_SECONDS": 3,
+            "DELIVERY_RETRY_BASE_SECONDS": 1,
+        }
+    )
     services = app.extensions["seqbridge"]
     upgrade(services.db)
     services.keys.create_key("acme", ["*"], "test")

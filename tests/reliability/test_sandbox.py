@@ -89,19 +89,33 @@ BOUNDED = [
     ("{{ items|batch(10**9, 'x')|list|length }}", "|slice or |batch count larger than 100000"),
     ("{{ ('x' * 99999)|wordwrap(1, wrapstring='y' * 99999) }}", "|wordwrap result larger than 100000"),
     ("{{ range(100000)|map('center', 99999)|join }}", "the template makes more than 1000000 characters"),
-    ("{% set a = 'x' * 99999 %}{{ [a, a, a, a, a, a, a, a, a, a, a]|map('upper')|list|length }}",
-     "the template makes more than 1000000 characters"),
-    ("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
-     "the template runs more than 100000 operations"),
-    ("{% for a in x * 30000 %}{% for b in x * 30000 %}{% endfor %}{% endfor %}",
-     "the template runs more than 100000 operations"),
-    ("{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(60) }}",
-     "the template runs more than 100000 operations"),
+    (
+        "{% set a = 'x' * 99999 %}{{ [a, a, a, a, a, a, a, a, a, a, a]|map('upper')|list|length }}",
+        "the template makes more than 1000000 characters",
+    ),
+    (
+        "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+        "the template runs more than 100000 operations",
+    ),
+    (
+        "{% for a in x * 30000 %}{% for b in x * 30000 %}{% endfor %}{% endfor %}",
+        "the template runs more than 100000 operations",
+    ),
+    (
+        "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(60) }}",
+        "the template runs more than 100000 operations",
+    ),
     ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "the template recurses too deep"),
     ("{% for x in [1] recursive %}{{ loop([1]) }}{% endfor %}", "the template recurses too deep"),
-    ("{% for a in range(100000) %}{{ 'x' * 99999 }}{% endfor %}", "the output is longer than 100000 characters"),
-    ("{% for a in range(2000) %}" + "y" * 100 + "{% endfor %}", "the output is longer than 100000 characters"),
-]  # fmt: skip
+    (
+        "{% for a in range(100000) %}{{ 'x' * 99999 }}{% endfor %}",
+        "the output is longer than 100000 characters",
+    ),
+    (
+        "{% for a in range(2000) %}" + "y" * 100 + "{% endfor %}",
+        "the output is longer than 100000 characters",
+    ),
+]
 
 
 @pytest.mark.parametrize(("template", "reason"), BOUNDED, ids=[t for t, _ in BOUNDED])
@@ -160,8 +174,10 @@ def test_a_step_template_that_cannot_compile_is_a_400_and_one_that_runs_away_fai
     """The API refuses what cannot compile; the processor fails (does not hang on) a send whose
     template goes over a bound, and the worker carries on with the next send."""
     sequence = api.post("/api/v1/sequences", json={"name": "Bombs"}).json["data"]
-    nested = api.post(f"/api/v1/sequences/{sequence['id']}/steps",
-                      json={"subject": "s", "body": "{% for a in b %}" * 25 + "{% endfor %}" * 25})  # fmt: skip
+    nested = api.post(
+        f"/api/v1/sequences/{sequence['id']}/steps",
+        json={"subject": "s", "body": "{% for a in b %}" * 25 + "{% endfor %}" * 25},
+    )
     assert nested.status_code == 400, nested.json
     assert nested.json["error"]["code"] == "invalid_template"
     assert nested.json["error"]["details"]["errors"][0]["path"] == "$.body"
@@ -169,8 +185,12 @@ def test_a_step_template_that_cannot_compile_is_a_400_and_one_that_runs_away_fai
     runaway = active_sequence(api, name="Runaway", steps=({"delay_days": 0, "body": bomb},))
     fine = active_sequence(api, name="Fine", steps=({"delay_days": 0, "subject": "Hi {{ first_name }}"},))
     person = contact(api, first_name="Ada")
-    enrolled = {s["id"]: api.post(f"/api/v1/sequences/{s['id']}/enroll", json={"contact_id": person["id"]})
-                .json["data"]["id"] for s in (runaway, fine)}  # fmt: skip
+    enrolled = {
+        s["id"]: api.post(f"/api/v1/sequences/{s['id']}/enroll", json={"contact_id": person["id"]}).json[
+            "data"
+        ]["id"]
+        for s in (runaway, fine)
+    }
     assert _run(_processor(services)) == 2
     failed = _enrollment(api, runaway["id"], enrolled[runaway["id"]])
     assert failed["status"] == "failed"
@@ -203,8 +223,9 @@ def test_a_mapping_template_that_runs_away_fails_its_event_and_nothing_else(tmp_
         """,
     )
     for body, expected in (({"kind": "bomb", "x": "y"}, "refused: "), ({"email": "A@B.CO"}, None)):
-        request = InboundRequest("POST", "https://x/hooks/h", {}, {}, __import__("json").dumps(body).encode(),
-                                 "application/json")  # fmt: skip
+        request = InboundRequest(
+            "POST", "https://x/hooks/h", {}, {}, __import__("json").dumps(body).encode(), "application/json"
+        )
         [event] = simulate(hook, request)
         if expected:
             assert (
@@ -218,23 +239,46 @@ def test_a_mapping_template_that_runs_away_fails_its_event_and_nothing_else(tmp_
 @pytest.mark.parametrize(
     ("rule", "line", "message"),
     [
-        ("- when: {field: '" + "(" * 3000 + "a" + ")" * 3000 + "', exists: true}\n  actions: []\n", 6,
-         "the JMESPath expression is nested deeper than 50 levels"),
-        ("- when: {field: '" + "!" * 200 + "a', exists: true}\n  actions: []\n", 6,
-         "the JMESPath expression is nested deeper than 50 levels"),
-        ("- when: {field: '" + "a | " * 100 + "b', exists: true}\n  actions: []\n", 6,
-         "the JMESPath expression is nested deeper than 50 levels"),
-        ("- actions: [{enroll: {sequence: S, contact: {email: '{{ " + "a." * 3000 + "b|lower }}'}}}]\n", 6,
-         "bad template: the template is nested too deep"),
+        (
+            "- when: {field: '" + "(" * 3000 + "a" + ")" * 3000 + "', exists: true}\n  actions: []\n",
+            6,
+            "the JMESPath expression is nested deeper than 50 levels",
+        ),
+        (
+            "- when: {field: '" + "!" * 200 + "a', exists: true}\n  actions: []\n",
+            6,
+            "the JMESPath expression is nested deeper than 50 levels",
+        ),
+        (
+            "- when: {field: '" + "a | " * 100 + "b', exists: true}\n  actions: []\n",
+            6,
+            "the JMESPath expression is nested deeper than 50 levels",
+        ),
+        (
+            "- actions: [{enroll: {sequence: S, contact: {email: '{{ " + "a." * 3000 + "b|lower }}'}}}]\n",
+            6,
+            "bad template: the template is nested too deep",
+        ),
         ("- when: {field: event.a, matches: '(a)\\1'}\n  actions: []\n", 6, "bad regex"),
         ("- when: {field: event.a, matches: '(?=a)b'}\n  actions: []\n", 6, "bad regex"),
         ("- when: {field: event.a, matches: '((a{100}){100}){100}'}\n  actions: []\n", 6, "bad regex"),
-        ("- when: {field: event.a, matches: '" + "a" * 2001 + "'}\n  actions: []\n", 6,
-         "the regex is longer than 2000 characters"),
+        (
+            "- when: {field: event.a, matches: '" + "a" * 2001 + "'}\n  actions: []\n",
+            6,
+            "the regex is longer than 2000 characters",
+        ),
     ],
-    ids=["jmespath-parens", "jmespath-nots", "jmespath-pipes", "template-deep", "regex-backreference",
-         "regex-lookahead", "regex-huge-program", "regex-long"],
-)  # fmt: skip
+    ids=[
+        "jmespath-parens",
+        "jmespath-nots",
+        "jmespath-pipes",
+        "template-deep",
+        "regex-backreference",
+        "regex-lookahead",
+        "regex-huge-program",
+        "regex-long",
+    ],
+)
 def test_expressions_that_cannot_be_bounded_are_refused_at_validation_with_their_line(
     tmp_path, rule, line, message
 ):

@@ -77,8 +77,13 @@ hooks:
 @pytest.fixture
 def app_config(app_config, tmp_path):
     port = _smtp_port()
-    return {**app_config, "WEBHOOK_SECRET": MASTER, "ALLOW_PRIVATE_TARGETS": "true", "LOG_LEVEL": "DEBUG",
-            "SMTP_URL": f"smtp://mailer:{SMTP_PASSWORD}@127.0.0.1:{port}?starttls=never"}  # fmt: skip
+    return {
+        **app_config,
+        "WEBHOOK_SECRET": MASTER,
+        "ALLOW_PRIVATE_TARGETS": "true",
+        "LOG_LEVEL": "DEBUG",
+        "SMTP_URL": f"smtp://mailer:{SMTP_PASSWORD}@127.0.0.1:{port}?starttls=never",
+    }
 
 
 def _smtp_port() -> int:
@@ -105,8 +110,9 @@ def _authenticate(server, session, envelope, mechanism, data):
 def smtp(app_config):
     mailbox = _Mailbox()
     port = int(app_config["SMTP_URL"].rsplit(":", 1)[1].split("?")[0])
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port, authenticator=_authenticate,
-                            auth_require_tls=False)  # fmt: skip
+    controller = Controller(
+        mailbox, hostname="127.0.0.1", port=port, authenticator=_authenticate, auth_require_tls=False
+    )
     controller.start()
     yield mailbox
     controller.stop()
@@ -141,20 +147,28 @@ class _Receiver:
         self.url = self.server.url + "/in"
 
 
-def test_no_secret_is_ever_stored_or_logged(app_config, api, other_api, client, services, smtp, captured_logs,
-                                            make_key):  # fmt: skip
+def test_no_secret_is_ever_stored_or_logged(
+    app_config, api, other_api, client, services, smtp, captured_logs, make_key
+):
     write_mapping(app_config, MAPPING)
     receiver = _Receiver()
     api_keys = [api.key, other_api.key, make_key("acme", ["contacts:read"], "weak")]
 
     # The API, with keys right and wrong (a key sent where it does not belong, too).
-    subscription = api.post("/api/v1/hooks/subscriptions",
-                            json={"target_url": receiver.url, "event": "enrollment.created"}).json["data"]  # fmt: skip
+    subscription = api.post(
+        "/api/v1/hooks/subscriptions", json={"target_url": receiver.url, "event": "enrollment.created"}
+    ).json["data"]
     welcome = factories.active_sequence(api, name="Welcome", steps=({"delay_days": 0},))
-    hooked = factories.active_sequence(api, name="Hooked", steps=({"delay_days": 0, "channel": "webhook",
-                                                                   "webhook_url": receiver.url},))  # fmt: skip
-    person = factories.contact(api, email="ada@example.com", phone="+15550001111", first_name="Ada",
-                               attributes={"note": "no secrets here"})  # fmt: skip
+    hooked = factories.active_sequence(
+        api, name="Hooked", steps=({"delay_days": 0, "channel": "webhook", "webhook_url": receiver.url},)
+    )
+    person = factories.contact(
+        api,
+        email="ada@example.com",
+        phone="+15550001111",
+        first_name="Ada",
+        attributes={"note": "no secrets here"},
+    )
     api.post(f"/api/v1/sequences/{welcome['id']}/enroll", json={"contact_id": person["id"]})
     api.post(f"/api/v1/sequences/{hooked['id']}/enroll", json={"contact_id": person["id"]})
     client.get("/api/v1/contacts", headers={"Authorization": f"Bearer {api_keys[2]}x"})  # a wrong key
@@ -166,17 +180,29 @@ def test_no_secret_is_ever_stored_or_logged(app_config, api, other_api, client, 
         "/hooks/whatsapp", data=meta_body("STOP"), headers=meta_headers(meta_body("STOP"), META)
     )
     assert post_ok.status_code == 202
-    client.post("/hooks/whatsapp", data=meta_body("STOP", message_id="wamid.X"),
-                headers=meta_headers(meta_body("STOP"), META))  # a signature for another body  # fmt: skip
+    client.post(
+        "/hooks/whatsapp",
+        data=meta_body("STOP", message_id="wamid.X"),
+        headers=meta_headers(meta_body("STOP"), META),
+    )  # a signature for another body
     form = (FIXTURES / "twilio_whatsapp.form").read_text().strip()
     params = {k: v[0] for k, v in parse_qs(form).items()}
     signature = RequestValidator(TWILIO).compute_signature("http://localhost/hooks/twilio", params)
-    client.post("/hooks/twilio", data=form, headers={"X-Twilio-Signature": signature,
-                                                      "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    client.post(
+        "/hooks/twilio",
+        data=form,
+        headers={"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"},
+    )
     typeform = (FIXTURES / "typeform_response.json").read_bytes()
     digest = base64.b64encode(hmac.new(TYPEFORM.encode(), typeform, hashlib.sha256).digest()).decode()
-    assert client.post("/hooks/typeform", data=typeform, headers={"Typeform-Signature": f"sha256={digest}",
-                       "Content-Type": "application/json"}).status_code == 202  # fmt: skip
+    assert (
+        client.post(
+            "/hooks/typeform",
+            data=typeform,
+            headers={"Typeform-Signature": f"sha256={digest}", "Content-Type": "application/json"},
+        ).status_code
+        == 202
+    )
     client.post("/hooks/zapier", json={"a": 1}, headers={"X-Seqbridge-Token": ZAPIER})
     client.post(f"/hooks/zapier?token={ZAPIER}", json={"a": 2})
     client.post("/hooks/zapier", json={"a": 3}, headers={"Authorization": f"Bearer {ZAPIER}"})
@@ -187,9 +213,16 @@ def test_no_secret_is_ever_stored_or_logged(app_config, api, other_api, client, 
     from datetime import UTC, datetime
 
     now = datetime.now(UTC)
-    client.post("/hooks/standard", data=payload, headers={
-        "webhook-id": "msg_1", "webhook-timestamp": str(int(now.timestamp())), "Content-Type": "application/json",
-        "webhook-signature": Webhook(STANDARD).sign("msg_1", now, payload)})  # fmt: skip
+    client.post(
+        "/hooks/standard",
+        data=payload,
+        headers={
+            "webhook-id": "msg_1",
+            "webhook-timestamp": str(int(now.timestamp())),
+            "Content-Type": "application/json",
+            "webhook-signature": Webhook(STANDARD).sign("msg_1", now, payload),
+        },
+    )
     client.get("/hooks/whatsapp?hub.mode=subscribe&hub.verify_token=v&hub.challenge=1")
 
     # The worker: deliveries, steps (an email through SMTP with its password, a signed webhook),
@@ -201,21 +234,39 @@ def test_no_secret_is_ever_stored_or_logged(app_config, api, other_api, client, 
     api.get("/metrics")
     receiver.server.close()
 
-    secrets = {"api key": api_keys, "meta": [META], "twilio": [TWILIO], "typeform": [TYPEFORM],
-               "zapier": [ZAPIER], "n8n": [N8N_PASSWORD, basic], "standard webhooks": [STANDARD],
-               "master": [MASTER], "rest hook": [subscription["secret"]], "smtp": [SMTP_PASSWORD]}  # fmt: skip
+    secrets = {
+        "api key": api_keys,
+        "meta": [META],
+        "twilio": [TWILIO],
+        "typeform": [TYPEFORM],
+        "zapier": [ZAPIER],
+        "n8n": [N8N_PASSWORD, basic],
+        "standard webhooks": [STANDARD],
+        "master": [MASTER],
+        "rest hook": [subscription["secret"]],
+        "smtp": [SMTP_PASSWORD],
+    }
     # Every row of every table, as text (bytes decoded), the audit log among them.
     dump = []
     with services.db.engine.connect() as conn:
         for table in metadata.sorted_tables:
             for row in conn.execute(select(table)):
-                dump.append(f"{table.name}: " + " | ".join(
-                    v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in row))  # fmt: skip
+                dump.append(
+                    f"{table.name}: "
+                    + " | ".join(
+                        v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in row
+                    )
+                )
     database = "\n".join(dump)
     logs = captured_logs.getvalue()
     assert "hook:delivery:received" in database and "POST /hooks/zapier" in logs  # the run really ran
-    leaks = [(kind, where) for kind, values in secrets.items() for value in values
-             for where, text in (("database", database), ("logs", logs)) if value in text]  # fmt: skip
+    leaks = [
+        (kind, where)
+        for kind, values in secrets.items()
+        for value in values
+        for where, text in (("database", database), ("logs", logs))
+        if value in text
+    ]
     assert leaks == [], leaks
     # And the redacted copies say so: the delivery's stored headers show the redaction mark.
     assert "[REDACTED]" in database

@@ -66,7 +66,9 @@ def listener():
 
 def test_a_remote_target_on_loopback_is_refused_and_never_called(app_config, api, client, services, listener):
     base_url, hits = listener
-    write_mapping(app_config, f"""
+    write_mapping(
+        app_config,
+        f"""
 targets:
   crm: {{type: sequences_api, base_url: "{base_url}", api_key: "k", max_attempts: 1}}
 hooks:
@@ -75,7 +77,8 @@ hooks:
     source: {{connector: generic, public: true}}
     rules:
       - actions: [{{target: crm, enroll: {{sequence: seq_1, contact: {{email: {{path: event.payload.email}}}}}}}}]
-""")  # fmt: skip
+""",
+    )
     assert client.post("/hooks/h", json={"email": "a@example.com"}).status_code == 202
     drain(services)
     [delivery] = api.get("/api/v1/deliveries").json["data"]
@@ -91,10 +94,12 @@ def test_a_webhook_step_and_a_rest_hook_on_loopback_are_refused(api, services, l
         "/api/v1/hooks/subscriptions", json={"target_url": base_url + "/zap", "event": "delivery.dead"}
     )
     assert refused.status_code == 400 and refused.json["error"]["code"] == "target_refused"
-    sequence = factories.active_sequence(api, steps=({"delay_days": 0, "channel": "webhook",
-                                                      "webhook_url": base_url + "/step"},))  # fmt: skip
-    enrollment = api.post(f"/api/v1/sequences/{sequence['id']}/enroll",
-                          json={"contact_id": factories.contact(api)["id"]}).json["data"]  # fmt: skip
+    sequence = factories.active_sequence(
+        api, steps=({"delay_days": 0, "channel": "webhook", "webhook_url": base_url + "/step"},)
+    )
+    enrollment = api.post(
+        f"/api/v1/sequences/{sequence['id']}/enroll", json={"contact_id": factories.contact(api)["id"]}
+    ).json["data"]
     from seqbridge.worker.processor import StepProcessor
 
     services.settings["WEBHOOK_SECRET"] = "whsec_" + "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"

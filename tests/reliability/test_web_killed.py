@@ -52,12 +52,22 @@ def test_a_2xx_always_means_stored_when_web_workers_are_killed_mid_request(engin
     upgrade(services.db)
     services.keys.create_key("acme", ["*"], "test")  # the hook's organization
     port = _free_port()
-    env = {**os.environ, "SEQBRIDGE_DATABASE_URL": url, "SEQBRIDGE_MAPPINGS_DIR": str(mappings),
-           "SEQBRIDGE_BIND": f"127.0.0.1:{port}", "SEQBRIDGE_WEB_WORKERS": "2", "SEQBRIDGE_WEB_THREADS": "8",
-           "SEQBRIDGE_LOG_LEVEL": "WARNING"}  # fmt: skip
+    env = {
+        **os.environ,
+        "SEQBRIDGE_DATABASE_URL": url,
+        "SEQBRIDGE_MAPPINGS_DIR": str(mappings),
+        "SEQBRIDGE_BIND": f"127.0.0.1:{port}",
+        "SEQBRIDGE_WEB_WORKERS": "2",
+        "SEQBRIDGE_WEB_THREADS": "8",
+        "SEQBRIDGE_LOG_LEVEL": "WARNING",
+    }
     log = open(tmp_path / "gunicorn.log", "w")  # noqa: SIM115 - closed below
-    master = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:seqbridge.gunicorn_conf",
-                               "seqbridge:create_app()"], env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    master = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "python:seqbridge.gunicorn_conf", "seqbridge:create_app()"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     serial = itertools.count()
     outcomes: list[tuple[int, int | str, str | None]] = []  # (message, status or error, delivery id)

@@ -144,11 +144,42 @@ SAMPLES: dict[str, tuple[str, bytes]] = {
 # Strategies --------------------------------------------------------------------------------------
 
 EDGE_STRINGS = [
-    "", " ", "\x00", "a\x00b", "\ud800", "\udfff", "\udc00\ud800", "\ud83d\ude00", "😀", "\u202e", "\u200f",
-    "\u200e", "\u202egnp.exe", "\ufeff", "\uffff", "\U0010ffff", "e\u0301", "\uff33\uff34\uff2f\uff30", "STOP", " stop \n",
-    "\u0085", "\u2028", "١٢٣", "²", "%00", "{{ 7*7 }}", "${HOME}", "'; DROP TABLE contacts;--", "<script>",
-    "x" * 201, "y" * 256, "z" * 5000, "a@example.com", "whatsapp:+15551234567", "+" + "9" * 30,
-]  # fmt: skip
+    "",
+    " ",
+    "\x00",
+    "a\x00b",
+    "\ud800",
+    "\udfff",
+    "\udc00\ud800",
+    "\ud83d\ude00",
+    "😀",
+    "\u202e",
+    "\u200f",
+    "\u200e",
+    "\u202egnp.exe",
+    "\ufeff",
+    "\uffff",
+    "\U0010ffff",
+    "e\u0301",
+    "\uff33\uff34\uff2f\uff30",
+    "STOP",
+    " stop \n",
+    "\u0085",
+    "\u2028",
+    "١٢٣",
+    "²",
+    "%00",
+    "{{ 7*7 }}",
+    "${HOME}",
+    "'; DROP TABLE contacts;--",
+    "<script>",
+    "x" * 201,
+    "y" * 256,
+    "z" * 5000,
+    "a@example.com",
+    "whatsapp:+15551234567",
+    "+" + "9" * 30,
+]
 texts = st.text(max_size=20) | st.sampled_from(EDGE_STRINGS)
 numbers = (
     st.integers()
@@ -185,8 +216,29 @@ def mutated(draw, value: Any) -> Any:
     return [*value[:index], draw(mutated(value[index])), *value[index + 1 :]]
 
 
-form_keys = st.sampled_from(["email", "contact[email]", "contact[id]", "x[]", "a[b][c]", "a", "a[b]", "website",
-                             "MessageSid", "From", "Body", "type", "tag", "[x]", "a[", "]"]) | texts  # fmt: skip
+form_keys = (
+    st.sampled_from(
+        [
+            "email",
+            "contact[email]",
+            "contact[id]",
+            "x[]",
+            "a[b][c]",
+            "a",
+            "a[b]",
+            "website",
+            "MessageSid",
+            "From",
+            "Body",
+            "type",
+            "tag",
+            "[x]",
+            "a[",
+            "]",
+        ]
+    )
+    | texts
+)
 
 
 @st.composite
@@ -197,8 +249,9 @@ def form_body(draw, sample: bytes) -> bytes:
         key, _ = draw(st.sampled_from(pairs))
         pairs.append((key, draw(texts)))
     pairs = draw(st.permutations(pairs))
-    return urlencode([(k.encode("utf-8", "surrogatepass"), v.encode("utf-8", "surrogatepass")) for k, v in pairs])\
-        .encode()  # fmt: skip
+    return urlencode(
+        [(k.encode("utf-8", "surrogatepass"), v.encode("utf-8", "surrogatepass")) for k, v in pairs]
+    ).encode()
 
 
 @st.composite
@@ -216,22 +269,66 @@ def multipart_body(draw) -> tuple[bytes, str]:
 
 
 EDGE_BODIES = [
-    b"", b" ", b"null", b"[]", b"{}", b'""', b"0", b"-0", b"1e400", b"-1e400", b"NaN", b"[Infinity]",
-    b"9" * 5000, b'{"a": 1e999}', b"[" * 10_000 + b"]" * 10_000, b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
-    b"[" * 64 + b"]" * 64, b"[" * 65 + b"]" * 65, b'{"a": 1, "a": 2}', b'[{"eventId": 1, "eventId": 1}]',
+    b"",
+    b" ",
+    b"null",
+    b"[]",
+    b"{}",
+    b'""',
+    b"0",
+    b"-0",
+    b"1e400",
+    b"-1e400",
+    b"NaN",
+    b"[Infinity]",
+    b"9" * 5000,
+    b'{"a": 1e999}',
+    b"[" * 10_000 + b"]" * 10_000,
+    b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
+    b"[" * 64 + b"]" * 64,
+    b"[" * 65 + b"]" * 65,
+    b'{"a": 1, "a": 2}',
+    b'[{"eventId": 1, "eventId": 1}]',
     b'{"object": "whatsapp_business_account", "object": "whatsapp_business_account"}',
-    b'{"a": "\\ud800"}', b'{"a": "\\udc00\\ud800"}', b'{"\\ud800": 1}', b'{"a": "\\u0000"}', b'{"\\u0000": 1}',
-    b'{"a": "\\u202e\\u200f"}', "\ufeff{}".encode(), b"\xff\xfe{\x00}\x00", b'{"a": "\xed\xa0\x80"}',
-    b'{"a": "\xc0\xaf"}', b'{"a": 1}\x00', b"\x00", b"a=%00", b"a=%ED%A0%80", b"a=1&a=2&a=3",
-    b"a[b][c]=1&a[b]=2", b"a" + b"[b]" * 5000 + b"=1", b"%", b"=&=&", b"a[]=1&a[]=2", b"a=1&a[b]=2",
-    b"MessageSid=" + b"S" * 300 + b"&From=%2B1", b"MessageSid=SM1%00&Body=x",
-]  # fmt: skip
+    b'{"a": "\\ud800"}',
+    b'{"a": "\\udc00\\ud800"}',
+    b'{"\\ud800": 1}',
+    b'{"a": "\\u0000"}',
+    b'{"\\u0000": 1}',
+    b'{"a": "\\u202e\\u200f"}',
+    "\ufeff{}".encode(),
+    b"\xff\xfe{\x00}\x00",
+    b'{"a": "\xed\xa0\x80"}',
+    b'{"a": "\xc0\xaf"}',
+    b'{"a": 1}\x00',
+    b"\x00",
+    b"a=%00",
+    b"a=%ED%A0%80",
+    b"a=1&a=2&a=3",
+    b"a[b][c]=1&a[b]=2",
+    b"a" + b"[b]" * 5000 + b"=1",
+    b"%",
+    b"=&=&",
+    b"a[]=1&a[]=2",
+    b"a=1&a[b]=2",
+    b"MessageSid=" + b"S" * 300 + b"&From=%2B1",
+    b"MessageSid=SM1%00&Body=x",
+]
 
 CONTENT_TYPES = [
-    "application/json", "application/json; charset=utf-8", "application/x-www-form-urlencoded",
-    "multipart/form-data", "multipart/form-data; boundary=", "text/plain", "application/vnd.api+json",
-    "APPLICATION/JSON", "application/json; charset=latin-1", "application/json; x=" + "y" * 300, "*/*", "",
-]  # fmt: skip
+    "application/json",
+    "application/json; charset=utf-8",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+    "multipart/form-data; boundary=",
+    "text/plain",
+    "application/vnd.api+json",
+    "APPLICATION/JSON",
+    "application/json; charset=latin-1",
+    "application/json; x=" + "y" * 300,
+    "*/*",
+    "",
+]
 
 
 @st.composite
@@ -240,8 +337,11 @@ def hook_requests(draw) -> dict[str, Any]:
     hook = draw(st.sampled_from(ALL_HOOKS))
     kind, sample = SAMPLES[hook]
     natural = "application/json" if kind == "json" else "application/x-www-form-urlencoded"
-    choice = draw(st.sampled_from(["mutated", "mutated", "mutated", "json", "form", "multipart", "bytes",
-                                   "edge", "huge"]))  # fmt: skip
+    choice = draw(
+        st.sampled_from(
+            ["mutated", "mutated", "mutated", "json", "form", "multipart", "bytes", "edge", "huge"]
+        )
+    )
     content_type: str | None = None
     if choice == "mutated" and kind == "json":
         body = _json_text(draw(mutated(json.loads(sample))), draw(st.booleans()))
@@ -309,8 +409,13 @@ def signed(hook: str, method: str, body: bytes, content_type: str | None, now: d
             )
         except UnicodeDecodeError:  # a sender signs text; these bytes are not
             signature = "v1,bm90LXRleHQ="
-        headers.update({"webhook-id": message_id, "webhook-timestamp": str(int(now.timestamp())),
-                        "webhook-signature": signature})  # fmt: skip
+        headers.update(
+            {
+                "webhook-id": message_id,
+                "webhook-timestamp": str(int(now.timestamp())),
+                "webhook-signature": signature,
+            }
+        )
     elif hook == "twilio":
         validator = RequestValidator("twilio-token" + secret_suffix)
         url = "http://localhost/hooks/twilio"
@@ -375,16 +480,26 @@ def check_hook_answer(response, api, services) -> None:
 def test_every_hook_answers_any_request_with_a_stored_delivery_or_an_error_envelope(
     request, hooks, client, services, clock
 ):
-    query, headers = signed(request["hook"], request["method"], request["body"], request["content_type"],
-                            clock.now(), request["signing"])  # fmt: skip
+    query, headers = signed(
+        request["hook"],
+        request["method"],
+        request["body"],
+        request["content_type"],
+        clock.now(),
+        request["signing"],
+    )
     path = f"/hooks/{request['hook']}" + (f"?{query}" if query else "")
     response = client.open(path, method=request["method"], data=request["body"], headers=headers)
     check_hook_answer(response, hooks, services)
 
 
 @fuzz(50)
-@given(query=st.lists(st.tuples(st.sampled_from(["hub.mode", "hub.verify_token", "hub.challenge"]) | texts,
-                                texts), max_size=4))  # fmt: skip
+@given(
+    query=st.lists(
+        st.tuples(st.sampled_from(["hub.mode", "hub.verify_token", "hub.challenge"]) | texts, texts),
+        max_size=4,
+    )
+)
 def test_the_meta_handshake_answers_any_query_with_its_challenge_or_an_envelope(query, hooks, client):
     encoded = urlencode(
         [(k.encode("utf-8", "surrogatepass"), v.encode("utf-8", "surrogatepass")) for k, v in query]
@@ -450,8 +565,15 @@ def test_json_a_database_cannot_hold_is_a_400_naming_why(hooks, client, clock):
 
 
 def test_what_a_database_can_hold_is_stored_exactly(hooks, client, clock, services):
-    value = {"rtl": "\u202egnp.exe", "marks": "\u200f\u200e", "emoji": "😀", "bom": "\ufeff", "max": "\U0010ffff",
-             "deep": json.loads("[" * 63 + "]" * 63), "big": 10**30}  # fmt: skip
+    value = {
+        "rtl": "\u202egnp.exe",
+        "marks": "\u200f\u200e",
+        "emoji": "😀",
+        "bom": "\ufeff",
+        "max": "\U0010ffff",
+        "deep": json.loads("[" * 63 + "]" * 63),
+        "big": 10**30,
+    }
     body = json.dumps(value, ensure_ascii=False).encode()
     response = post_signed(client, clock, "generic", body)
     assert response.status_code == 202, response.get_json()
@@ -461,8 +583,13 @@ def test_what_a_database_can_hold_is_stored_exactly(hooks, client, clock, servic
 
 
 def test_repeated_form_keys_keep_every_value_and_deep_brackets_are_refused(hooks, client, clock):
-    response = post_signed(client, clock, "form", b"email=a%40example.com&interest=a&interest=b",
-                           "application/x-www-form-urlencoded")  # fmt: skip
+    response = post_signed(
+        client,
+        clock,
+        "form",
+        b"email=a%40example.com&interest=a&interest=b",
+        "application/x-www-form-urlencoded",
+    )
     assert response.status_code == 202, response.get_json()
     detail = hooks.get(f"/api/v1/deliveries/{response.get_json()['data']['delivery_id']}").get_json()["data"]
     assert detail["events"][0]["data"] == {"email": "a@example.com", "interest": ["a", "b"]}
@@ -518,14 +645,25 @@ UNREADABLE = [
     ("twilio", b"MessageSid=SM1&Body=\xff", "application/x-www-form-urlencoded"),
     ("standard", b'{"a": "\xff"}', "application/json"),
     ("whatsapp", b'{"object": "whatsapp_business_account", "entry": [1]}', "application/json"),
-    ("whatsapp", b'{"object": "whatsapp_business_account", "entry": [{"changes": [{"value": {"messages":'
-                 b' [{"id": "w1", "text": "STOP"}]}}]}]}', "application/json"),
-    ("whatsapp", b'{"object": "whatsapp_business_account", "entry": [{"changes": [{"value": {"messages":'
-                 b' [{"id": {"no": 1}}]}}]}]}', "application/json"),
-    ("typeform", b'{"event_id": "e", "form_response": {"answers": [{"type": ["x"], "field": "f"}]}}',
-     "application/json"),
+    (
+        "whatsapp",
+        b'{"object": "whatsapp_business_account", "entry": [{"changes": [{"value": {"messages":'
+        b' [{"id": "w1", "text": "STOP"}]}}]}]}',
+        "application/json",
+    ),
+    (
+        "whatsapp",
+        b'{"object": "whatsapp_business_account", "entry": [{"changes": [{"value": {"messages":'
+        b' [{"id": {"no": 1}}]}}]}]}',
+        "application/json",
+    ),
+    (
+        "typeform",
+        b'{"event_id": "e", "form_response": {"answers": [{"type": ["x"], "field": "f"}]}}',
+        "application/json",
+    ),
     ("typeform", b'{"event_id": "e", "form_response": {"variables": [7]}}', "application/json"),
-]  # fmt: skip
+]
 
 
 def test_bodies_a_connector_cannot_read_are_400_not_500(hooks, client, clock):
@@ -537,8 +675,15 @@ def test_bodies_a_connector_cannot_read_are_400_not_500(hooks, client, clock):
 
 def test_a_hubspot_timestamp_of_unicode_or_huge_digits_is_refused(hooks, client):
     for stamp in ("²", "¹²³", "9" * 5000):  # str.isdigit() says yes to each; int() refuses them
-        response = client.post("/hooks/hubspot", data=b"[]", headers={
-            "Content-Type": "application/json", "X-HubSpot-Signature-v3": "x", "X-HubSpot-Request-Timestamp": stamp})  # fmt: skip
+        response = client.post(
+            "/hooks/hubspot",
+            data=b"[]",
+            headers={
+                "Content-Type": "application/json",
+                "X-HubSpot-Signature-v3": "x",
+                "X-HubSpot-Request-Timestamp": stamp,
+            },
+        )
         assert response.status_code == 401, response.get_data()
         assert assert_envelope(response)["code"] == "timestamp_out_of_window"
 
@@ -579,12 +724,48 @@ def _body_schema(operation) -> dict[str, Any]:
 FIELDS = {op.operation_id: _field_names(_body_schema(op)) for op in BODY_OPERATIONS}
 #: Values aimed at what a schema does not say: column lengths, integer widths, odd text.
 INTERESTING = [
-    None, True, 0, -1, 1.5, -0.0, 2**31, -(2**31) - 1, 2**63, 10**30, 1e308, [], {}, [None], {"": None},
-    "", " ", "x" * 101, "x" * 201, "x" * 256, "x" * 321, "x" * 5000, "9999-12-31T23:59:59Z",
-    "0001-01-01T00:00:00+14:00", "2026-13-45T99:99:99Z", "Mars/Olympus", "UTC", "active", "paused", "archived",
-    "+99999999999999999999", "a@example.com", "ÄÖÜ@exämple.com", "\ud800", "\u202e", "\x00", ["vip", "vip"],
-    ["x" * 101], {"a": {"b": {"c": [1, 2, {"d": None}]}}}, [{"tag": "x"}], {"tag": "x" * 200},
-]  # fmt: skip
+    None,
+    True,
+    0,
+    -1,
+    1.5,
+    -0.0,
+    2**31,
+    -(2**31) - 1,
+    2**63,
+    10**30,
+    1e308,
+    [],
+    {},
+    [None],
+    {"": None},
+    "",
+    " ",
+    "x" * 101,
+    "x" * 201,
+    "x" * 256,
+    "x" * 321,
+    "x" * 5000,
+    "9999-12-31T23:59:59Z",
+    "0001-01-01T00:00:00+14:00",
+    "2026-13-45T99:99:99Z",
+    "Mars/Olympus",
+    "UTC",
+    "active",
+    "paused",
+    "archived",
+    "+99999999999999999999",
+    "a@example.com",
+    "ÄÖÜ@exämple.com",
+    "\ud800",
+    "\u202e",
+    "\x00",
+    ["vip", "vip"],
+    ["x" * 101],
+    {"a": {"b": {"c": [1, 2, {"d": None}]}}},
+    [{"tag": "x"}],
+    {"tag": "x" * 200},
+]
 api_values = st.sampled_from(INTERESTING) | json_values
 
 
@@ -636,8 +817,12 @@ def _path(operation, world: dict[str, str]) -> str:
 @given(data=st.data())
 def test_every_json_body_of_the_api_gets_its_answer_or_an_error_envelope(data, api, world):
     operation, raw, content_type = data.draw(api_requests(world))
-    response = api._call(operation.method, _path(operation, world), data=raw,
-                         headers={"Content-Type": content_type} if content_type else {})  # fmt: skip
+    response = api._call(
+        operation.method,
+        _path(operation, world),
+        data=raw,
+        headers={"Content-Type": content_type} if content_type else {},
+    )
     assert response.status_code < 500, (operation.operation_id, raw[:300], response.get_data()[:500])
     if response.status_code >= 300:
         assert_envelope(response)
@@ -647,8 +832,12 @@ def test_every_json_body_of_the_api_gets_its_answer_or_an_error_envelope(data, a
 
 def test_duplicate_names_are_a_400_on_every_api_body(api, world):
     for operation in BODY_OPERATIONS:
-        response = api._call(operation.method, _path(operation, world), data=b'{"name": "a", "name": "b"}',
-                             headers={"Content-Type": "application/json"})  # fmt: skip
+        response = api._call(
+            operation.method,
+            _path(operation, world),
+            data=b'{"name": "a", "name": "b"}',
+            headers={"Content-Type": "application/json"},
+        )
         assert response.status_code == 400, operation.operation_id
         assert assert_envelope(response) == {
             "code": "malformed_json",
