@@ -34,7 +34,9 @@ from seqbridge.mapping.testing import PlaceholderEnvironment
 from seqbridge.services import Services
 from seqbridge.services.common import new_id
 from seqbridge.services.mapping_diff import Window
+from seqbridge.storage.bulk import bulk_insert
 from seqbridge.storage.db import Database
+from seqbridge.storage.schema import deliveries
 
 MAPPING = Path(__file__).resolve().parent.parent / "mappings" / "whatsapp_stop.yaml"
 TEXTS = [
@@ -129,11 +131,11 @@ def fill(services: Services, hook, org_id: str, count: int) -> None:
         )
         if len(rows) == BATCH:
             with services.db.transaction() as tx:
-                tx.deliveries.insert_deliveries(rows)
+                bulk_insert(tx.conn, deliveries, rows)
             rows = []
     if rows:
         with services.db.transaction() as tx:
-            tx.deliveries.insert_deliveries(rows)
+            bulk_insert(tx.conn, deliveries, rows)
 
 
 def baseline_contexts(services: Services, org: str, count: int) -> list[dict]:
@@ -151,7 +153,7 @@ def baseline_contexts(services: Services, org: str, count: int) -> list[dict]:
 
 def run(engine: str, count: int, rounds: int) -> dict:
     text = MAPPING.read_text()
-    changed = text.replace("STOPALL, REVOKE, OPTOUT]", "STOPALL, REVOKE, OPTOUT, PARAR]", 1)
+    changed = text.replace("keyword: [STOP, ", "keyword: [STOP, DESUSCRIBIR, ", 1)  # a keyword added
     assert changed != text
     before = MappingSet("directory", "before", (MappingFile(MAPPING.name, f"before/{MAPPING.name}", text),))
     after = MappingSet("files", "after", (MappingFile(MAPPING.name, f"after/{MAPPING.name}", changed),))
