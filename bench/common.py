@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import shutil
 import statistics
 import tempfile
@@ -105,3 +106,26 @@ def no_mappings() -> str:
     """An empty mappings directory: these benchmarks need no hooks (and the shipped examples
     would log their missing secrets)."""
     return tempfile.mkdtemp(prefix="seqbridge-bench-mappings-")
+
+
+def whatsapp_body(*, sender: str, message_id: str, text: str, name: str = "Kim") -> bytes:
+    """One WhatsApp Cloud API notification of a text message (the shape tests/test_hooks.py sends)."""
+    digits = sender.lstrip("+")
+    message = {
+        "from": digits,
+        "id": message_id,
+        "timestamp": "1767607200",
+        "type": "text",
+        "text": {"body": text},
+    }
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550000000", "phone_number_id": "PN1"},
+        "contacts": [{"profile": {"name": name}, "wa_id": digits}],
+        "messages": [message],
+    }
+    notification = {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "WABA1", "changes": [{"field": "messages", "value": value}]}],
+    }
+    return json.dumps(notification, separators=(",", ":")).encode()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
 import shutil
 import signal
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import requests
 
+from bench.common import whatsapp_body
 from bench.load import free_port
 from seqbridge import create_app
 from seqbridge.storage.bulk import bulk_insert
@@ -127,37 +127,8 @@ def prepare(url: str, work: Path, n_contacts: int, n_deliveries: int) -> Prepare
 
 
 def stop_body(sender: str, n: int) -> bytes:
-    """One WhatsApp Cloud API notification of a text "STOP" from ``sender`` (as in tests/test_hooks.py)."""
-    digits = sender.lstrip("+")
-    return json.dumps(
-        {
-            "object": "whatsapp_business_account",
-            "entry": [
-                {
-                    "id": "WABA1",
-                    "changes": [
-                        {
-                            "field": "messages",
-                            "value": {
-                                "messaging_product": "whatsapp",
-                                "metadata": {"display_phone_number": "15550000000", "phone_number_id": "PN1"},
-                                "contacts": [{"profile": {"name": f"C{n}"}, "wa_id": digits}],
-                                "messages": [
-                                    {
-                                        "from": digits,
-                                        "id": f"wamid.drain.{n}",
-                                        "timestamp": "1767607200",
-                                        "type": "text",
-                                        "text": {"body": "STOP"},
-                                    }
-                                ],
-                            },
-                        }
-                    ],
-                }
-            ],
-        }
-    ).encode()
+    """One WhatsApp Cloud API notification of a text "STOP" from ``sender``."""
+    return whatsapp_body(sender=sender, message_id=f"wamid.drain.{n}", text="STOP", name=f"C{n}")
 
 
 def sign(body: bytes) -> str:

@@ -57,7 +57,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench import minimal_ingest
-from bench.common import database, paired_ratio
+from bench.common import database, paired_ratio, whatsapp_body
 from bench.load import (
     WRK_SCRIPT,
     Cpu,
@@ -172,36 +172,7 @@ def prepare(url: str, mappings: Path) -> None:
 
 def signed_body(message_id: str, secret: str = APP_SECRET) -> tuple[str, bytes]:
     """A WhatsApp Cloud notification of one text message, and its X-Hub-Signature-256."""
-    body = json.dumps(
-        {
-            "object": "whatsapp_business_account",
-            "entry": [
-                {
-                    "id": "WABA1",
-                    "changes": [
-                        {
-                            "field": "messages",
-                            "value": {
-                                "messaging_product": "whatsapp",
-                                "metadata": {"display_phone_number": "15550000000", "phone_number_id": "PN1"},
-                                "contacts": [{"profile": {"name": "Kim"}, "wa_id": "15551234567"}],
-                                "messages": [
-                                    {
-                                        "from": "15551234567",
-                                        "id": message_id,
-                                        "timestamp": "1767607200",
-                                        "type": "text",
-                                        "text": {"body": "hello"},
-                                    }
-                                ],
-                            },
-                        }
-                    ],
-                }
-            ],
-        },
-        separators=(",", ":"),
-    ).encode()
+    body = whatsapp_body(sender="15551234567", message_id=message_id, text="hello")
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(), body
 
 

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.common import database, timed
+from bench.common import whatsapp_body as common_whatsapp_body
 from connectors.base import InboundRequest
 from seqbridge.clock import ManualClock
 from seqbridge.config import load_settings
@@ -58,35 +59,9 @@ BATCH = 5000
 
 def whatsapp_body(n: int, rng: random.Random) -> bytes:
     sender = f"1555{rng.randrange(10**7):07d}"
-    return json.dumps(
-        {
-            "object": "whatsapp_business_account",
-            "entry": [
-                {
-                    "id": "WABA1",
-                    "changes": [
-                        {
-                            "field": "messages",
-                            "value": {
-                                "messaging_product": "whatsapp",
-                                "metadata": {"display_phone_number": "15550000000", "phone_number_id": "PN1"},
-                                "contacts": [{"profile": {"name": f"Contact {n}"}, "wa_id": sender}],
-                                "messages": [
-                                    {
-                                        "from": sender,
-                                        "id": f"wamid.{n:012d}",
-                                        "timestamp": "1767607200",
-                                        "type": "text",
-                                        "text": {"body": rng.choice(TEXTS)},
-                                    }
-                                ],
-                            },
-                        }
-                    ],
-                }
-            ],
-        }
-    ).encode()
+    return common_whatsapp_body(
+        sender=sender, message_id=f"wamid.{n:012d}", text=rng.choice(TEXTS), name=f"Contact {n}"
+    )
 
 
 def fill(services: Services, hook, org_id: str, count: int) -> None:

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import requests
 
-from bench.common import database
+from bench.common import database, whatsapp_body
 from bench.ingest import write_bodies
 from bench.load import WRK_SCRIPT, ensure_wrk, free_port, parse_result, wrk_command
 from seqbridge import create_app
@@ -85,34 +85,7 @@ class Scenario:
 
 
 def stop_body(phone: str, message_id: str) -> tuple[bytes, str]:
-    body = json.dumps(
-        {
-            "object": "whatsapp_business_account",
-            "entry": [
-                {
-                    "id": "WABA1",
-                    "changes": [
-                        {
-                            "field": "messages",
-                            "value": {
-                                "messaging_product": "whatsapp",
-                                "metadata": {"display_phone_number": "15550000000", "phone_number_id": "PN1"},
-                                "messages": [
-                                    {
-                                        "from": phone,
-                                        "id": message_id,
-                                        "timestamp": "1767607200",
-                                        "type": "text",
-                                        "text": {"body": "STOP"},
-                                    }
-                                ],
-                            },
-                        }
-                    ],
-                }
-            ],
-        }
-    ).encode()
+    body = whatsapp_body(sender=phone, message_id=message_id, text="STOP")
     return body, "sha256=" + hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
 
 
