@@ -3,7 +3,7 @@ two baselines under the same gunicorn settings, in alternating rounds.
 
     .venv/bin/python -m bench.ingest [--duration 15] [--connections 32] [--rounds 3]
                                      [--workers 2] [--threads 16] [--max-requests 0]
-                                     [--targets bare,minimal,app] [--flood 1000]
+                                     [--targets bare,minimal,app,app-flask] [--flood 1000]
                                      [--engine sqlite|postgresql]
 
 The targets:
@@ -17,6 +17,9 @@ The targets:
   hook and no ``seqbridge worker``: verify, parse, deduplicate, store the receipt, answer 202.
   SQLite (WAL, ``synchronous=FULL``) by default; ``--engine postgresql`` starts a durable
   PostgreSQL (fsync and synchronous_commit on) for the app (the baselines stay on SQLite).
+- ``app-flask``: the same app with ``SEQBRIDGE_HOOKS_LANE=false``, on a database of its own, so
+  every webhook goes through Flask's request machinery as before the webhook lane
+  (:mod:`seqbridge.web.hook_lane`): what the lane is worth, in the same run.
 - ``app+flood`` (with ``--flood RATE``): the app again while a second wrk posts RATE requests/s
   with a wrong signature (answered 401 and recorded as rejected). Its req/s counts only the
   valid webhooks: what a flood of bad signatures leaves for the real senders.
@@ -328,6 +331,10 @@ def run(args) -> None:
             url = stack.enter_context(database(args.engine, durable=True))
             mappings = work / "mappings"
             prepare(url, mappings)
+            flask_url = None
+            if "app-flask" in names:
+                flask_url = stack.enter_context(database(args.engine, durable=True))
+                prepare(flask_url, work / "mappings-flask")
             minimal_db = work / "minimal.db"
             minimal_ingest.create(str(minimal_db))
             env = {
@@ -344,16 +351,27 @@ def run(args) -> None:
                 "bare": "bench.bare_app:app",
                 "minimal": "bench.minimal_ingest:app",
                 "app": "seqbridge:create_app()",
+                "app-flask": "seqbridge:create_app()",
             }
             counters = {
                 "bare": None,
                 "minimal": sqlite_counter(minimal_db, "SELECT count(*) FROM receipts"),
                 "app": app_counter(url),
+                "app-flask": app_counter(flask_url) if flask_url else None,
+            }
+            envs = {
+                "app-flask": {
+                    "SEQBRIDGE_HOOKS_LANE": "false",
+                    "SEQBRIDGE_DATABASE_URL": flask_url or "",
+                    "SEQBRIDGE_MAPPINGS_DIR": str(work / "mappings-flask"),
+                }
             }
             servers = {}
             for name in dict.fromkeys(n.removesuffix("+flood") for n in names):
                 servers[name] = stack.enter_context(
-                    gunicorn(name, apps[name], env, work, args.max_requests, HOOK_NAME)
+                    gunicorn(
+                        name, apps[name], {**env, **envs.get(name, {})}, work, args.max_requests, HOOK_NAME
+                    )
                 )
                 check_answer(servers[name].url, "check")
             targets = [
@@ -362,7 +380,9 @@ def run(args) -> None:
                     servers[n.removesuffix("+flood")],
                     counters[n.removesuffix("+flood")],
                     flood=n.endswith("+flood"),
-                    pg_url=url if args.engine == "postgresql" and n.startswith("app") else None,
+                    pg_url=(flask_url if n == "app-flask" else url)
+                    if args.engine == "postgresql" and n.startswith("app")
+                    else None,
                 )
                 for n in names
             ]
@@ -415,6 +435,8 @@ def report(runs: list[Run], totals: dict[str, int]) -> None:
         ("app/bare CPU per request", "app", "bare", lambda r: r.cpu_per_request_us() or 0, None, None),
         ("app/minimal CPU per request", "app", "minimal", lambda r: r.cpu_per_request_us() or 0, None, None),
         ("app+flood/app valid req/s", "app+flood", "app", lambda r: r.rps, None, None),
+        ("app-flask/minimal req/s", "app-flask", "minimal", lambda r: r.rps, None, None),
+        ("app/app-flask req/s", "app", "app-flask", lambda r: r.rps, None, None),
     ]
     for label, subject, baseline, value, op, goal in checks:
         ratio = _ratio(runs, subject, baseline, value)
@@ -459,7 +481,11 @@ def main() -> None:
         default=0,
         help="gunicorn max_requests for every server; 0 never recycles workers",
     )
-    parser.add_argument("--targets", default="bare,minimal,app", help="comma-separated: bare, minimal, app")
+    parser.add_argument(
+        "--targets",
+        default="bare,minimal,app,app-flask",
+        help="comma-separated: bare, minimal, app, app-flask",
+    )
     parser.add_argument(
         "--flood",
         type=int,

@@ -62,6 +62,9 @@ DEFAULTS: dict[str, Any] = {
     "DELIVERY_PRIORITY": "true",
     "DELIVERY_RETRY_BASE_SECONDS": 5,
     "DELIVERY_RETRY_MAX_SECONDS": 1800,
+    # Webhooks (POST /hooks/<name> with a Content-Length, no query string) are answered by a lane
+    # in front of Flask that runs the same checks with less machinery; false: Flask takes them all.
+    "HOOKS_LANE": "true",
     # The public base URL senders call (https://hooks.example.com): Twilio and others sign the URL
     # they called, which behind a proxy is not the one Seqbridge sees. Empty: the request's own URL.
     "PUBLIC_BASE_URL": "",
@@ -101,7 +104,7 @@ _INT_SETTINGS = {
     "REPLAY_JOB_BATCH",
 }
 _FLOAT_SETTINGS = {"PROCESSOR_POLL_SECONDS", "MAPPINGS_WATCH_SECONDS"}
-_BOOL_SETTINGS = {"ALLOW_PRIVATE_TARGETS", "DELIVERY_PRIORITY"}
+_BOOL_SETTINGS = {"ALLOW_PRIVATE_TARGETS", "DELIVERY_PRIORITY", "HOOKS_LANE"}
 
 
 class ConfigError(ValueError):

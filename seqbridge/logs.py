@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from flask import g, has_app_context, has_request_context
@@ -18,6 +19,8 @@ from flask import g, has_app_context, has_request_context
 #: Context fields copied from a record's ``extra`` (or the request) into every line.
 CONTEXT = ("request_id", "org", "hook", "delivery_id", "method", "path", "status", "duration_ms")
 FORMATS = ("auto", "json", "text")
+#: The request id of a request answered outside Flask (the webhook lane, :mod:`seqbridge.web.hook_lane`).
+REQUEST_ID: ContextVar[str | None] = ContextVar("seqbridge_request_id", default=None)
 
 
 class ContextFilter(logging.Filter):
@@ -26,7 +29,7 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         in_app = has_app_context()
         if not getattr(record, "request_id", None):
-            record.request_id = getattr(g, "request_id", None) if in_app else None
+            record.request_id = getattr(g, "request_id", None) if in_app else REQUEST_ID.get()
         if not getattr(record, "org", None) and in_app and has_request_context():
             caller = getattr(g, "caller", None)
             record.org = caller.org_id if caller is not None else None

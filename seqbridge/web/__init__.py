@@ -88,4 +88,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from seqbridge.web import console
 
     console.init_app(app)  # the operator console at /
+    if app.config["HOOKS_LANE"]:
+        from seqbridge.web.hook_lane import HookLane
+
+        app.wsgi_app = HookLane(app, app.wsgi_app)  # type: ignore[method-assign]
     return app

@@ -20,11 +20,47 @@ _HTTP_CODES = {
 }
 
 
-def _respond(status: int, code: str, message: str, details=None, headers=None):
+def error_payload(code: str, message: str, details=None) -> dict:
+    """The error envelope: ``{"error": {"code", "message"[, "details"]}}``."""
     error = {"code": code, "message": message}
     if details:
         error["details"] = details
-    response = jsonify({"error": error})
+    return {"error": error}
+
+
+def seqbridge_error(error: SeqbridgeError, request_id: str | None) -> tuple[int, dict[str, str], dict]:
+    """A service's refusal as an answer: its status, headers and envelope (shared by Flask's
+    error handler and the webhook lane, :mod:`seqbridge.web.hook_lane`)."""
+    if error.status >= 500:
+        log.warning("request %s failed: %s (%s)", request_id or "-", error.code, error.message)
+    headers = dict(error.headers)
+    if error.status == 401 and "WWW-Authenticate" not in headers:
+        # RFC 9110 and RFC 6750: every 401 carries a challenge.
+        challenge = 'Bearer realm="seqbridge"'
+        if error.code != "unauthorized":
+            challenge += ', error="invalid_token"'
+        headers["WWW-Authenticate"] = challenge
+    return error.status, headers, error_payload(error.code, error.message, error.details)
+
+
+def unexpected_error(request_id: str | None, method: str, path: str) -> tuple[int, dict]:
+    """A bug, logged with its traceback (call it from the ``except``); the caller gets the request
+    id to quote and nothing of the error itself."""
+    request_id = request_id or "-"
+    log.exception("unexpected error in request %s %s %s", request_id, method, path)
+    return 500, error_payload(
+        "internal_error",
+        f"An unexpected error occurred. Quote request id {request_id} when reporting it.",
+        {"request_id": request_id},
+    )
+
+
+def _respond(status: int, code: str, message: str, details=None, headers=None):
+    return _json(status, error_payload(code, message, details), headers)
+
+
+def _json(status: int, payload: dict, headers=None):
+    response = jsonify(payload)
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -34,18 +70,8 @@ def _respond(status: int, code: str, message: str, details=None, headers=None):
 def init_app(app: Flask) -> None:
     @app.errorhandler(SeqbridgeError)
     def _seqbridge_error(error: SeqbridgeError):
-        if error.status >= 500:
-            log.warning(
-                "request %s failed: %s (%s)", getattr(g, "request_id", "-"), error.code, error.message
-            )
-        headers = dict(error.headers)
-        if error.status == 401 and "WWW-Authenticate" not in headers:
-            # RFC 9110 and RFC 6750: every 401 carries a challenge.
-            challenge = 'Bearer realm="seqbridge"'
-            if error.code != "unauthorized":
-                challenge += ', error="invalid_token"'
-            headers["WWW-Authenticate"] = challenge
-        return _respond(error.status, error.code, error.message, error.details, headers)
+        status, headers, payload = seqbridge_error(error, getattr(g, "request_id", None))
+        return _json(status, payload, headers)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
@@ -68,11 +94,5 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):
-        request_id = getattr(g, "request_id", "-")
-        log.exception("unexpected error in request %s %s %s", request_id, request.method, request.path)
-        return _respond(
-            500,
-            "internal_error",
-            f"An unexpected error occurred. Quote request id {request_id} when reporting it.",
-            {"request_id": request_id},
-        )
+        status, payload = unexpected_error(getattr(g, "request_id", None), request.method, request.path)
+        return _json(status, payload)

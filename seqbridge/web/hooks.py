@@ -12,7 +12,8 @@ import functools
 import json
 import math
 
-from flask import Blueprint, Request, Response, current_app, g, redirect, request
+from flask import Blueprint, Request, Response, current_app, g, request
+from werkzeug.utils import redirect
 
 from connectors.base import InboundRequest, VerificationError
 from seqbridge import metrics
@@ -23,6 +24,7 @@ from seqbridge.errors import (
     TooManyRequests,
     UnsupportedMediaType,
 )
+from seqbridge.mapping.hooks import Hook
 from seqbridge.services.intake import Received
 
 bp = Blueprint("hooks", __name__)
@@ -69,10 +71,9 @@ def _headers(environ: dict) -> dict[str, str]:
     return headers
 
 
-def _answer(app, received: Received) -> Response:
-    """The JSON envelope, made directly: this runs for every webhook."""
-    body = json.dumps({"data": received.to_api()}, separators=(",", ":"))
-    return app.response_class(body + "\n", status=received.http_status, content_type="application/json")
+def answer_body(received: Received) -> bytes:
+    """The JSON envelope of an answer, made directly: this runs for every webhook."""
+    return (json.dumps({"data": received.to_api()}, separators=(",", ":")) + "\n").encode()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -81,11 +82,8 @@ def _delivered(hook: str, status: str):
     return metrics.DELIVERIES.labels(hook, status)
 
 
-@bp.route("/hooks/<hook_name>", methods=["GET", "POST", "PUT"])
-def receive(hook_name: str):
-    req = request._get_current_object()  # looked up once: this view runs for every webhook
-    app = current_app._get_current_object()
-    inbox = app.extensions["seqbridge"].inbox
+def admit(inbox, hook_name: str) -> Hook:
+    """The hook, if it exists, is configured, and is under its rate limit."""
     hook = inbox.hook(hook_name)
     wait = inbox.throttle(hook)
     if wait:
@@ -93,8 +91,15 @@ def receive(hook_name: str):
             f"Hook {hook_name!r} is over its rate limit.",
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
-    if req.method == "GET":
-        return _handshake(hook)
+    return hook
+
+
+def take(app, req: Request, hook: Hook, request_id: str) -> Received:
+    """A POST (or PUT) to an admitted hook: size and content type → read → verify, parse,
+    deduplicate and store (the inbox) → count. Raises the :class:`~seqbridge.errors.SeqbridgeError`
+    of any refusal. Flask's view and the webhook lane (:mod:`seqbridge.web.hook_lane`) both call
+    it, so every webhook passes the same checks in the same order."""
+    inbox = app.extensions["seqbridge"].inbox
     limit = hook.max_body_bytes or app.config["MAX_CONTENT_LENGTH"]
     length = req.content_length  # werkzeug parses the header on every call: once here
     if (length or 0) > limit:
@@ -108,12 +113,31 @@ def receive(hook_name: str):
     if len(body) > limit:
         raise PayloadTooLarge(details={"limit_bytes": limit})
     inbound = _inbound(req, body, hook.connector, app.config.get("PUBLIC_BASE_URL") or "")
-    received = inbox.receive(hook, inbound, g.request_id)
+    received = inbox.receive(hook, inbound, request_id)
     _delivered(hook.name, received.status).inc()
+    return received
+
+
+def respond(app, hook: Hook, received: Received) -> Response:
+    """The answer as a response object: a browser form's redirect, or the JSON envelope."""
     redirect_to = getattr(hook.connector, "redirect_to", None)
     if redirect_to:  # a browser form: land the visitor on a page, not on JSON
-        return redirect(redirect_to, code=303)
-    return _answer(app, received)
+        return redirect(redirect_to, code=303, Response=app.response_class)
+    return app.response_class(
+        answer_body(received), status=received.http_status, content_type="application/json"
+    )
+
+
+@bp.route("/hooks/<hook_name>", methods=["GET", "POST", "PUT"])
+def receive(hook_name: str):
+    """Every webhook the lane in front of Flask leaves to it (GET handshakes, PUT, a query
+    string, a chunked body, an unusual path), and every webhook when the lane is off."""
+    req = request._get_current_object()  # looked up once
+    app = current_app._get_current_object()
+    hook = admit(app.extensions["seqbridge"].inbox, hook_name)
+    if req.method == "GET":
+        return _handshake(hook)
+    return respond(app, hook, take(app, req, hook, g.request_id))
 
 
 def _handshake(hook):

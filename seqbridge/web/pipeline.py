@@ -95,30 +95,56 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def _tag_response(response):
         req = request._get_current_object()
-        response.headers["X-Request-Id"] = getattr(g, "request_id", None) or uuid_utils.uuid4().hex
+        request_id = getattr(g, "request_id", None) or uuid_utils.uuid4().hex
+        response.headers["X-Request-Id"] = request_id
         route = req.url_rule.rule if req.url_rule is not None else "unmatched"
-        _answered(route, req.method, response.status_code).inc()
-        if route == "/hooks/<hook_name>" and response.status_code >= 400 and response.is_json:
+        code = None
+        if route == HOOK_ROUTE and response.status_code >= 400 and response.is_json:
             code = ((response.get_json(silent=True) or {}).get("error") or {}).get("code", "error")
-            hook = (
-                "unknown" if code == "hook_not_found" else (req.view_args or {}).get("hook_name", "unknown")
-            )
-            metrics.REJECTIONS.labels(hook, code).inc()
-        # One line per request: the path without its query string (a ?token= stays out of logs).
-        if not access_log.isEnabledFor(logging.INFO):
-            return response
-        started = getattr(g, "started", None)
-        access_log.info(
-            "%s %s %s",
-            request.method,
-            request.path,
+        account(
+            route,
+            req.method,
+            req.path,
             response.status_code,
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
-                "hook": (request.view_args or {}).get("hook_name"),
-            },
+            started=getattr(g, "started", None),
+            hook=(req.view_args or {}).get("hook_name"),
+            error_code=code,
         )
         return response
+
+
+#: The webhook route (its rejections are counted per hook and code).
+HOOK_ROUTE = "/hooks/<hook_name>"
+
+
+def account(
+    route: str,
+    method: str,
+    path: str,
+    status: int,
+    *,
+    started: float | None,
+    hook: str | None = None,
+    error_code: str | None = None,
+    request_id: str | None = None,
+) -> None:
+    """What every answered request leaves behind: the request counter, a webhook's rejection by
+    code, and one access-log line (the path without its query string: a ``?token=`` stays out
+    of logs). Flask's requests call it after their view, the webhook lane after its answer."""
+    _answered(route, method, status).inc()
+    if error_code is not None:
+        metrics.REJECTIONS.labels(
+            "unknown" if error_code == "hook_not_found" else hook or "unknown", error_code
+        ).inc()
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    extra = {
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+        "hook": hook,
+    }
+    if request_id is not None:
+        extra["request_id"] = request_id
+    access_log.info("%s %s %s", method, path, status, extra=extra)
