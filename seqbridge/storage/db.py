@@ -21,6 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from seqbridge.errors import ServiceUnavailable
 from seqbridge.storage.bulk import execute_raw
+from seqbridge.storage.checkpoint import JOURNAL_SIZE_LIMIT, Checkpointer
 from seqbridge.storage.write_lock import SQLiteWriteLock
 
 if TYPE_CHECKING:
@@ -61,7 +62,8 @@ def build_engine(url: str, settings: dict[str, Any] | None = None) -> Engine:
 
 def _build_sqlite_engine(parsed: URL, settings: dict[str, Any]) -> Engine:
     database = parsed.database
-    if database and database != ":memory:" and not database.startswith("file:"):
+    on_disk = _on_disk(database)
+    if on_disk:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     busy_ms = int(settings.get("SQLITE_BUSY_TIMEOUT_MS", 5000))
     synchronous = settings.get("SQLITE_SYNCHRONOUS", "FULL")
@@ -86,6 +88,9 @@ def _build_sqlite_engine(parsed: URL, settings: dict[str, Any]) -> Engine:
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute(f"PRAGMA cache_size=-{cache_kib}")  # negative: KiB, not pages
         cursor.execute("PRAGMA foreign_keys=ON")
+        if on_disk:  # checkpoints run in the background, not in a commit (storage/checkpoint.py)
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
+            cursor.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -96,6 +101,12 @@ def _build_sqlite_engine(parsed: URL, settings: dict[str, Any]) -> Engine:
         execute_raw(conn, "BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE_OPTION) else "BEGIN")
 
     return engine
+
+
+def _on_disk(database: str | None) -> bool:
+    """A database file of its own (not ``:memory:`` nor a ``file:`` URI): the write lock and the
+    background checkpoints are for these."""
+    return bool(database) and database != ":memory:" and not database.startswith("file:")
 
 
 class Database:
@@ -109,11 +120,12 @@ class Database:
         database = self.engine.url.database
         self._write_lock = (
             SQLiteWriteLock(database, int((settings or {}).get("SQLITE_BUSY_TIMEOUT_MS", 5000)) / 1000)
-            if self.is_sqlite and database and database != ":memory:" and not database.startswith("file:")
+            if self.is_sqlite and _on_disk(database)
             else None
         )
         self._writer: Connection | None = None
         self._writer_pid: int | None = None
+        self._checkpointer: Checkpointer | None = None
 
     @contextlib.contextmanager
     def transaction(self, *, write: bool = True, staged: bool = False) -> Iterator[Tx]:
@@ -176,6 +188,8 @@ class Database:
                     if conn is self._writer:  # do not keep a connection in an unknown state
                         self._drop_writer()
                     raise
+            if write and self._write_lock:
+                self.checkpointer.committed()
             tx.run_on_commit()
         except (OperationalError, InterfaceError, PoolTimeout) as exc:
             if isinstance(exc, PoolTimeout) or _is_unavailable(exc):
@@ -215,6 +229,13 @@ class Database:
             self._writer = self.engine.connect().execution_options(**{_WRITE_OPTION: True})
             self._writer_pid = os.getpid()  # a forked child opens its own
         return self._writer
+
+    @property
+    def checkpointer(self) -> Checkpointer:
+        """SQLite: this process's background WAL checkpoints (made at its first write)."""
+        if self._checkpointer is None or self._checkpointer.pid != os.getpid():
+            self._checkpointer = Checkpointer(str(self.engine.url.database))
+        return self._checkpointer
 
     def _drop_writer(self) -> None:
         writer, self._writer = self._writer, None
@@ -261,6 +282,9 @@ class Database:
 
     def dispose(self) -> None:
         self._drop_writer()
+        if self._checkpointer is not None and self._checkpointer.pid == os.getpid():
+            self._checkpointer.stop()
+            self._checkpointer = None
         if "announcer" in self.__dict__:  # only if one was made
             self.announcer.close()
         self.engine.dispose()
