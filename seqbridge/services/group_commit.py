@@ -46,14 +46,18 @@ class GroupCommit(Generic[Item]):
         *,
         max_batch: int = 64,
         lock: Callable[[], AbstractContextManager[Any]] = nullcontext,
+        after: Callable[[], None] | None = None,
     ) -> None:
         """``write(items)`` stores them in one transaction and returns one result per item.
 
         ``lock()`` is taken by the leader *before* it collects its batch: while it waits for the
         database (another process may be writing), more items join the batch it will write.
+        ``after()`` is called by the leader once a batch is written and the lock released (to
+        announce it, say, without holding every other writer up); it must not raise.
         """
         self._write = write
         self._lock = lock
+        self._after = after
         self._max_batch = max_batch
         self._mutex = threading.Lock()
         self._pending: list[_Ticket] = []
@@ -95,6 +99,8 @@ class GroupCommit(Generic[Item]):
                         self._pending[0].wake.release()
                     else:
                         self._writing = False
+            if self._after is not None and any(t.error is None for t in batch):
+                self._after()
             if ticket.done:
                 return self._outcome(ticket)
             lead = False  # our item did not fit in that batch: wait for the next leader

@@ -45,7 +45,6 @@ from seqbridge.services.intake import (
 from seqbridge.storage.db import Database
 from seqbridge.storage.deliveries import receipt_time
 from seqbridge.storage.schema import delivery_keys
-from seqbridge.storage.wakeup import announce_work
 
 log = logging.getLogger("seqbridge.deliveries")
 
@@ -97,7 +96,12 @@ class Inbox:
         self._orgs: dict[str, tuple[str, float]] = {}
         self._buckets: dict[str, TokenBucket] = {}
         self._time = receipt_time(db.engine.dialect.name)
-        self._commit: GroupCommit[Receipt] = GroupCommit(self._write_receipts, lock=db.write_lock)
+        self._commit: GroupCommit[Receipt] = GroupCommit(
+            self._write_receipts,
+            lock=db.write_lock,
+            # SQLite: the workers' wake-up datagrams go once the write lock is free again.
+            after=db.announcer.announce if db.is_sqlite else None,
+        )
         self._rejections = _RejectionLog()
         self._lock = threading.Lock()
 
@@ -272,7 +276,8 @@ class Inbox:
     def _write_receipts(self, receipts: list[Receipt]) -> list[Received]:
         """Store a batch of receipts in one transaction (the group commit's writer)."""
         with self.db.transaction() as tx:
-            tx.on_commit(announce_work, self.db)  # wake the worker once these are committed
+            if self.db.is_postgresql:  # wake the workers: NOTIFY is delivered at the commit
+                self.db.announcer.notify(tx.conn)
             return write_receipts(tx, receipts, self.clock.now())
 
     def _respond_after_actions(self, hook: Hook, delivery_id: str, events: int) -> Received:

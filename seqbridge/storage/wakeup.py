@@ -28,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from seqbridge.storage.bulk import execute_raw
+
 if TYPE_CHECKING:
     from seqbridge.storage.db import Database
 
@@ -77,6 +79,11 @@ class Announcer:
                 self._datagrams()
         except Exception as error:  # the poll will find the work anyway
             log.debug("wake-up not sent: %s", error)
+
+    def notify(self, conn) -> None:
+        """PostgreSQL: wake every listening worker when the transaction on ``conn`` commits (the
+        NOTIFY rides in it: no connection or commit of its own)."""
+        execute_raw(conn, f"NOTIFY {CHANNEL}")
 
     def _datagrams(self) -> None:
         try:
