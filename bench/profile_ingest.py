@@ -56,7 +56,7 @@ STAGES = [
     ("parse (strict JSON, events)", ("strictjson", "WhatsAppCloud.parse", "parse_json_body", "json/decoder")),
     ("verify (HMAC)", ("WhatsAppCloud.verify", "hmac.py")),
     ("inbox: the rest", ("services/inbox.py", "services/intake.py")),
-    ("hooks view (body, headers, answer)", ("seqbridge/web/hooks.py",)),
+    ("hooks view (body, headers, answer)", ("seqbridge/web/hooks.py", "seqbridge/web/hook_lane.py")),
     ("minimal view (verify, key, answer)", ("bench/minimal_ingest.py",)),
     ("bare view", ("bench/bare_app.py",)),
     (
