@@ -10,14 +10,17 @@ import io
 import json
 import logging
 import re
+from urllib.parse import parse_qs
 
 import pytest
 from flask import request_started
 from prometheus_client import REGISTRY
+from twilio.request_validator import RequestValidator
 
 from seqbridge import create_app
 from tests import factories
 from tests.test_hooks import (
+    FIXTURES,
     SENDERS,
     WHATSAPP_STOP,
     drain,
@@ -91,6 +94,15 @@ def _counter(name: str, **labels) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+def _twilio(side: str) -> dict:
+    """Twilio's own signature over the URL it called (no public base URL here: the request's)."""
+    body = (FIXTURES / "twilio_whatsapp.form").read_text().strip().replace("SM1f0e8ae6", f"SM{side[:4]}")
+    params = {k: v[0] for k, v in parse_qs(body).items()}
+    signature = RequestValidator("twilio-token").compute_signature("http://localhost/hooks/twilio", params)
+    headers = {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"}
+    return {"data": body, "headers": headers}
+
+
 def _signed(text: str, message_id: str) -> dict:
     body = meta_body(text, message_id=message_id)
     return {"data": body, "headers": meta_headers(body)}
@@ -110,6 +122,7 @@ def test_every_kind_of_answer_is_the_same_with_and_without_the_lane(pair):
             "/hooks/whatsapp",
             {"data": b"{not json", "headers": meta_headers(b"{not json")},
         ),
+        "twilio": lambda side: ("/hooks/twilio", _twilio(side)),
         "unknown hook": lambda side: ("/hooks/nope", {"json": {}}),
         "broken hook": lambda side: ("/hooks/broken", {"json": {}}),
         "wrong content type": lambda side: (
@@ -155,6 +168,7 @@ def test_every_kind_of_answer_is_the_same_with_and_without_the_lane(pair):
         "duplicate": (200, "duplicate"),
         "bad signature": (401, "signature_mismatch"),
         "malformed": (400, "malformed_payload"),
+        "twilio": (202, "queued"),
         "unknown hook": (404, "hook_not_found"),
         "broken hook": (503, "hook_misconfigured"),
         "wrong content type": (415, "unsupported_media_type"),
