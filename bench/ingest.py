@@ -17,6 +17,8 @@ The targets:
   hook and no ``seqbridge worker``: verify, parse, deduplicate, store the receipt, answer 202.
   SQLite (WAL, ``synchronous=FULL``) by default; ``--engine postgresql`` starts a durable
   PostgreSQL (fsync and synchronous_commit on) for the app (the baselines stay on SQLite).
+- ``minimal-wsgi`` (not run unless named): the same minimal ingest as a plain WSGI callable, no
+  Flask, for comparison with the app's webhook lane, which leaves Flask out too.
 - ``app-flask``: the same app with ``SEQBRIDGE_HOOKS_LANE=false``, on a database of its own, so
   every webhook goes through Flask's request machinery as before the webhook lane
   (:mod:`seqbridge.web.hook_lane`): what the lane is worth, in the same run.
@@ -337,6 +339,8 @@ def run(args) -> None:
                 prepare(flask_url, work / "mappings-flask")
             minimal_db = work / "minimal.db"
             minimal_ingest.create(str(minimal_db))
+            minimal_wsgi_db = work / "minimal-wsgi.db"
+            minimal_ingest.create(str(minimal_wsgi_db))
             env = {
                 **os.environ,
                 "SEQBRIDGE_DATABASE_URL": url,
@@ -350,21 +354,24 @@ def run(args) -> None:
             apps = {
                 "bare": "bench.bare_app:app",
                 "minimal": "bench.minimal_ingest:app",
+                "minimal-wsgi": "bench.minimal_ingest:wsgi",
                 "app": "seqbridge:create_app()",
                 "app-flask": "seqbridge:create_app()",
             }
             counters = {
                 "bare": None,
                 "minimal": sqlite_counter(minimal_db, "SELECT count(*) FROM receipts"),
+                "minimal-wsgi": sqlite_counter(minimal_wsgi_db, "SELECT count(*) FROM receipts"),
                 "app": app_counter(url),
                 "app-flask": app_counter(flask_url) if flask_url else None,
             }
             envs = {
+                "minimal-wsgi": {"SEQBRIDGE_MINIMAL_DATABASE": str(minimal_wsgi_db)},
                 "app-flask": {
                     "SEQBRIDGE_HOOKS_LANE": "false",
                     "SEQBRIDGE_DATABASE_URL": flask_url or "",
                     "SEQBRIDGE_MAPPINGS_DIR": str(work / "mappings-flask"),
-                }
+                },
             }
             servers = {}
             for name in dict.fromkeys(n.removesuffix("+flood") for n in names):
@@ -437,6 +444,8 @@ def report(runs: list[Run], totals: dict[str, int]) -> None:
         ("app+flood/app valid req/s", "app+flood", "app", lambda r: r.rps, None, None),
         ("app-flask/minimal req/s", "app-flask", "minimal", lambda r: r.rps, None, None),
         ("app/app-flask req/s", "app", "app-flask", lambda r: r.rps, None, None),
+        ("app/minimal-wsgi req/s", "app", "minimal-wsgi", lambda r: r.rps, None, None),
+        ("minimal-wsgi/bare req/s", "minimal-wsgi", "bare", lambda r: r.rps, None, None),
     ]
     for label, subject, baseline, value, op, goal in checks:
         ratio = _ratio(runs, subject, baseline, value)
@@ -484,7 +493,7 @@ def main() -> None:
     parser.add_argument(
         "--targets",
         default="bare,minimal,app,app-flask",
-        help="comma-separated: bare, minimal, app, app-flask",
+        help="comma-separated: bare, minimal, minimal-wsgi, app, app-flask",
     )
     parser.add_argument(
         "--flood",

@@ -123,3 +123,34 @@ def receive(hook_name: str):
         return {"error": {"code": "malformed_payload", "message": "not a message", "details": {}}}, 400
     status, delivery_id = writer().commit.submit((str(key), str(uuid_utils.uuid7()), body))
     return {"data": {"delivery_id": delivery_id, "status": status}}, 202 if status == "queued" else 200
+
+
+_STATUS = {202: "202 ACCEPTED", 200: "200 OK", 400: "400 BAD REQUEST", 401: "401 UNAUTHORIZED"}
+
+
+def wsgi(environ, start_response):
+    """The same minimal ingest without Flask: a plain WSGI callable (``bench.minimal_ingest:wsgi``),
+    what the least work looks like when the framework is left out too (Seqbridge's webhook lane
+    leaves Flask out of its webhooks)."""
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    expected = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(environ.get("HTTP_X_HUB_SIGNATURE_256", "").encode(), expected.encode()):
+        answer, code = (
+            {"error": {"code": "signature_mismatch", "message": "bad signature", "details": {}}},
+            401,
+        )
+    else:
+        try:
+            key = json.loads(body)["entry"][0]["changes"][0]["value"]["messages"][0]["id"]
+        except (ValueError, LookupError, TypeError):
+            answer, code = (
+                {"error": {"code": "malformed_payload", "message": "not a message", "details": {}}},
+                400,
+            )
+        else:
+            status, delivery_id = writer().commit.submit((str(key), str(uuid_utils.uuid7()), body))
+            answer = {"data": {"delivery_id": delivery_id, "status": status}}
+            code = 202 if status == "queued" else 200
+    out = (json.dumps(answer, separators=(",", ":")) + "\n").encode()
+    start_response(_STATUS[code], [("Content-Type", "application/json"), ("Content-Length", str(len(out)))])
+    return [out]
