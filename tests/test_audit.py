@@ -266,3 +266,55 @@ def test_the_hashed_form_is_canonical_json(request_id):
     rest = json.dumps(generic, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     data = json.dumps(row["data"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert _canonical(row).decode() == '{"data":' + data + "," + rest[1:]
+
+
+def test_appended_events_store_what_the_plain_canonical_form_gives(services, make_key):
+    """The batched append splices each event's hashed text from shared pieces (the caller's
+    actor, time and ``via`` serialised once); what it stores and chains must be exactly
+    ``_dumps(redact({**data, "via": via}))`` and the hash :func:`verify_chain` recomputes, for
+    data with secrets, keys that sort after ``via``, a ``via`` key of its own, none at all."""
+    from datetime import UTC, datetime
+
+    from seqbridge.audit import AuditTag, _dumps, record_each
+    from seqbridge.context import Actor, ActorType, Caller
+
+    make_key("acme")
+    with services.db.transaction(write=False) as tx:
+        org_id = tx.audit.chain_heads()[0]["org_id"]
+    now = datetime(2026, 1, 5, 9, 0, 0, 5, tzinfo=UTC)
+    via = {"hook": "h", "delivery_id": "d-1", "rule": "stop"}
+    callers = [
+        Caller(org_id, Actor(ActorType.HOOK, "h"), "req-1", via=via),
+        Caller(org_id, Actor(ActorType.HOOK, "h"), None, via={"hook": "h", "token": "t0ps3cret"}),
+        Caller(org_id, Actor(ActorType.API_KEY, 'k "q" ü'), "req-2"),
+    ]
+    datas = [
+        {"changes": {"status": "unsubscribed"}},
+        {"a": 1, "zeta": [1, None, True], "ü": "ß"},
+        {"via": "mine", "b": 2},
+        {"Authorization": "Bearer x", "nested": [{"api_key": "k"}], "text": "rk_live_" + "a" * 24},
+        {"reason": "the token expired", "dedupe_keys": ["k1"]},
+        {"\u017fecret": "a long s"},
+        {},
+        None,
+    ]
+    entries = [
+        (caller, AuditTag.API_CONTACT_UPDATED, "contact", f"c-{n}\n", data)
+        for n, (caller, data) in enumerate(itertools.product(callers, datas))
+    ]
+    with services.db.transaction() as tx:
+        record_each(tx, entries, now)
+    with services.db.transaction(write=False) as tx:
+        stored = list(tx.audit.iter_chain(org_id))[-len(entries) :]
+    for event, (caller, _tag, _type, subject_id, data) in zip(stored, entries, strict=True):
+        expected = dict(data or {})
+        if caller.via:
+            expected["via"] = caller.via
+        assert event["subject_id"] == subject_id
+        assert _dumps(event["data"]) == _dumps(redact(expected))
+    assert stored[1 * len(datas) + 0]["data"]["via"]["token"] == REDACTED
+    assert stored[3]["data"]["Authorization"] == REDACTED and "rk_live_" not in str(stored[3]["data"])
+    assert stored[5]["data"]["\u017fecret"] == REDACTED
+    assert stored[2]["data"]["via"] == via  # the caller's via wins over the data's own
+    checked, problems = verify_chain(services.db, org_id)
+    assert problems == [] and checked >= len(entries)

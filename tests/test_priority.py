@@ -227,3 +227,25 @@ def test_the_claims_probe_their_indexes_however_deep_the_queue(database_url, pri
     for plan in (urgent, ordinary):
         assert "SCAN deliveries\n" not in plan + "\n" and "Seq Scan" not in plan, plan
         assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan  # the index gives the order
+
+
+def test_a_wave_of_stops_is_claimed_in_growing_batches(priority_hook, client, services):
+    """A claim of urgent deliveries alone keeps the batch size (the ordinary backlog behind them
+    says nothing), unless it was full: a wave of STOPs is itself a deep backlog, and was drained
+    ten at a time before (a quarter of the rate)."""
+    from seqbridge.worker.deliveries import FIRST_BATCH, DeliveryJob
+
+    stops = [_post(client, "STOP", f"wamid.wave{n}", sender=f"1555100{n:04d}") for n in range(35)]
+    job = DeliveryJob(services, batch=40)
+    sizes, next_sizes = [], []
+    claimed: list[str] = []
+    while batch := job.claim("test-worker"):
+        sizes.append(len(batch))
+        next_sizes.append(job.size)
+        claimed += [row["id"] for row in batch]
+        job.settle("test-worker", [(row, job.run("test-worker", row)) for row in batch])
+    assert sizes == [FIRST_BATCH, 2 * FIRST_BATCH, 5]
+    # Full claims grew it (up to the setting); the last, not full, left it as it was.
+    assert next_sizes == [2 * FIRST_BATCH, 40, 40]
+    assert claimed == stops
+    assert job.size == FIRST_BATCH  # an empty claim: the queue is drained, back to the start

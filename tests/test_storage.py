@@ -364,6 +364,30 @@ def test_migrations_leave_the_planner_statistics_gathered(tmp_path, request):
         pg.dispose()
 
 
+def test_a_starting_worker_gathers_the_statistics_a_database_lacks(tmp_path):
+    """A database copied or grown since its last ANALYZE: the worker's first round refreshes
+    the planner's statistics (SQLite), not an hour later."""
+    from seqbridge.worker.maintenance import Statistics
+
+    db = Database(f"sqlite:///{tmp_path}/stats.db")
+    upgrade(db)
+    with db.engine.connect() as conn:
+        conn.exec_driver_sql("DELETE FROM sqlite_stat1")
+        conn.commit()
+    job = Statistics(db)
+    assert job.run_once("w") == 0
+    with db.engine.connect() as conn:
+        tables = {r[0] for r in conn.exec_driver_sql("SELECT tbl FROM sqlite_stat1")}
+    assert "alembic_version" in tables  # the one table with rows (ANALYZE skips empty ones)
+    with db.engine.connect() as conn:
+        conn.exec_driver_sql("DELETE FROM sqlite_stat1")
+        conn.commit()
+    job.run_once("w")  # the next refresh is an hour away
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM sqlite_stat1").scalar() == 0
+    db.dispose()
+
+
 def test_an_enrollments_tasks_are_found_by_its_index_without_statistics(database_url):
     """Ending enrollments reads and cancels their tasks by enrollment id. On a database whose
     statistics know nothing yet (a new one, or one that grew since its last ANALYZE), SQLite's

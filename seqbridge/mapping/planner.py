@@ -111,10 +111,13 @@ def plan_request(hook: Hook, request: InboundRequest, received_at: str | None = 
     events = [
         {"dedupe_key": e.dedupe_key, "kind": e.kind, "data": e.data} for e in hook.connector.parse(request)
     ]
+    reads = hook.reads
+    # The connector has read the body once already; no rule reading it, it is not parsed again.
+    body = parse_body(request.body, request.content_type) if reads is None or "body" in reads else None
     return plan_events(
         hook,
         events,
-        body=parse_body(request.body, request.content_type),
+        body=body,
         headers=request.headers,
         query=request.query,
         received_at=received_at,

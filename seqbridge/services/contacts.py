@@ -204,7 +204,9 @@ class ContactService:
             if tags is not None:
                 tx.contacts.remove_tags(contact_id, set(before["tags"]) - set(tags))
                 added = tx.contacts.add_tags(caller.org_id, contact_id, tags)
-            after = self._load(tx, caller, contact_id)
+                after = self._load(tx, caller, contact_id)
+            else:  # the tags are as they were: only the row is read again
+                after = contact_to_api(tx.contacts.get_contact(caller.org_id, contact_id), before["tags"])
             changes = {k: after[k] for k in (*values, *(["tags"] if tags is not None else [])) if k in after}
             record(
                 tx,

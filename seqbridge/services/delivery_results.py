@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from seqbridge import metrics
@@ -134,17 +135,27 @@ def settled_values(
     return values
 
 
+@lru_cache(maxsize=1024)
+def _child(metric, *labels: str):
+    """The metric's child for these labels (``labels()`` takes a lock and builds a key each time:
+    per delivery and action, that shows)."""
+    return metric.labels(*labels)
+
+
 def observe(settled: Settled) -> None:
     """One log line and the counters per delivery attempt."""
     row = settled.row
-    metrics.PROCESSED.labels(row["hook"], row["status"]).inc()
+    _child(metrics.PROCESSED, row["hook"], row["status"]).inc()
     if settled.outcome.kind in (OutcomeKind.DONE, OutcomeKind.FAILED) and row.get("processed_at"):
-        metrics.INGEST_TO_ACTION.labels(row["hook"]).observe(
+        _child(metrics.INGEST_TO_ACTION, row["hook"]).observe(
             max(0.0, (row["processed_at"] - row["received_at"]).total_seconds())
         )
         for entry in row.get("results") or []:
             for action in entry.get("actions", []):
-                metrics.ACTIONS.labels(action["target"], action["action"], action["outcome"]["status"]).inc()
+                outcome = action["outcome"]["status"]
+                _child(metrics.ACTIONS, action["target"], action["action"], outcome).inc()
+    if not log.isEnabledFor(logging.INFO):
+        return
     log.info(
         "delivery %s",
         row["status"],

@@ -233,7 +233,7 @@ def update_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], 
     for columns, group in by_columns.items():
         if not columns:
             continue
-        by_values: dict[str, list[dict[str, Any]]] = {}
+        by_values: dict[Any, list[dict[str, Any]]] = {}
         for row in group:
             by_values.setdefault(_frozen([row[c] for c in columns]), []).append(row)
         if len(by_values) == 1:
@@ -247,5 +247,12 @@ def update_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], 
             )
 
 
-def _frozen(values: list[Any]) -> str:
-    return json.dumps(values, sort_keys=True, default=repr)
+def _frozen(values: list[Any]) -> Any:
+    """A key equal for equal values only: each value with its type (1, 1.0 and True stay apart),
+    or their JSON text when one is not hashable (a JSON document)."""
+    key = tuple((type(v), v) for v in values)
+    try:
+        hash(key)
+    except TypeError:
+        return json.dumps(values, sort_keys=True, default=repr)
+    return key

@@ -198,7 +198,8 @@ class DeliveryStore:
             .values(receipt_audited=True)
             .returning(*_RECEIPT)
         )
-        return [dict(r) for r in result.mappings()]
+        names = tuple(result.keys())
+        return [dict(zip(names, r, strict=True)) for r in result]
 
     def unaudited_receipts(self, limit: int) -> list[str]:
         """The ids of the oldest ignored and rejected deliveries whose receipt is not in the audit
@@ -400,10 +401,9 @@ class DeliveryStore:
             ids = self.due_ids(now, limit)
         if not ids:
             return []
-        claimed = self.conn.execute(
-            _leasing(ids, worker_id, lease_until, now).returning(*deliveries.c)
-        ).mappings()
-        rows = [dict(r) for r in claimed]
+        claimed = self.conn.execute(_leasing(ids, worker_id, lease_until, now).returning(*deliveries.c))
+        names = tuple(claimed.keys())
+        rows = [dict(zip(names, r, strict=True)) for r in claimed]
         rows.sort(key=lambda r: (r["next_attempt_at"], r["id"]))
         return rows
 

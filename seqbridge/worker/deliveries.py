@@ -29,7 +29,9 @@ class DeliveryJob:
     its last claim found after that, up to ``DELIVERY_BATCH``. A deep queue is drained in big
     batches (few statements per delivery), a trickle in small ones (each settles at once), and a
     worker that has just started, perhaps after a crash, commits early and often. A claim that
-    found only urgent deliveries (opt-outs, which go first and alone) leaves the size as it was.
+    found only urgent deliveries (opt-outs, which go first and alone) says nothing of the backlog
+    behind them, so it leaves the size as it was, unless it was full: then the urgent backlog is
+    itself deep (a wave of STOPs) and the size grows as for any other.
     """
 
     name = "deliveries"
@@ -46,8 +48,10 @@ class DeliveryJob:
 
     def claim(self, worker_id: str) -> list[Row]:
         claimed = self.processing.claim(worker_id, self.size)
-        if not claimed or not all(row["priority"] for row in claimed):
-            # An urgent claim (opt-outs alone) says nothing of the backlog behind it: keep the size.
+        full = len(claimed) >= self.size
+        if full or not claimed or not all(row["priority"] for row in claimed):
+            # An urgent claim (opt-outs alone) that was not full says nothing of the backlog
+            # behind it: keep the size. A full one means the urgent backlog itself is deep.
             self.size = max(min(FIRST_BATCH, self.batch), min(self.batch, 2 * len(claimed)))
         return claimed
 

@@ -16,19 +16,23 @@ log = logging.getLogger("seqbridge.worker")
 
 
 class Statistics:
-    """A worker job: :meth:`Database.optimize` at most every ``every_seconds``."""
+    """A worker job: :meth:`Database.optimize` in the worker's first round (a database fresh from
+    its migrations, or copied, may have no statistics, or stale ones), then at most every
+    ``every_seconds``."""
 
     name = "statistics"
 
     def __init__(self, db: Database, every_seconds: float = 3600.0) -> None:
         self.db = db
         self.every = every_seconds
-        self._next = time.monotonic() + every_seconds
+        self._next = time.monotonic()
+        self._started = False
 
     def run_once(self, worker_id: str) -> int:
         """Optimize when due; never counts as work (an idle worker still sleeps)."""
         if time.monotonic() >= self._next:
             self._next = time.monotonic() + self.every
-            self.db.optimize()
+            self.db.optimize(starting=not self._started)
+            self._started = True
             log.debug("worker %s: planner statistics refreshed", worker_id)
         return 0

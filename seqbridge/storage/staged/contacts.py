@@ -61,6 +61,14 @@ def _attribute_keys(row: Row) -> list[tuple]:
     return keys
 
 
+#: The columns the lookups by phone, email and attribute read (a STOP changes none of them).
+_INDEXED = frozenset({"org_id", "phone", "email_normalized", "attributes"})
+
+
+def _unindexed(_before: Row, _after: Row) -> None:
+    """A change no lookup sees: nothing to move."""
+
+
 def _oldest_first(rows: Iterable[Row]) -> list[Row]:
     return sorted(rows, key=lambda r: (r["created_at"], r["id"]))
 
@@ -202,7 +210,11 @@ class StagedContacts(Unsupported):
             values,
             held=self.updated,
             inserted=self.inserted,
-            changed=lambda before, after: self._reindex(contact_id, before, after),
+            changed=(
+                (lambda before, after: self._reindex(contact_id, before, after))
+                if _INDEXED.intersection(values)
+                else _unindexed
+            ),
             copy=copy_row,
         )
         return True
