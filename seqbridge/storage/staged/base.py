@@ -46,22 +46,42 @@ def update_held(
     """Change the identity map's ``row`` by ``values`` and hold the change for the flush (in
     ``held``, by id; a row ``inserted`` in this batch is written whole instead), undoably.
     ``changed(before, after)`` keeps the store's own indexes in step, both ways."""
-    key = row["id"]
-    before, pending = dict(row), held.get(key)
-    row.update(copy(values))
-    if key not in inserted:
-        held[key] = {**(pending or {}), **copy(values)}
-    changed(before, row)
+    update_held_many(staging, [(row, values)], held=held, inserted=inserted, changed=changed, copy=copy)
+
+
+def update_held_many(
+    staging: Staging,
+    changes: list[tuple[Row, dict[str, Any]]],
+    *,
+    held: dict[str, dict[str, Any]],
+    inserted: dict[str, Row],
+    changed: Callable[[Row, Row], None],
+    copy: Callable[[dict[str, Any]], dict[str, Any]] = dict,
+) -> None:
+    """:func:`update_held` for each ``(row, values)``, with one undo for them all (an unenroll
+    ends every enrollment of a contact at once)."""
+    saved: list[tuple[Row, Row, dict[str, Any] | None]] = []
+    for row, values in changes:
+        key = row["id"]
+        before, pending = dict(row), held.get(key)
+        row.update(copy(values))
+        if key not in inserted:
+            held[key] = {**(pending or {}), **copy(values)}
+        changed(before, row)
+        saved.append((row, before, pending))
+    if not saved:
+        return
 
     def undo() -> None:
-        current = dict(row)
-        row.clear()
-        row.update(before)
-        if key not in inserted:
-            if pending is None:
-                del held[key]
-            else:
-                held[key] = pending
-        changed(current, row)
+        for row, before, pending in reversed(saved):
+            current = dict(row)
+            row.clear()
+            row.update(before)
+            if row["id"] not in inserted:
+                if pending is None:
+                    del held[row["id"]]
+                else:
+                    held[row["id"]] = pending
+            changed(current, row)
 
     staging.undo.append(undo)

@@ -7,7 +7,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from seqbridge.storage.enrollments import LIVE, EnrollmentStore
-from seqbridge.storage.staged.base import Row, Unsupported, update_held
+from seqbridge.storage.staged.base import Row, Unsupported, update_held, update_held_many
 
 if TYPE_CHECKING:
     from seqbridge.storage.staged import Staging
@@ -132,36 +132,19 @@ class StagedEnrollments(Unsupported):
         )
 
     def update_enrollments(self, rows: list[Row]) -> None:
-        """Change many enrollments at once (an unenroll ends all of a contact's): what
-        :meth:`update_enrollment` does for each, with one undo for them all."""
-        saved: list[tuple[Row, Row, dict[str, Any] | None]] = []
+        """Change many enrollments at once (an unenroll ends all of a contact's), with one undo."""
+        changes = []
         for given in rows:
             row = self._row(given["id"])
-            if row is None:
-                continue
-            key = row["id"]
-            values = {k: v for k, v in given.items() if k != "id"}
-            pending = self.updated.get(key)
-            saved.append((row, dict(row), pending))
-            row.update(values)
-            if key not in self.inserted:
-                self.updated[key] = {**pending, **values} if pending else values
-            self._track_live(row)
-        if not saved:
-            return
-
-        def undo() -> None:
-            for row, before, pending in reversed(saved):
-                row.clear()
-                row.update(before)
-                if row["id"] not in self.inserted:
-                    if pending is None:
-                        del self.updated[row["id"]]
-                    else:
-                        self.updated[row["id"]] = pending
-                self._track_live(row)
-
-        self.staging.undo.append(undo)
+            if row is not None:
+                changes.append((row, {k: v for k, v in given.items() if k != "id"}))
+        update_held_many(
+            self.staging,
+            changes,
+            held=self.updated,
+            inserted=self.inserted,
+            changed=lambda _before, after: self._track_live(after),
+        )
 
     def cancel_tasks_counted(self, enrollment_ids: list[str], now, reason: str) -> dict[str, int]:
         return {e: self.cancel_open_tasks(e, now, reason) for e in enrollment_ids}
