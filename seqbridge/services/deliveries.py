@@ -21,7 +21,7 @@ from seqbridge.services.common import CursorPage, decode_time_cursor, format_tim
 from seqbridge.services.inbox import REPLAYABLE, DeliveryStatus, Inbox
 from seqbridge.services.processing import DeliveryProcessing
 from seqbridge.storage.db import Database
-from seqbridge.storage.wakeup import announce_work
+from seqbridge.storage.wakeup import wake_workers
 
 log = logging.getLogger("seqbridge.deliveries")
 
@@ -169,7 +169,7 @@ class DeliveryService:
                 {"hook": row["hook"], "previous_status": row["status"]},
                 now,
             )
-            tx.on_commit(announce_work, self.db)
+            wake_workers(tx)
             return delivery_to_api(
                 self._with_events(tx.deliveries.get_delivery(caller.org_id, delivery_id)), detail=True
             )

@@ -45,6 +45,7 @@ from seqbridge.services.intake import (
 from seqbridge.storage.db import Database
 from seqbridge.storage.deliveries import receipt_time
 from seqbridge.storage.schema import delivery_keys
+from seqbridge.storage.wakeup import wake_workers
 
 log = logging.getLogger("seqbridge.deliveries")
 
@@ -276,8 +277,8 @@ class Inbox:
     def _write_receipts(self, receipts: list[Receipt]) -> list[Received]:
         """Store a batch of receipts in one transaction (the group commit's writer)."""
         with self.db.transaction() as tx:
-            if self.db.is_postgresql:  # wake the workers: NOTIFY is delivered at the commit
-                self.db.announcer.notify(tx.conn)
+            if self.db.is_postgresql:  # SQLite's wake-up goes after the group commit's lock instead
+                wake_workers(tx)
             return write_receipts(tx, receipts, self.clock.now())
 
     def _respond_after_actions(self, hook: Hook, delivery_id: str, events: int) -> Received:

@@ -32,6 +32,7 @@ from seqbridge.storage.bulk import execute_raw
 
 if TYPE_CHECKING:
     from seqbridge.storage.db import Database
+    from seqbridge.storage.tx import Tx
 
 log = logging.getLogger("seqbridge.worker")
 
@@ -46,6 +47,16 @@ def announce_work(databases: list[Database]) -> None:
     """``Tx.on_commit`` callback: wake the workers of each database (once per commit)."""
     for db in dict.fromkeys(databases):
         db.announcer.announce()
+
+
+def wake_workers(tx: Tx) -> None:
+    """Wake the workers of ``tx``'s database once ``tx`` commits. PostgreSQL: a ``NOTIFY`` inside
+    the transaction (delivered at its commit, identical ones once; no connection or commit of its
+    own). SQLite: the datagrams, after the commit."""
+    if tx.db.is_postgresql:
+        execute_raw(tx.conn, f"NOTIFY {CHANNEL}")
+    else:
+        tx.on_commit(announce_work, tx.db)
 
 
 def socket_directory(database: str) -> Path:
@@ -79,11 +90,6 @@ class Announcer:
                 self._datagrams()
         except Exception as error:  # the poll will find the work anyway
             log.debug("wake-up not sent: %s", error)
-
-    def notify(self, conn) -> None:
-        """PostgreSQL: wake every listening worker when the transaction on ``conn`` commits (the
-        NOTIFY rides in it: no connection or commit of its own)."""
-        execute_raw(conn, f"NOTIFY {CHANNEL}")
 
     def _datagrams(self) -> None:
         try:
