@@ -46,6 +46,7 @@ class Checkpointer:
         #: the WAL, frames checkpointed)``.
         self.rounds = 0
         self.last: tuple[int, int, int] | None = None
+        self._conn: sqlite3.Connection | None = None
         self._written = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="seqbridge-checkpoint", daemon=True)
@@ -56,13 +57,12 @@ class Checkpointer:
         self._written.set()
 
     def checkpoint(self) -> tuple[int, int, int]:
-        """One passive checkpoint now: ``(busy, frames in the WAL, frames checkpointed)``."""
-        conn = sqlite3.connect(self.path, timeout=0.1, isolation_level=None, check_same_thread=False)
-        try:
-            busy, frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            return busy, frames, done
-        finally:
-            conn.close()
+        """One passive checkpoint now: ``(busy, frames in the WAL, frames checkpointed)``. Only the
+        checkpointer's thread calls it, on the connection it keeps for that."""
+        if self._conn is None:
+            self._conn = sqlite3.connect(self.path, timeout=0.1, isolation_level=None)
+        busy, frames, done = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return busy, frames, done
 
     def stop(self) -> None:
         self._stopped.set()
@@ -81,3 +81,6 @@ class Checkpointer:
                 self.rounds += 1
             except sqlite3.Error as error:  # busy with another checkpoint, or the file is gone
                 log.debug("WAL checkpoint of %s skipped: %s", self.path, error)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
