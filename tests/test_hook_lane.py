@@ -20,6 +20,7 @@ from twilio.request_validator import RequestValidator
 from seqbridge import create_app
 from tests import factories
 from tests.test_hooks import (
+    BROKEN,
     FIXTURES,
     SENDERS,
     WHATSAPP_STOP,
@@ -28,16 +29,6 @@ from tests.test_hooks import (
     meta_headers,
     write_mapping,
 )
-
-BROKEN = """
-hooks:
-  broken:
-    organization: acme
-    source: {connector: whatsapp_cloud, app_secret: x, verify_token: y}
-    rules:
-      - when: {field: "event.[", equals: 1}
-        actions: []
-"""
 
 #: Values that differ between two deliveries of the same request (ids, times, paths naming ids).
 _VARYING = {"delivery_id", "path", "replay_path", "received_at", "dedupe_until"}

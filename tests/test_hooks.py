@@ -46,6 +46,18 @@ hooks:
 """
 
 
+#: A hook whose rule does not compile: it answers 503 hook_misconfigured.
+BROKEN = """
+hooks:
+  broken:
+    organization: acme
+    source: {connector: whatsapp_cloud, app_secret: x, verify_token: y}
+    rules:
+      - when: {field: "event.[", equals: 1}
+        actions: []
+"""
+
+
 def write_mapping(app_config, text: str, name: str = "hooks.yaml") -> Path:
     path = Path(app_config["MAPPINGS_DIR"]) / name
     path.write_text(textwrap.dedent(text))
@@ -205,18 +217,7 @@ def test_bad_signature_is_401_with_a_reason_and_recorded_without_the_body(stop_h
 
 
 def test_unknown_hook_is_404_and_a_broken_one_is_503(app_config, client, api):
-    write_mapping(
-        app_config,
-        """
-        hooks:
-          broken:
-            organization: acme
-            source: {connector: whatsapp_cloud, app_secret: x, verify_token: y}
-            rules:
-              - when: {field: "event.[", equals: 1}
-                actions: []
-    """,
-    )
+    write_mapping(app_config, BROKEN, "broken.yaml")
     missing = client.post("/hooks/nope", json={})
     assert missing.status_code == 404 and missing.json["error"]["code"] == "hook_not_found"
     broken = client.post("/hooks/broken", json={})
